@@ -1,0 +1,1 @@
+"""Agents that choose placements: EGRL (GNN + evolution + SAC) and baselines."""
