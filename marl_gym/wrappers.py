@@ -1,0 +1,77 @@
+"""Wrappers that make HeteroMemPlacement-v0 consumable by libraries with narrower space support.
+
+Stable-Baselines3 accepts only 1-D `MultiBinary` actions and fixed-shape `Box` (or `Dict` of `Box`)
+observations. `SB3PlacementWrapper` provides both and maps every action back to the env's (N, 2)
+action without loss: flat index 2*i is node i's weights, 2*i + 1 its activation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+OBS_MODES = ("flat", "dict")
+
+
+def flatten_action(action: np.ndarray) -> np.ndarray:
+    """(N, 2) -> (2N,), node-major."""
+    return np.asarray(action).reshape(-1)
+
+
+def unflatten_action(flat: np.ndarray, num_nodes: int) -> np.ndarray:
+    """(2N,) -> (N, 2); accepts the float 0.0/1.0 arrays SB3 policies emit."""
+    arr = np.asarray(flat)
+    if arr.shape != (2 * num_nodes,):
+        raise ValueError(f"expected a flat action of shape ({2 * num_nodes},), got {arr.shape}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isin(arr, (0.0, 1.0)).all():
+            raise ValueError("flat action values must be 0 or 1")
+        arr = arr.astype(np.int8)
+    return arr.reshape(num_nodes, 2)
+
+
+class SB3PlacementWrapper(gym.Wrapper):
+    """Expose `MultiBinary(2N)` actions and SB3-friendly observations.
+
+    obs_mode="flat": one float32 `Box` = node features (row-major), decision mask, system vector. The
+    edges are dropped: for one workload they never change, so an MLP policy loses nothing.
+    obs_mode="dict": a `Dict` of float32 `Box`es with the same keys as the raw env (for custom
+    feature extractors, e.g. a GNN that reads ``edge_index``).
+    """
+
+    def __init__(self, env: gym.Env, obs_mode: str = "flat") -> None:
+        super().__init__(env)
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        self.obs_mode = obs_mode
+        raw = env.observation_space
+        self.num_nodes = int(raw["node_features"].shape[0])
+        self.action_space = spaces.MultiBinary(2 * self.num_nodes)
+        if obs_mode == "flat":
+            size = int(np.prod(raw["node_features"].shape) + np.prod(raw["decision_mask"].shape) + raw["system"].shape[0])
+            self.observation_space = spaces.Box(-np.inf, np.inf, (size,), np.float32)
+        else:
+            self.observation_space = spaces.Dict(
+                {
+                    key: spaces.Box(-np.inf, np.inf, raw[key].shape, np.float32)
+                    for key in ("node_features", "edge_index", "decision_mask", "system")
+                }
+            )
+
+    def _convert(self, obs: dict[str, np.ndarray]) -> Any:
+        if self.obs_mode == "flat":
+            return np.concatenate(
+                [obs["node_features"].ravel(), obs["decision_mask"].ravel(), obs["system"].ravel()]
+            ).astype(np.float32)
+        return {key: np.asarray(value, dtype=np.float32) for key, value in obs.items()}
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        return self._convert(obs), info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(unflatten_action(action, self.num_nodes))
+        return self._convert(obs), reward, terminated, truncated, info
