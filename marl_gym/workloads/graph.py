@@ -12,9 +12,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -209,8 +210,7 @@ class WorkloadGraph:
                 f"nodes         {len(self.nodes)} ({sum(n.has_weights for n in self.nodes)} with weights), "
                 f"edges {len(self.edges)}",
                 f"weights       {_fmt_bytes(self.total_weight_bytes)} ({self.total_weight_bytes:,} B)",
-                f"activations   {_fmt_bytes(self.total_activation_bytes)} written, "
-                f"peak live {_fmt_bytes(peak)}",
+                f"activations   {_fmt_bytes(self.total_activation_bytes)} written, peak live {_fmt_bytes(peak)}",
                 f"compute       {self.total_flops / 1e9:.2f} GFLOP",
                 f"ops           {op_text}",
             ]
@@ -228,7 +228,9 @@ class WorkloadGraph:
                 output_bytes=int(round(n.output_bytes * scale)),
                 input_bytes=int(round(n.input_bytes * scale)),
                 flops=int(round(n.flops * scale)),
-                access=classify_access(n.op, n.weight_bytes, round(n.output_bytes * scale), round(n.input_bytes * scale)),
+                access=classify_access(
+                    n.op, n.weight_bytes, round(n.output_bytes * scale), round(n.input_bytes * scale)
+                ),
             )
             for n in self.nodes
         )
@@ -330,6 +332,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and package data must be readable by others
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
