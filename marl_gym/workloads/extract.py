@@ -52,8 +52,9 @@ What it cannot handle
   modules are invisible; parameters a leaf module reads but does not own are not attributed to it
   (they show up in `meta["unused_parameters"]` unless another node reads them).
 * In-place writes through a view do not make the writer the producer of the view's base tensor.
-* `torch.jit.ScriptModule`s and compiled modules (no Python hooks) raise `ExtractionError`, as does a
-  forward in which no tensor computation is recorded.
+* Lazy modules (`nn.LazyLinear` ...) are run once uninstrumented first, to materialise their parameters.
+* `torch.jit.ScriptModule`s (no Python hooks) raise `ExtractionError`, as does a forward in which no
+  tensor computation is recorded. A `torch.compile`d module is traced through the eager module it wraps.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -142,7 +144,7 @@ _MODULE_OPS: tuple[tuple[str, str], ...] = (
 _FUNC_OPS: dict[str, str] = {
     **dict.fromkeys(("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"), "conv"),
     **dict.fromkeys(("linear", "addmm", "bilinear"), "linear"),
-    **dict.fromkeys(("matmul", "mm", "bmm", "baddbmm", "einsum", "matmul", "rmatmul", "tensordot"), "matmul"),
+    **dict.fromkeys(("matmul", "mm", "bmm", "baddbmm", "einsum", "rmatmul", "tensordot"), "matmul"),
     "scaled_dot_product_attention": "attention",
     **dict.fromkeys(("softmax", "log_softmax", "softmin"), "softmax"),
     **dict.fromkeys(("add", "iadd", "radd", "sub", "isub", "rsub", "addcmul", "addcdiv"), "add"),
@@ -199,12 +201,33 @@ def function_op(name: str) -> str:
     return _FUNC_OPS.get(name.strip("_"), "other")
 
 
+_INPLACE_DUNDERS = frozenset(
+    f"__i{op}__"
+    for op in (
+        "add",
+        "sub",
+        "mul",
+        "matmul",
+        "truediv",
+        "floordiv",
+        "mod",
+        "pow",
+        "and",
+        "or",
+        "xor",
+        "lshift",
+        "rshift",
+    )
+) | {"__setitem__"}
+
+
 def _is_inplace(name: str, kwargs: Mapping[str, Any]) -> bool:
-    if name.startswith("__i") and name.endswith("__") or name == "__setitem__":
+    """Does this op write into an existing tensor (`add_`, `__iadd__`, `x[i] = y`, `inplace=True`, `out=`)?"""
+    if name in _INPLACE_DUNDERS:
         return True
     if name.endswith("_") and not name.endswith("__"):
         return True
-    return kwargs.get("inplace") is True
+    return kwargs.get("inplace") is True or kwargs.get("out") is not None
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -386,12 +409,18 @@ class _Extractor:
         outputs = _unique(_tensors(output))
         if not outputs:
             return
-        if not getattr(module, "inplace", False) and self._alias(outputs, inputs):
+        # An in-place module (ReLU(inplace=True)) writes its input: a node. Dropout in eval mode returns its
+        # input untouched whatever its `inplace` flag: an alias, like any other module that only views.
+        writes = getattr(module, "inplace", False) is True and not (
+            module_op(module) == "dropout" and not module.training
+        )
+        if not writes and self._alias(outputs, inputs):
             self.alias_nodes += 1
             return
         params = [self.params[id(p)] for p in module.parameters(recurse=False) if id(p) in self.params]
         flops = int(self.counter.get_total_flops() - flops0)
-        self._record(qualname, module_op(module), qualname, inputs, outputs, params, flops)
+        # The root module is "" in named_modules(); when it is itself a leaf its node takes the class name.
+        self._record(qualname or type(module).__name__, module_op(module), qualname, inputs, outputs, params, flops)
 
     # ------------------------------------------------------------- functional
     def on_function(self, func: Any, args: tuple, kwargs: dict) -> Any:
@@ -445,11 +474,13 @@ def extract(
 ) -> WorkloadGraph:
     """Run `module` once on `example_inputs` and return its workload graph.
 
-    `example_inputs` is a tensor or a tuple/list of positional arguments (`example_kwargs` adds keyword
-    arguments). `name` defaults to the module's class name; `batch_size` to the first dimension of the
+    `example_inputs` is a tensor, a tuple/list of positional arguments or a dict of keyword arguments
+    (`example_kwargs` adds keyword arguments). `name` defaults to the module's class name; `batch_size` to the first dimension of the
     first input tensor. The module is run in whatever mode it is in (call `.eval()` first for inference
     graphs) under `torch.no_grad()`. See the module docstring for conventions and limitations.
     """
+    if type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module):
+        module = module._orig_mod  # torch.compile's wrapper: trace the eager module it wraps
     if not isinstance(module, nn.Module):
         raise ExtractionError(f"extract() needs a torch.nn.Module, got {type(module).__name__}")
     if isinstance(module, torch.jit.ScriptModule):
@@ -457,8 +488,12 @@ def extract(
             "extract() cannot trace a torch.jit.ScriptModule (it runs without Python forward hooks); "
             "pass the original nn.Module"
         )
-    args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    kwargs = dict(example_kwargs or {})
+    if isinstance(example_inputs, Mapping):
+        args, kwargs = (), dict(example_inputs)
+    else:
+        args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        kwargs = {}
+    kwargs.update(example_kwargs or {})
     input_tensors = list(_tensors((args, kwargs)))
     if not input_tensors:
         raise ExtractionError("example_inputs contain no tensor: nothing would flow through the module")
@@ -466,6 +501,10 @@ def extract(
         first = input_tensors[0]
         batch_size = int(first.shape[0]) if first.dim() > 0 else 1
     name = name or type(module).__name__
+
+    if any(is_lazy(t) for t in (*module.parameters(), *module.buffers())):
+        with torch.no_grad():  # materialise lazy modules' parameters (LazyLinear ...) before mapping them
+            module(*args, **kwargs)
 
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
     ext = _Extractor(module, counter)

@@ -479,11 +479,17 @@ def build_graph(
     records = list(nodes)
     edge_list = sorted({(int(s), int(d)) for s, d in edges})
     n = len(records)
+    for s, d in edge_list:
+        if not (0 <= s < n and 0 <= d < n):
+            raise WorkloadError(f"edge ({s}, {d}) of workload {name!r} references a missing node (0..{n - 1})")
+    outputs = [int(o) for o in output_nodes]
+    for o in outputs:
+        if not 0 <= o < n:
+            raise WorkloadError(f"output node {o} of workload {name!r} does not exist (0..{n - 1})")
     last_use = list(range(n))
     for s, d in edge_list:
-        if 0 <= s < n:
-            last_use[s] = max(last_use[s], d)
-    for o in output_nodes:
+        last_use[s] = max(last_use[s], d)
+    for o in outputs:
         last_use[o] = n - 1
     built = []
     for i, rec in enumerate(records):

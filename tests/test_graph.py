@@ -1,0 +1,125 @@
+"""WorkloadGraph: derived lifetimes, validation, features, batch scaling, JSON round trip and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from marl_gym.workloads import (
+    NUM_NODE_FEATURES,
+    SCHEMA_VERSION,
+    WorkloadError,
+    WorkloadGraph,
+    build_graph,
+    peak_live_activation_bytes,
+)
+
+
+def _rec(name, op="conv", w=1000, out=8000, inp=8000, flops=10**6):
+    return {"name": name, "op": op, "weight_bytes": w, "output_bytes": out, "input_bytes": inp, "flops": flops}
+
+
+def small_graph() -> WorkloadGraph:
+    # a -> b -> c -> d, with a residual a -> c; d is the output
+    nodes = [_rec("a"), _rec("b"), _rec("c", "add", 0), _rec("d", "linear", 4000, 40, 8000)]
+    return build_graph("small", nodes, [(0, 1), (1, 2), (0, 2), (2, 3)], meta={"k": "v"}, output_nodes=[3])
+
+
+def test_build_graph_derives_lifetimes_and_access():
+    g = small_graph()
+    assert [n.produced_at for n in g.nodes] == [0, 1, 2, 3]
+    assert [n.last_use for n in g.nodes] == [2, 2, 3, 3]
+    assert [n.lifetime for n in g.nodes] == [3, 2, 2, 1]
+    assert g.nodes[0].access == "strided"
+    assert g.nodes[3].access == "sequential"
+    assert g.live_matrix()[2].tolist() == [True, True, True, False]
+    assert peak_live_activation_bytes(g) == 3 * 8000
+    assert g.edge_index().shape == (2, 4)
+    assert g.weight_mask.tolist() == [True, True, False, True]
+    assert g.total_weight_bytes == 6000
+
+
+def test_node_features_are_finite_and_shaped():
+    f = small_graph().node_features()
+    assert f.shape == (4, NUM_NODE_FEATURES) and f.dtype == np.float32
+    assert np.isfinite(f).all()
+
+
+def test_with_batch_size_scales_activations_not_weights():
+    g = small_graph()
+    g4 = g.with_batch_size(4)
+    assert g4.batch_size == 4
+    assert g4.total_weight_bytes == g.total_weight_bytes
+    assert g4.total_activation_bytes == 4 * g.total_activation_bytes
+    assert g4.total_flops == 4 * g.total_flops
+    assert g4.with_batch_size(1) == g
+
+
+@pytest.mark.parametrize(
+    ("nodes", "edges", "message"),
+    [
+        ([_rec("a"), _rec("a")], [], "duplicate node name"),
+        ([_rec("a"), _rec("b")], [(1, 0)], "does not follow execution order"),
+        ([_rec("a"), _rec("b")], [(0, 5)], "references a missing node"),
+        ([_rec("a", op="nope")], [], "op 'nope' is not one of"),
+        ([_rec("a", w=-1)], [], "weight_bytes is negative"),
+        ([], [], "has no nodes"),
+    ],
+)
+def test_validation_errors_name_the_problem(nodes, edges, message):
+    with pytest.raises(WorkloadError, match=message):
+        build_graph("bad", nodes, edges)
+
+
+def test_activation_read_after_last_use_is_rejected():
+    g = small_graph()
+    from dataclasses import replace
+
+    nodes = list(g.nodes)
+    nodes[0] = replace(nodes[0], last_use=1)  # but node 2 reads it
+    with pytest.raises(WorkloadError, match="read at step 2 after its last_use 1"):
+        WorkloadGraph("bad", tuple(nodes), g.edges)
+
+
+def test_json_round_trip(tmp_path):
+    g = small_graph()
+    path = tmp_path / "g.json"
+    g.to_json(path)
+    back = WorkloadGraph.from_json(path)
+    assert back == g
+    assert back.meta == {"k": "v"}
+    assert back.nodes[0].weight_names == g.nodes[0].weight_names
+    assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temp file behind
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "g.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_wrong_version_and_malformed_files_raise_clear_errors(tmp_path):
+    good = small_graph().to_dict()
+    with pytest.raises(WorkloadError, match=r"schema_version 99 is not supported .*version 1"):
+        WorkloadGraph.from_json(_write(tmp_path, {**good, "schema_version": 99}))
+    with pytest.raises(WorkloadError, match="schema_version None"):
+        WorkloadGraph.from_json(_write(tmp_path, {k: v for k, v in good.items() if k != "schema_version"}))
+    with pytest.raises(WorkloadError, match="not valid JSON"):
+        WorkloadGraph.from_json(_write(tmp_path, "{not json"))
+    with pytest.raises(WorkloadError, match="expected a JSON object"):
+        WorkloadGraph.from_json(_write(tmp_path, [1, 2]))
+    with pytest.raises(WorkloadError, match=r"missing key\(s\) \['nodes'\]"):
+        WorkloadGraph.from_json(_write(tmp_path, {k: v for k, v in good.items() if k != "nodes"}))
+    bad_node = json.loads(json.dumps(good))
+    bad_node["nodes"][1]["colour"] = "red"
+    with pytest.raises(WorkloadError, match="unknown node field"):
+        WorkloadGraph.from_json(_write(tmp_path, bad_node))
+    bad_edge = json.loads(json.dumps(good))
+    bad_edge["edges"].append([3, 9])
+    with pytest.raises(WorkloadError, match="references a missing node"):
+        WorkloadGraph.from_json(_write(tmp_path, bad_edge))
+    with pytest.raises(WorkloadError, match="cannot read workload graph"):
+        WorkloadGraph.from_json(tmp_path / "missing.json")

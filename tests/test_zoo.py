@@ -1,0 +1,125 @@
+"""The shipped zoo: architectures and parameter counts, graph consistency, regeneration, lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import marl_gym.workloads as w
+from marl_gym.workloads.models import MODEL_NAMES, build_model, count_parameters, resnet
+
+TORCHVISION_PARAMETERS = {  # from torchvision's model documentation
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "wide_resnet50_2": 68_883_240,
+    "wide_resnet101_2": 126_886_696,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMETERS))
+def test_resnet_parameter_counts_match_torchvision(name):
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = resnet(name)
+    assert count_parameters(model) == TORCHVISION_PARAMETERS[name]
+
+
+def test_resnet_uses_torchvision_module_names():
+    with torch.device("meta"):
+        keys = set(resnet("resnet50").state_dict())
+    for key in (
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.bias",
+        "layer4.2.conv3.weight",
+        "layer3.5.bn2.num_batches_tracked",
+        "fc.weight",
+        "fc.bias",
+    ):
+        assert key in keys
+    assert len(keys) == 320  # torchvision resnet50's state_dict has 320 entries
+    with torch.device("meta"):
+        stride_conv = resnet("resnet50").layer2[0].conv2  # "v1.5": the stride sits on the 3x3 conv
+    assert stride_conv.stride == (2, 2)
+
+
+def test_zoo_lists_every_model():
+    assert w.names() == sorted(MODEL_NAMES)
+
+
+def test_acceptance_wide_resnet101_2_weights():
+    g = w.load("wide_resnet101_2")
+    assert g.total_weight_bytes == 507_546_784 == 4 * 126_886_696
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_zoo_graph_is_consistent(name):
+    g = w.load(name)
+    n = len(g.nodes)
+    assert g.name == name and g.batch_size == 1
+    assert g.total_weight_bytes == 4 * g.meta["parameters"]  # fp32 parameters, each counted once
+    if name in TORCHVISION_PARAMETERS:
+        assert g.meta["parameters"] == TORCHVISION_PARAMETERS[name]
+    assert not g.meta["unused_parameters"] and not g.meta["shared_weights"]
+    for s, d in g.edges:  # edges reference existing nodes, in execution order
+        assert 0 <= s < d < n
+    readers: dict[int, int] = {}
+    for s, d in g.edges:
+        readers[s] = max(readers.get(s, s), d)
+    outputs = set(g.meta["output_nodes"])
+    for i, node in enumerate(g.nodes):  # no activation is read after its last use, none lives longer than needed
+        expected = n - 1 if i in outputs else readers.get(i, i)
+        assert node.last_use == expected, node.name
+        assert node.produced_at == i
+    assert all(node.flops > 0 or node.op == "embedding" for node in g.nodes)
+    assert len({node.name for node in g.nodes}) == n
+    assert set(g.array("access", object)) <= set(w.ACCESS_PATTERNS)
+
+
+def test_bottleneck_block_structure():
+    g = w.load("resnet50")
+    names = [node.name for node in g.nodes]
+    i = names.index("layer1.0.add")
+    preds = {g.nodes[p].name for p in g.predecessors()[i]}
+    assert preds == {"layer1.0.bn3", "layer1.0.downsample.1"}  # the residual edge
+    assert names.count("layer1.0.relu") + names.count("layer1.0.relu#1") + names.count("layer1.0.relu#2") == 3
+
+
+def test_transformer_zoo_graphs():
+    bert, gpt2 = w.load("bert_base"), w.load("gpt2")
+    assert bert.meta["parameters"] == 109_482_240 and gpt2.meta["parameters"] == 124_439_808
+    for g in (bert, gpt2):
+        assert g.meta["attn_implementation"] == "sdpa" and g.meta["seq_len"] == 128
+        assert sum(node.op == "attention" for node in g.nodes) == 12
+        assert any(node.op == "embedding" and node.access == "random" for node in g.nodes)
+
+
+def test_regenerated_resnet50_equals_shipped():
+    from marl_gym.workloads.zoo import extract_zoo
+
+    fresh = extract_zoo("resnet50")
+    shipped = w.load("resnet50")
+    for a, b in zip(fresh.nodes, shipped.nodes, strict=True):
+        assert a == b
+    assert fresh == shipped
+    assert fresh.meta["parameters"] == shipped.meta["parameters"]
+
+
+def test_loading_needs_neither_torch_nor_transformers():
+    code = (
+        "import sys, marl_gym.workloads as w\n"
+        "g = w.load('bert_base'); w.load('wide_resnet101_2').node_features()\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
+        "import marl_gym.workloads.models as m\n"
+        "assert 'transformers' not in sys.modules, 'models imports transformers eagerly'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_build_model_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown zoo model 'resnet18'"):
+        build_model("resnet18")
