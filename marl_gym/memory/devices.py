@@ -1,0 +1,359 @@
+"""Memory device profiles: bandwidth and latency by access pattern, read/write and thread count.
+
+Every number below is a measurement (or a stated assumption) with its source next to it. The main
+source is the data behind Yang et al., "An Empirical Guide to the Behavior and Use of Scalable
+Persistent Memory", FAST'20 (NVSL/OptaneStudy `graphs/*.csv`, Xeon 8260, DDR4-2666, 256 GB Optane
+100-series DIMMs), as summarised in /work/shared/reference/memory_devices.md ("MD §n" below).
+
+Conventions: bandwidths in GB/s (1e9 B/s), latencies in ns, sizes in bytes. Bandwidth depends on the
+number of threads touching the device at once (`BandwidthCurve`: piecewise linear through measured
+points, flat outside them). Access patterns are the workload graph's classes:
+
+- ``sequential`` and ``strided``: streaming; the hardware prefetchers cover strided (convolution)
+  windows, so both get the large-access bandwidth (MARL paper §3: "CPU prefetches sequential access
+  and striding patterns");
+- ``random``: 64-B gathers: large-access bandwidth x `random_read_factor` / `random_write_factor`;
+- ``tiny``: sub-256-B tensors: random bandwidth, each tensor rounded up to whole `line_bytes`
+  (Optane's 256-B XPLine), plus a per-tensor access latency.
+
+Writes of activations are ordinary (cached) stores in PyTorch, so slow-tier writes are scaled by
+`ordinary_store_factor` (Optane: ordinary stores reach about 1/3 of ntstore bandwidth, MD §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+PATTERNS = ("sequential", "strided", "random", "tiny")
+"""Access-pattern classes, in the order of `marl_gym.workloads.graph.ACCESS_PATTERNS`."""
+
+
+@dataclass(frozen=True)
+class BandwidthCurve:
+    """Bandwidth (GB/s) as a function of concurrent threads: linear between points, flat outside."""
+
+    threads: tuple[float, ...]
+    gbps: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        t = tuple(float(x) for x in self.threads)
+        g = tuple(float(x) for x in self.gbps)
+        if len(t) == 0 or len(t) != len(g):
+            raise ValueError(f"a bandwidth curve needs matching non-empty threads/gbps, got {t} and {g}")
+        if any(b <= a for a, b in zip(t, t[1:])):
+            raise ValueError(f"bandwidth curve thread counts must increase strictly, got {t}")
+        if any(x <= 0 for x in g):
+            raise ValueError(f"bandwidths must be positive, got {g}")
+        object.__setattr__(self, "threads", t)
+        object.__setattr__(self, "gbps", g)
+
+    def __call__(self, threads: float) -> float:
+        return float(np.interp(float(threads), self.threads, self.gbps))
+
+    @property
+    def peak_gbps(self) -> float:
+        return max(self.gbps)
+
+    def scaled(self, factor: float) -> BandwidthCurve:
+        return BandwidthCurve(self.threads, tuple(g * factor for g in self.gbps))
+
+    @classmethod
+    def ramp(cls, peak_gbps: float, peak_threads: float) -> BandwidthCurve:
+        """Linear growth to a measured peak at `peak_threads`, flat after (used where only the peak is known)."""
+        return cls((1.0, float(peak_threads)), (peak_gbps / peak_threads, peak_gbps))
+
+    @classmethod
+    def from_any(cls, value: Any) -> BandwidthCurve:
+        """From a curve, a number (flat), a {"threads": [...], "gbps": [...]} dict or [[threads, gbps], ...]."""
+        if isinstance(value, BandwidthCurve):
+            return value
+        if isinstance(value, (int, float)):
+            return cls((1.0,), (float(value),))
+        if isinstance(value, dict):
+            return cls(tuple(value["threads"]), tuple(value["gbps"]))
+        pts = list(value)
+        return cls(tuple(p[0] for p in pts), tuple(p[1] for p in pts))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"threads": list(self.threads), "gbps": list(self.gbps)}
+
+
+@dataclass(frozen=True)
+class Device:
+    """One memory device (a tier's media) as the CPU sees it."""
+
+    name: str
+    read: BandwidthCurve
+    """Large sequential reads, GB/s vs threads."""
+    write: BandwidthCurve
+    """Large sequential non-temporal writes, GB/s vs threads (best-case stores)."""
+    read_latency_ns: float
+    """Idle load latency, sequential (prefetch-friendly) access."""
+    random_read_latency_ns: float
+    """Idle load latency, random access."""
+    write_latency_ns: float
+    """Store latency (to the memory controller's write-pending queue)."""
+    random_read_factor: float = 1.0
+    """64-B random reads / large reads bandwidth."""
+    random_write_factor: float = 1.0
+    """64-B random writes / large writes bandwidth."""
+    ordinary_store_factor: float = 1.0
+    """Write bandwidth with ordinary cached stores (what PyTorch uses) / with non-temporal stores."""
+    line_bytes: int = 64
+    """Media access granularity: small accesses are rounded up to whole lines."""
+    description: str = ""
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+    """Where each number comes from (field name -> citation)."""
+
+    def __post_init__(self) -> None:
+        for attr in ("read_latency_ns", "random_read_latency_ns", "write_latency_ns"):
+            if not getattr(self, attr) > 0:
+                raise ValueError(f"device {self.name!r}: {attr} must be > 0")
+        for attr in ("random_read_factor", "random_write_factor", "ordinary_store_factor"):
+            if not 0 < getattr(self, attr) <= 1:
+                raise ValueError(f"device {self.name!r}: {attr} must be in (0, 1]")
+        if self.line_bytes < 1:
+            raise ValueError(f"device {self.name!r}: line_bytes must be >= 1")
+
+    # ------------------------------------------------------------- queries
+    def bandwidth_gbps(self, kind: str, pattern: str, threads: float, ordinary_stores: bool = True) -> float:
+        """Whole-device bandwidth for `threads` concurrent threads doing `kind` ('read'|'write') accesses."""
+        if pattern not in PATTERNS:
+            raise ValueError(f"unknown access pattern {pattern!r}; expected one of {PATTERNS}")
+        if kind == "read":
+            bw = self.read(threads)
+            if pattern in ("random", "tiny"):
+                bw *= self.random_read_factor
+        elif kind == "write":
+            bw = self.write(threads)
+            if pattern in ("random", "tiny"):
+                bw *= self.random_write_factor
+            if ordinary_stores:
+                bw *= self.ordinary_store_factor
+        else:
+            raise ValueError(f"kind must be 'read' or 'write', got {kind!r}")
+        return bw
+
+    def latency_ns(self, kind: str, pattern: str) -> float:
+        if kind == "write":
+            return self.write_latency_ns
+        return self.random_read_latency_ns if pattern in ("random", "tiny") else self.read_latency_ns
+
+    def scaled(self, name: str, bandwidth: float = 1.0, latency_add_ns: float = 0.0, **changes: Any) -> Device:
+        return replace(
+            self,
+            name=name,
+            read=self.read.scaled(bandwidth),
+            write=self.write.scaled(bandwidth),
+            read_latency_ns=self.read_latency_ns + latency_add_ns,
+            random_read_latency_ns=self.random_read_latency_ns + latency_add_ns,
+            write_latency_ns=self.write_latency_ns + latency_add_ns,
+            **changes,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "read": self.read.to_dict(),
+            "write": self.write.to_dict(),
+            "read_latency_ns": self.read_latency_ns,
+            "random_read_latency_ns": self.random_read_latency_ns,
+            "write_latency_ns": self.write_latency_ns,
+            "random_read_factor": self.random_read_factor,
+            "random_write_factor": self.random_write_factor,
+            "ordinary_store_factor": self.ordinary_store_factor,
+            "line_bytes": self.line_bytes,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Device:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown device field(s) {sorted(unknown)}; known fields: {sorted(known)}")
+        kwargs = dict(d)
+        kwargs["read"] = BandwidthCurve.from_any(kwargs["read"])
+        kwargs["write"] = BandwidthCurve.from_any(kwargs["write"])
+        return cls(**kwargs)
+
+
+# ======================================================================== presets
+# Every constant cites its source: "src:" = measured/published, "assumption:" = our choice, with why.
+# MD = /work/shared/reference/memory_devices.md; OS = NVSL/OptaneStudy graphs (Yang et al., FAST'20).
+# tests/test_memory.py checks that every numeric line between the two markers carries a comment.
+# --- presets begin
+
+DRAM_DDR4_2666_X6 = Device(
+    name="dram-ddr4-2666x6",
+    description="6 channels of DDR4-2666 on one Cascade Lake socket",
+    read=BandwidthCurve.ramp(
+        peak_gbps=105.6,  # src: MD §0 table, OS 04-bandwidth_thcount_dram.csv, peak read at 19 threads
+        peak_threads=19,  # src: same row; assumption: linear ramp below the peak (only the peak is given)
+    ),
+    write=BandwidthCurve.ramp(
+        peak_gbps=76.8,  # src: MD §0 table, OS 04-bandwidth_thcount_dram.csv, peak write at 24 threads
+        peak_threads=24,  # src: same row; assumption: linear ramp below the peak
+    ),
+    read_latency_ns=81.4,  # src: MD §0, OS 02-best_case_latency.csv, DRAM sequential read
+    random_read_latency_ns=101.5,  # src: MD §0, OS 02-best_case_latency.csv, DRAM random read
+    write_latency_ns=86.9,  # src: MD §0, OS 02-best_case_latency.csv, DRAM ntstore write
+    random_read_factor=93.0 / 101.0,  # src: MD §1 "DRAM is flat: 93 GB/s at 64 B, 101 GB/s at 2 MB" (OS 05-*.csv)
+    random_write_factor=93.0 / 101.0,  # assumption: DRAM write is as flat as read (MD §1 gives only read)
+    ordinary_store_factor=1.0,  # assumption: no store-type penalty measured for DRAM in MD
+    line_bytes=64,  # src: MD §0 table, DRAM access granularity 64 B
+    sources={
+        "read": "MD §0 / OS 04-bandwidth_thcount_dram.csv (105.6 GB/s @19 thr), ramp assumed",
+        "write": "MD §0 / OS 04-bandwidth_thcount_dram.csv (76.8 GB/s @24 thr), ramp assumed",
+        "read_latency_ns": "MD §0 / OS 02-best_case_latency.csv",
+        "random_read_latency_ns": "MD §0 / OS 02-best_case_latency.csv",
+        "write_latency_ns": "MD §0 / OS 02-best_case_latency.csv (ntstore)",
+        "random_read_factor": "MD §1 / OS 05-*.csv (93 vs 101 GB/s)",
+        "random_write_factor": "assumption: same as read",
+        "ordinary_store_factor": "assumption: 1 (no DRAM penalty in MD)",
+        "line_bytes": "MD §0",
+    },
+)
+
+OPTANE_DCPMM_100_X6 = Device(
+    name="optane-dcpmm-100x6",
+    description="Intel Optane DC PMem 100 series, 6 DIMMs interleaved, App Direct",
+    read=BandwidthCurve(
+        threads=(
+            1,  # src: MD §1 "reads gain about 2.9 GB/s per thread" (OS 04-bandwidth_thcount_optane.csv)
+            13,  # src: 2.9 GB/s x 13 threads = 37.7 GB/s, the measured plateau (same file)
+            22,  # src: MD §0 table, peak read 37.7 GB/s at 22 threads
+        ),
+        gbps=(
+            2.9,  # src: MD §1, per-thread read gain, 6 DIMMs
+            37.7,  # src: MD §0 table, peak read bandwidth, 6 DIMMs
+            37.7,  # src: MD §0 table (37.7 GB/s @22 threads)
+        ),
+    ),
+    write=BandwidthCurve(
+        threads=(
+            1,  # src: MD §1 single DIMM ntstore 2.22 GB/s at 1 thread (one thread cannot use more DIMMs' worth)
+            4,  # src: MD §0/§1, 6-DIMM write peak at 4-5 threads (OS 04-bandwidth_thcount_optane.csv)
+            5,  # src: same
+            24,  # src: MD §0/§1, 7.5 GB/s at 24 threads (both write columns)
+        ),
+        gbps=(
+            2.22,  # src: MD §1 single-DIMM 1-thread ntstore; assumption: same for 1 thread on 6 DIMMs
+            12.5,  # src: MD §0 table, peak write 12.5 GB/s (4-5 threads)
+            12.5,  # src: same
+            7.5,  # src: MD §0 table, write bandwidth at 24 threads; held flat beyond (assumption)
+        ),
+    ),
+    read_latency_ns=169.4,  # src: MD §0, OS 02-best_case_latency.csv, Optane sequential read
+    random_read_latency_ns=305.0,  # src: MD §0, OS 02-best_case_latency.csv, Optane random read
+    write_latency_ns=90.4,  # src: MD §0, OS 02-best_case_latency.csv, Optane ntstore (ADR write-pending queue)
+    random_read_factor=9.67 / 37.9,  # src: MD §1 access size: 64-B random reads 9.67 vs 37.9 GB/s at 2 MB
+    random_write_factor=3.17 / 12.65,  # src: MD §1 access size: 64-B random ntstore 3.17 vs 12.65 GB/s at 2 MB
+    ordinary_store_factor=4.35
+    / 12.9,  # src: MD §1 alignment.csv @12 thr: plain stores 4.1-4.6 vs ntstore 12.0-13.8 GB/s (midpoints)
+    line_bytes=256,  # src: MD §0/§1, 256-B XPLine; small accesses are rounded up to whole XPLines
+    sources={
+        "read": "MD §0-§1 / OS 04-bandwidth_thcount_optane.csv (2.9 GB/s per thread to 37.7 GB/s)",
+        "write": "MD §0-§1 / OS 04-bandwidth_thcount_optane.csv (concave: 12.5 GB/s @4-5 thr, 7.5 @24)",
+        "read_latency_ns": "MD §0 / OS 02-best_case_latency.csv",
+        "random_read_latency_ns": "MD §0 / OS 02-best_case_latency.csv",
+        "write_latency_ns": "MD §0 / OS 02-best_case_latency.csv (ntstore)",
+        "random_read_factor": "MD §1 / OS 05-*.csv (9.67 vs 37.9 GB/s)",
+        "random_write_factor": "MD §1 / OS 05-*.csv (3.17 vs 12.65 GB/s)",
+        "ordinary_store_factor": "MD §1 / OS data/alignment.csv (plain 4.1-4.6 vs ntstore 12.0-13.8 GB/s)",
+        "line_bytes": "MD §0-§1 (XPLine)",
+    },
+)
+
+REMOTE_NUMA_DDR4 = Device(
+    name="remote-numa-ddr4",
+    description="DDR4 DRAM on the other socket of a 2-socket Xeon, reached over UPI",
+    read=BandwidthCurve.ramp(
+        peak_gbps=42.0,  # src: MD §5, OS 06-bandwidth_thmix.csv: remote DRAM 29-42 GB/s at 16 threads (upper end = all readers, assumption)
+        peak_threads=16,  # src: same measurement (16 threads); assumption: linear ramp below
+    ),
+    write=BandwidthCurve.ramp(
+        peak_gbps=29.0,  # src: MD §5, OS 06-bandwidth_thmix.csv: lower end of 29-42 GB/s (all writers, assumption)
+        peak_threads=16,  # src: same measurement; assumption: linear ramp below
+    ),
+    read_latency_ns=81.4
+    * 310
+    / 190,  # src: local DRAM 81.4 ns (MD §0) x remote/local 310/190 cycles (frankdenneman.nl NUMA deep dive part 4)
+    random_read_latency_ns=101.5 * 310 / 190,  # src: same ratio applied to MD §0 DRAM random read
+    write_latency_ns=86.9,  # assumption: stores retire at the local write-pending queue as for local DRAM (MD §1 "writes cost the same as DRAM")
+    random_read_factor=93.0 / 101.0,  # src: same DRAM media as local (MD §1, 93 vs 101 GB/s)
+    random_write_factor=93.0 / 101.0,  # assumption: as DRAM read
+    ordinary_store_factor=1.0,  # assumption: no store-type penalty for DRAM
+    line_bytes=64,  # src: DRAM granularity (MD §0)
+    sources={
+        "read": "MD §5 / OS 06-bandwidth_thmix.csv (remote DRAM 29-42 GB/s @16 thr)",
+        "write": "MD §5 / OS 06-bandwidth_thmix.csv (lower end)",
+        "read_latency_ns": "MD §0 x 310/190 (frankdenneman.nl NUMA deep dive 4)",
+        "random_read_latency_ns": "MD §0 x 310/190",
+        "write_latency_ns": "assumption: local write-pending queue",
+        "random_read_factor": "MD §1 (DRAM)",
+        "random_write_factor": "assumption",
+        "ordinary_store_factor": "assumption",
+        "line_bytes": "MD §0",
+    },
+)
+
+CXL_TYPE3_DDR5_X8 = Device(
+    name="cxl-type3-x8",
+    description="CXL 2.0 type-3 memory expander (DDR5 behind a PCIe 5.0 x8 link)",
+    read=BandwidthCurve.ramp(
+        peak_gbps=22.0,  # assumption: PCIe 5.0 x8 raw 32 GT/s x 8 lanes = 31.5 GB/s/direction after 128b/130b (PCI-SIG 5.0 spec) x ~0.7 protocol efficiency; MD §3: exact device numbers not found
+        peak_threads=8,  # assumption: a few threads saturate one link (MD §3 Sun et al.: "limit write threads")
+    ),
+    write=BandwidthCurve.ramp(
+        peak_gbps=18.0,  # assumption: below reads, as MD §3 (Sun et al.) advises limiting CXL write threads; no number found
+        peak_threads=8,  # assumption: as reads
+    ),
+    read_latency_ns=81.4 + 80.0,  # src: MD §0 local DRAM 81.4 ns + MD §3 Pond "CXL adds 70-90 ns" (midpoint)
+    random_read_latency_ns=101.5 + 80.0,  # src: MD §0 DRAM random 101.5 ns + MD §3 Pond 70-90 ns
+    write_latency_ns=86.9 + 80.0,  # assumption: the link adds the same to stores (MD §3 Pond)
+    random_read_factor=93.0 / 101.0,  # assumption: DRAM media behind the link (MD §1 DRAM flatness)
+    random_write_factor=93.0 / 101.0,  # assumption: as reads
+    ordinary_store_factor=1.0,  # assumption: no store-type penalty measured (MD §3 recommends ntstores qualitatively only)
+    line_bytes=64,  # src: CXL.mem transfers 64-B cache lines (CXL 2.0 spec flit payload per line)
+    sources={
+        "read": "assumption from PCIe 5.0 x8 link rate x 0.7; MD §3 (no measured number found)",
+        "write": "assumption, MD §3 qualitative",
+        "read_latency_ns": "MD §0 + MD §3 (Pond +70-90 ns)",
+        "random_read_latency_ns": "MD §0 + MD §3 (Pond)",
+        "write_latency_ns": "assumption, MD §3",
+        "random_read_factor": "assumption (DRAM media)",
+        "random_write_factor": "assumption",
+        "ordinary_store_factor": "assumption",
+        "line_bytes": "CXL 2.0 spec",
+    },
+)
+
+# --- presets end
+
+DEVICES: dict[str, Device] = {
+    d.name: d for d in (DRAM_DDR4_2666_X6, OPTANE_DCPMM_100_X6, REMOTE_NUMA_DDR4, CXL_TYPE3_DDR5_X8)
+}
+"""Device presets by name."""
+
+
+def get_device(spec: str | dict[str, Any] | Device) -> Device:
+    """A device from its preset name, a dict (see `Device.from_dict`) or a `Device`."""
+    if isinstance(spec, Device):
+        return spec
+    if isinstance(spec, str):
+        if spec not in DEVICES:
+            raise ValueError(f"unknown device {spec!r}; known devices: {', '.join(sorted(DEVICES))}")
+        return DEVICES[spec]
+    if isinstance(spec, dict):
+        if set(spec) == {"preset"} or ("preset" in spec):
+            base = get_device(spec["preset"])
+            rest = {k: v for k, v in spec.items() if k != "preset"}
+            data = base.to_dict()
+            data.update(rest)
+            return Device.from_dict(data)
+        return Device.from_dict(spec)
+    raise ValueError(f"a device must be a preset name, a dict or a Device, got {type(spec).__name__}")

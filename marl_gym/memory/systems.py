@@ -1,0 +1,266 @@
+"""Memory systems: a fast and a slow device with capacities, the OS's reserve, cores and the framework.
+
+`get_system(spec)` accepts a preset name (`systems()` lists them), a dict, a path to a TOML or JSON
+file, or a `MemorySystem`. A dict (or file) may start from a preset and override fields::
+
+    {"preset": "optane-16g-128g", "fast_capacity_gib": 32, "cores": 16}
+    {"name": "my-box", "fast": "dram-ddr4-2666x6", "slow": {"preset": "optane-dcpmm-100x6", "line_bytes": 256},
+     "fast_capacity_bytes": 17179869184, "slow_capacity_bytes": 137438953472, "cores": 24}
+
+Capacities can be given in bytes (`*_bytes`) or GiB (`*_gib`). TOML files may put the fields at the
+top level or under a ``[system]`` table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from marl_gym.memory.devices import (
+    CXL_TYPE3_DDR5_X8,
+    DRAM_DDR4_2666_X6,
+    OPTANE_DCPMM_100_X6,
+    REMOTE_NUMA_DDR4,
+    Device,
+    get_device,
+)
+
+GIB = 2**30
+TIERS = ("fast", "slow")
+
+
+class MemorySystemError(ValueError):
+    """A memory-system specification is malformed (a ValueError)."""
+
+
+@dataclass(frozen=True)
+class MemorySystem:
+    """A machine with a fast tier and a slow tier, as the analytic model sees it.
+
+    `system_reserve_bytes` of the fast tier are taken by the OS and everything else running (the
+    MARL paper's server loses about 14 GiB of its 16 GiB DRAM this way). Every task also holds
+    `framework_overhead_bytes` (the framework's own memory: libraries, allocator, interpreter) in
+    `overhead_tier`.
+    """
+
+    name: str
+    fast: Device
+    slow: Device
+    fast_capacity_bytes: int
+    slow_capacity_bytes: int
+    system_reserve_bytes: int
+    cores: int
+    core_gflops: float
+    """Achieved FP32 FLOP rate of one core on DNN kernels (GFLOP/s)."""
+    framework_overhead_bytes: int
+    overhead_tier: str = "slow"
+    """Where each task's framework memory lives when a placement decides the tensors ("fast"|"slow")."""
+    reserve_hot_fraction: float = 0.75
+    """Share of the system reserve that competes for the DRAM cache in Memory Mode."""
+    mm_miss_latency_ns: float = 70.0
+    """Latency a Memory Mode miss adds to a DRAM access."""
+    mm_dram_accesses_per_read_miss: float = 2.0
+    """Fast-tier accesses per Memory Mode read miss (tag-checked read + fill)."""
+    mm_dram_accesses_per_write_miss: float = 3.0
+    """Fast-tier accesses per Memory Mode write miss (tag read, fill, dirty victim read)."""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for attr in ("fast_capacity_bytes", "slow_capacity_bytes", "system_reserve_bytes", "framework_overhead_bytes"):
+            value = getattr(self, attr)
+            if value < 0:
+                raise MemorySystemError(f"system {self.name!r}: {attr} must be >= 0, got {value}")
+            object.__setattr__(self, attr, int(value))
+        if self.system_reserve_bytes > self.fast_capacity_bytes:
+            raise MemorySystemError(
+                f"system {self.name!r}: system_reserve_bytes ({self.system_reserve_bytes}) exceeds "
+                f"fast_capacity_bytes ({self.fast_capacity_bytes})"
+            )
+        if self.cores < 1:
+            raise MemorySystemError(f"system {self.name!r}: cores must be >= 1, got {self.cores}")
+        if not self.core_gflops > 0:
+            raise MemorySystemError(f"system {self.name!r}: core_gflops must be > 0, got {self.core_gflops}")
+        if self.overhead_tier not in TIERS:
+            raise MemorySystemError(
+                f"system {self.name!r}: overhead_tier must be one of {TIERS}, got {self.overhead_tier!r}"
+            )
+        if not 0 <= self.reserve_hot_fraction <= 1:
+            raise MemorySystemError(f"system {self.name!r}: reserve_hot_fraction must be in [0, 1]")
+        if self.mm_dram_accesses_per_read_miss < 1 or self.mm_dram_accesses_per_write_miss < 1:
+            raise MemorySystemError(f"system {self.name!r}: Memory Mode DRAM accesses per miss must be >= 1")
+
+    @property
+    def fast_available_bytes(self) -> int:
+        """Fast-tier bytes left for tasks once the system reserve is taken."""
+        return self.fast_capacity_bytes - self.system_reserve_bytes
+
+    @property
+    def peak_gflops(self) -> float:
+        return self.core_gflops * self.cores
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            d[f.name] = value.to_dict() if isinstance(value, Device) else value
+        return d
+
+    def replace(self, **changes: Any) -> MemorySystem:
+        return replace(self, **changes)
+
+    def summary(self) -> str:
+        return (
+            f"{self.name}: fast {self.fast.name} {self.fast_capacity_bytes / GIB:.0f} GiB "
+            f"(reserve {self.system_reserve_bytes / GIB:.1f} GiB), slow {self.slow.name} "
+            f"{self.slow_capacity_bytes / GIB:.0f} GiB, {self.cores} cores x {self.core_gflops:.0f} GFLOP/s, "
+            f"framework {self.framework_overhead_bytes / 1e6:.0f} MB/task in {self.overhead_tier}"
+        )
+
+
+# ======================================================================== presets
+# "src:" = published/measured; "assumption:" = our choice, with why. MD = memory_devices.md,
+# PAPER = /work/shared/reference/MARL_paper.txt. tests/test_memory.py checks these lines carry comments.
+# --- presets begin
+
+# Cascade Lake core: 2 AVX-512 FMA units x 16 FP32 lanes x 2 FLOP = 64 FLOP/cycle (Intel 64 and IA-32
+# Architectures Optimization Reference Manual, Skylake-SP/Cascade Lake server cores with 2 FMA units).
+_CASCADE_LAKE_FLOP_PER_CYCLE = 64  # src: Intel Optimization Reference Manual (2 x 512-bit FMA)
+_CASCADE_LAKE_AVX512_GHZ = (
+    2.0  # assumption: typical all-core AVX-512 frequency of Xeon Gold 62xx (Intel spec update range 1.6-2.4 GHz)
+)
+_ONEDNN_EFFICIENCY = 0.5  # assumption: achieved fraction of peak for oneDNN fp32 convolutions at small batch
+_CORE_GFLOPS = _CASCADE_LAKE_FLOP_PER_CYCLE * _CASCADE_LAKE_AVX512_GHZ * _ONEDNN_EFFICIENCY
+
+_PAPER_COMMON: dict[str, Any] = dict(
+    fast_capacity_bytes=16 * GIB,  # src: PAPER §6 "16GB DRAM and 128GB PM"
+    system_reserve_bytes=14 * GIB,  # src: PAPER §6.2 "Xeon CPU requires about 14GB of system memory"
+    cores=32,  # src: PAPER §6 "Intel Xeon Gold CPU with 32 cores ... one socket"
+    core_gflops=_CORE_GFLOPS,  # src: derivation above (64 FLOP/cycle x 2.0 GHz x 0.5)
+    framework_overhead_bytes=200 * 10**6,  # src: issue #3 "a process that imports torch holds ~200 MB"
+    overhead_tier="slow",  # assumption: framework pages are cold; agents' DRAM budget is for tensors (PAPER §6.2 uses all 16+128 GB)
+    reserve_hot_fraction=0.75,  # assumption: PAPER §2.4/§6.2 "4 tasks fill the 16GB DRAM (system also uses memory)" => ~10-12 GiB of the 14 GiB reserve is hot
+    mm_miss_latency_ns=70.0,  # src: MD §2, Moon, Oh and Ahn JOK 2020: each miss adds about 70 ns
+    mm_dram_accesses_per_read_miss=2.0,  # src: MD §2, Hildebrand ISPASS'21 ~5 accesses per demand miss in all: tag read + fill on DRAM (2), PM read (1), dirty victim read + PM write charged to writes
+    mm_dram_accesses_per_write_miss=3.0,  # src: same accounting: tag read + fill + dirty victim read on DRAM
+)
+
+OPTANE_16G_128G = MemorySystem(
+    name="optane-16g-128g",
+    description="The MARL paper's server: 16 GiB DDR4 (14 GiB taken by the system) + 128 GiB Optane DC PM "
+    "in App Direct, 32 cores, one socket",
+    fast=DRAM_DDR4_2666_X6,  # src: PAPER §6 "Samsung's DDR4 DRAM"; MD §0 profile
+    slow=OPTANE_DCPMM_100_X6,  # src: PAPER §6 Optane DC; MD §0 6-DIMM interleaved profile
+    slow_capacity_bytes=128 * GIB,  # src: PAPER §6 "128GB PM"
+    **_PAPER_COMMON,
+)
+
+CXL_16G_128G = MemorySystem(
+    name="cxl-16g-128g",
+    description="What-if: the paper's server with its PM replaced by a 128 GiB CXL type-3 expander",
+    fast=DRAM_DDR4_2666_X6,  # src: as optane-16g-128g
+    slow=CXL_TYPE3_DDR5_X8,  # assumption: one x8 CXL expander (devices.py)
+    slow_capacity_bytes=128 * GIB,  # assumption: same capacity as the paper's PM, for comparison
+    **_PAPER_COMMON,
+)
+
+NUMA_16G_128G = MemorySystem(
+    name="numa-16g-128g",
+    description="What-if: the paper's server with its PM replaced by 128 GiB of remote-socket DRAM",
+    fast=DRAM_DDR4_2666_X6,  # src: as optane-16g-128g
+    slow=REMOTE_NUMA_DDR4,  # src: MD §5 remote DRAM numbers (devices.py)
+    slow_capacity_bytes=128 * GIB,  # assumption: same capacity as the paper's PM, for comparison
+    **_PAPER_COMMON,
+)
+
+# --- presets end
+
+PRESETS: dict[str, MemorySystem] = {s.name: s for s in (OPTANE_16G_128G, CXL_16G_128G, NUMA_16G_128G)}
+DEFAULT_SYSTEM = "optane-16g-128g"
+
+
+def systems() -> list[str]:
+    """Names of the preset systems, sorted."""
+    return sorted(PRESETS)
+
+
+def get_system(spec: str | os.PathLike[str] | dict[str, Any] | MemorySystem | None = None) -> MemorySystem:
+    """A `MemorySystem` from a preset name, a dict, a TOML/JSON path, or a `MemorySystem` (None = default)."""
+    if spec is None:
+        return PRESETS[DEFAULT_SYSTEM]
+    if isinstance(spec, MemorySystem):
+        return spec
+    if isinstance(spec, dict):
+        return _from_dict(spec, "<dict>")
+    if isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        if text in PRESETS:
+            return PRESETS[text]
+        if text.endswith((".toml", ".json")) or os.path.sep in text:
+            return _from_file(Path(text))
+        raise MemorySystemError(
+            f"unknown memory system {text!r}; known systems: {', '.join(systems())} "
+            f"(or give a dict or a path to a .toml/.json file)"
+        )
+    raise MemorySystemError(
+        f"a memory system must be a preset name ({', '.join(systems())}), a dict, a .toml/.json path or a "
+        f"MemorySystem, got {type(spec).__name__}"
+    )
+
+
+def _from_file(path: Path) -> MemorySystem:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MemorySystemError(f"cannot read memory system file {path}: {exc}") from exc
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(raw.decode())
+        else:
+            data = json.loads(raw)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MemorySystemError(f"{path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("system"), dict):
+        data = data["system"]
+    if not isinstance(data, dict):
+        raise MemorySystemError(f"{path}: expected a table/object of system fields")
+    return _from_dict(data, str(path))
+
+
+def _from_dict(spec: dict[str, Any], source: str) -> MemorySystem:
+    data = dict(spec)
+    base: dict[str, Any] = {}
+    if "preset" in data:
+        preset = data.pop("preset")
+        if preset not in PRESETS:
+            raise MemorySystemError(f"{source}: unknown preset {preset!r}; known systems: {', '.join(systems())}")
+        base = {f.name: getattr(PRESETS[preset], f.name) for f in fields(MemorySystem)}
+        base["name"] = data.get("name", f"{preset}-custom")
+    for key in list(data):
+        if key.endswith("_gib"):
+            data[key[: -len("_gib")] + "_bytes"] = int(round(float(data.pop(key)) * GIB))
+    known = {f.name for f in fields(MemorySystem)}
+    unknown = set(data) - known
+    if unknown:
+        raise MemorySystemError(f"{source}: unknown system field(s) {sorted(unknown)}; known fields: {sorted(known)}")
+    merged = {**base, **data}
+    required = [f.name for f in fields(MemorySystem) if f.name not in merged and _is_required(f)]
+    if required:
+        raise MemorySystemError(f"{source}: missing system field(s) {required} (or give 'preset' to start from one)")
+    try:
+        merged["fast"] = get_device(merged["fast"])
+        merged["slow"] = get_device(merged["slow"])
+        return MemorySystem(**merged)
+    except MemorySystemError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MemorySystemError(f"{source}: {exc}") from exc
+
+
+def _is_required(f: Any) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
