@@ -312,3 +312,10 @@ def test_clear_errors():
     with pytest.raises(ExtractionError, match="ScriptModule"):
         extract(scripted, torch.randn(1, 2))
     assert issubclass(ExtractionError, WorkloadError)
+
+
+def test_package_extract_stays_callable_after_submodule_import():
+    import marl_gym.workloads as w
+    import marl_gym.workloads.extract  # noqa: F401  (rebinds w.extract to the submodule)
+
+    assert w.extract(nn.Linear(2, 3), torch.randn(1, 2)).nodes[0].flops == 2 * 2 * 3

@@ -1,7 +1,9 @@
 """Workload graphs: what an inference allocates, computes and reads, layer by layer.
 
 `load(name)` reads a zoo graph shipped with the package (no torch model or transformers needed),
-`names()` lists them, `extract(module, example_inputs)` builds a graph from any `torch.nn.Module`.
+`names()` lists them, `extract(module, example_inputs)` builds a graph from any `torch.nn.Module`,
+`build_model(name)` builds a zoo model and `regenerate_zoo()` re-extracts the shipped graphs (these
+three import torch, lazily).
 """
 
 from marl_gym.workloads.graph import (
@@ -30,6 +32,11 @@ __all__ = [
     "WorkloadGraph",
     "build_graph",
     "extract",
+    "extract_zoo",
+    "ExtractionError",
+    "build_model",
+    "MODEL_NAMES",
+    "regenerate_zoo",
     "load",
     "names",
     "node_features",
@@ -39,7 +46,28 @@ __all__ = [
 
 
 def extract(module, example_inputs, name=None, **kwargs):
-    """Extract the workload graph of `module` run on `example_inputs` (see `marl_gym.workloads.extract`)."""
+    """Extract the workload graph of `module` run on `example_inputs` (see `marl_gym.workloads.extract`).
+
+    Imports torch on first use only, so loading zoo graphs stays torch-free.
+    """
     from marl_gym.workloads.extract import extract as _extract
 
     return _extract(module, example_inputs, name=name, **kwargs)
+
+
+_LAZY = {
+    "ExtractionError": "marl_gym.workloads.extract",
+    "build_model": "marl_gym.workloads.models",
+    "MODEL_NAMES": "marl_gym.workloads.models",
+    "extract_zoo": "marl_gym.workloads.zoo",
+    "regenerate_zoo": "marl_gym.workloads.zoo",
+}
+
+
+def __getattr__(name):
+    """Torch-dependent names (`build_model`, `regenerate_zoo`, ...) are imported on first access."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,7 +41,9 @@ Conventions
 * `input_bytes` = bytes of the distinct non-parameter tensors a node reads (model inputs and buffers
   included); `output_bytes` = bytes of the distinct tensors it returns. An in-place node is modelled as
   writing its output (its bytes count as output), which slightly overstates live memory at that step.
-* The model's outputs stay live to the last step (`output_nodes` of `build_graph`).
+* The model's outputs stay live to the last step (`output_nodes` of `build_graph`). Outputs are found in
+  nested tuples, lists and dicts (transformers' `ModelOutput` is one); tensors held in other objects (a
+  KV-cache object, a dataclass) are not seen as outputs, so build transformers with `use_cache=False`.
 
 What it cannot handle
 ---------------------
@@ -60,6 +62,8 @@ What it cannot handle
 from __future__ import annotations
 
 import math
+import sys
+import types
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -553,3 +557,14 @@ def extract(
         output_nodes=output_nodes,
     )
     return graph
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule rebinds `marl_gym.workloads.extract` from the function to the module;
+    making the module callable keeps `marl_gym.workloads.extract(module, inputs)` working either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> WorkloadGraph:
+        return extract(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
