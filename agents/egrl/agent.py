@@ -1,0 +1,458 @@
+"""EGRL: evolutionary population (GNN actors + Boltzmann chromosomes) + discrete SAC learner.
+
+    from agents.egrl import EGRL, EGRLConfig
+    agent = EGRL(EGRLConfig.fast(), seed=0, out_dir="runs/wrn")
+    result = agent.fit(env, budget=300)          # SearchResult; result.save_placement(...)
+    result = agent.fit(env, budget=600, resume=True)   # continue a killed (or finished) run
+
+One generation: every member proposes a placement; the batch is evaluated through the evaluator
+(one evaluation each, repeats served from a cache when the backend is deterministic); the
+transitions go to the shared replay buffer; the learner takes as many gradient steps as transitions
+came in; the population evolves (`evolution.evolve`) and the learner's actor replaces the weakest
+member. The best placement ever evaluated is the answer.
+
+With `out_dir`, every generation writes (atomically: temp file, then rename) `checkpoint.pt` (all
+state: population, learner and optimisers, replay buffer, RNG states, cache, history),
+`history.csv` (best-so-far per evaluation), `generations.csv`, `best_placement.json`, and
+TensorBoard scalars under `tb/`. `fit(..., resume=True)` restarts from `checkpoint.pt`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.base import Budget, SearchResult, decision_mask_of
+from agents.egrl.boltzmann import BoltzmannChromosome
+from agents.egrl.config import EGRLConfig
+from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state
+from agents.egrl.gnn import GraphInput, graph_input_from_obs
+from agents.egrl.replay import ReplayBuffer
+from agents.egrl.sac import DiscreteSAC, make_actor
+from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
+from marl_gym.workloads.graph import atomic_write_text
+
+CHECKPOINT_SCHEMA_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+GENERATION_COLUMNS = (
+    "generation",
+    "evaluations",
+    "best_reward",
+    "gen_max",
+    "gen_mean",
+    "gen_valid_frac",
+    "n_gnn",
+    "n_boltzmann",
+    "champion_kind",
+    "mean_temperature",
+    "learner_reward",
+    "critic_loss",
+    "actor_loss",
+    "q",
+    "entropy",
+    "gradient_steps",
+    "wall_time_s",
+)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save to a temp file in the same folder, fsync, then os.replace: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class _Stats:
+    critic_loss: float = math.nan
+    actor_loss: float = math.nan
+    q: float = math.nan
+    entropy: float = math.nan
+    steps: int = 0
+
+
+class EGRL:
+    """The EGRL/MARL agent (see the module docstring). Implements `agents.base.Agent`."""
+
+    name = "egrl"
+
+    def __init__(
+        self,
+        config: EGRLConfig | None = None,
+        seed: int = 0,
+        out_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        tensorboard: bool = True,
+    ) -> None:
+        self.config = config or EGRLConfig()
+        self.seed = int(seed)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.tensorboard = tensorboard
+        self.generation = 0
+        self.population: list[Individual] = []
+        self.fitness = np.zeros(0)
+        self.learner: DiscreteSAC | None = None
+        self.buffer: ReplayBuffer | None = None
+        self.graph_input: GraphInput | None = None
+        self.generation_log: list[dict[str, Any]] = []
+        self.session: EvaluationSession | None = None
+        self.rng = np.random.default_rng(self.seed)
+        self._migrant: int | None = None
+        self._workload = ""
+
+    # ---------------------------------------------------------------- set-up
+    @property
+    def name_with_ablation(self) -> str:
+        return self.name if self.config.ablation_name == "egrl" else f"egrl[{self.config.ablation_name}]"
+
+    def _init_state(self, g: GraphInput) -> None:
+        cfg = self.config
+        self.rng = np.random.default_rng(self.seed)
+        torch.manual_seed(self.seed)
+        self.graph_input = g
+        mask = g.mask_np
+        self.population = []
+        if cfg.use_ea:
+            n_boltz = int(round(cfg.boltzmann_fraction * cfg.population_size))
+            for i in range(cfg.population_size):
+                if i < n_boltz:
+                    self.population.append(BoltzmannChromosome.random(mask, self.rng, cfg))
+                else:
+                    self.population.append(GNNIndividual(make_actor(g.in_channels, cfg)))
+        self.fitness = np.full(len(self.population), -np.inf)
+        self.learner = DiscreteSAC(g.in_channels, cfg) if cfg.use_learner else None
+        self.buffer = ReplayBuffer(cfg.buffer_size, g.num_nodes) if cfg.use_learner else None
+        self.generation = 0
+        self.generation_log = []
+        self._migrant = None
+
+    # ------------------------------------------------------------------ acting
+    def _proposals(self) -> tuple[np.ndarray, int]:
+        """Actions of every population member, then the learner's own rollouts; and the population size."""
+        g, cfg = self.graph_input, self.config
+        assert g is not None
+        acts = []
+        for ind in self.population:
+            if isinstance(ind, GNNIndividual):
+                acts.append(ind.act(g, self.rng, cfg.gnn_rollout))
+            else:
+                acts.append(ind.act(self.rng))
+        if self.learner is not None:
+            acts.extend(self.learner.actor.sample(g, self.rng) for _ in range(cfg.learner_rollouts))
+        return np.stack(acts).astype(np.int8), len(self.population)
+
+    def best_member(self) -> Individual | None:
+        if not self.population:
+            return None
+        return self.population[int(np.argmax(self.fitness))]
+
+    # -------------------------------------------------------------------- fit
+    def fit(
+        self,
+        env: Any,
+        budget: int | None = 300,
+        evaluator: Any = None,
+        resume: bool = False,
+        max_generations: int | None = None,
+        callback: Callable[[EGRL, dict[str, Any]], None] | None = None,
+    ) -> SearchResult:
+        """Search `env` within `budget` evaluations (counted over the whole run, resumed or not)."""
+        if budget is None and max_generations is None:
+            raise ValueError("give a budget (evaluations) or max_generations, or the search never ends")
+        evaluator = evaluator or InProcessBatchEvaluator(env)
+        base = getattr(env, "unwrapped", env)
+        graph = getattr(base, "graph", None)
+        self._workload = graph.name if graph is not None else ""
+        obs, _ = env.reset(seed=self.seed)
+        g = graph_input_from_obs(obs)
+        mask = decision_mask_of(env)
+        cfg = self.config
+        self.session = EvaluationSession(evaluator, Budget(budget), mask, cache=cfg.cache_evaluations)
+        ckpt = self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+        if resume and ckpt is not None and ckpt.exists():
+            self._load(ckpt, expect_nodes=g.num_nodes)
+            self.graph_input = g
+            resumed = True
+        else:
+            self._init_state(g)
+            resumed = False
+        session = self.session
+        writer = self._tb_writer(purge_step=self.generation + 1 if resumed else None)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=budget, initial=session.budget.used, unit="eval", desc=self.name_with_ablation, leave=False
+            )
+        try:
+            while not session.budget.exhausted and (max_generations is None or self.generation < max_generations):
+                before = session.budget.used
+                row = self._generation()
+                if bar is not None:
+                    bar.update(session.budget.used - before)
+                    bar.set_postfix(gen=self.generation, best=f"{session.tracker.best_reward:.4f}")
+                if writer is not None:
+                    for key in ("best_reward", "gen_max", "gen_mean", "critic_loss", "actor_loss", "entropy", "q"):
+                        if isinstance(row[key], float) and math.isfinite(row[key]):
+                            writer.add_scalar(f"egrl/{key}", row[key], self.generation)
+                    writer.add_scalar("egrl/best_vs_evaluations", row["best_reward"], session.budget.used)
+                if self.out_dir is not None and (
+                    self.generation % max(cfg.checkpoint_every, 1) == 0 or session.budget.exhausted
+                ):
+                    self._write_outputs(graph)
+                if callback is not None:
+                    callback(self, row)
+                if row["stalled"]:
+                    break  # every proposal was a cache hit 20 generations running: nothing new to learn
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        if self.out_dir is not None:
+            self._write_outputs(graph)
+        return self.result()
+
+    def result(self) -> SearchResult:
+        assert self.session is not None
+        meta = {
+            "seed": self.seed,
+            "generations": self.generation,
+            "ablation": self.config.ablation_name,
+            "config": self.config.to_dict(),
+        }
+        return self.session.tracker.result(self.session.budget, self.name_with_ablation, self._workload, meta)
+
+    # ------------------------------------------------------------ generation
+    def _generation(self) -> dict[str, Any]:
+        cfg, g, session = self.config, self.graph_input, self.session
+        assert g is not None and session is not None
+        actions, k = self._proposals()
+        used_before = session.budget.used
+        rewards, infos, done = session.evaluate(actions)
+        new_evals = session.budget.used - used_before
+        if k:
+            self.fitness = np.where(done[:k], rewards[:k], -np.inf)
+        learner_reward = math.nan
+        if self._migrant is not None and k and done[self._migrant]:
+            learner_reward = float(rewards[self._migrant])
+        elif len(actions) > k and done[k:].any():
+            learner_reward = float(np.nanmax(rewards[k:]))
+
+        stats = _Stats()
+        if self.learner is not None and self.buffer is not None:
+            self.buffer.add(actions[done], rewards[done])
+            if len(self.buffer) >= cfg.learning_starts:
+                steps = int(round(done.sum() * cfg.gradient_steps_per_transition))
+                sums = {"critic_loss": 0.0, "actor_loss": 0.0, "q": 0.0, "entropy": 0.0}
+                for _ in range(steps):
+                    out = self.learner.update({0: g}, self.buffer, self.rng)
+                    for key in sums:
+                        sums[key] += out[key]
+                if steps:
+                    stats = _Stats(**{k_: v / steps for k_, v in sums.items()}, steps=steps)
+
+        complete = bool(done[:k].all()) if k else True
+        self.generation += 1
+        row = self._log_row(rewards, infos, done, learner_reward, stats)
+        if cfg.use_ea and k and complete:
+            self.population, _ = evolve(self.population, self.fitness, self.rng, cfg, g)
+            self._migrant = None
+            if self.learner is not None and self.generation % max(cfg.migration_period, 1) == 0:
+                self._migrant = migrate(self.population, self.fitness, self.learner.actor, g, cfg)
+        self._stall = getattr(self, "_stall", 0) + 1 if new_evals == 0 else 0
+        row["stalled"] = self._stall >= 20
+        self.generation_log.append({k_: v for k_, v in row.items() if k_ != "stalled"})
+        return row
+
+    def _log_row(
+        self, rewards: np.ndarray, infos: list[dict[str, Any]], done: np.ndarray, learner_reward: float, stats: _Stats
+    ) -> dict[str, Any]:
+        session = self.session
+        assert session is not None
+        vals = rewards[done]
+        kinds = [ind.kind for ind in self.population]
+        temps = [
+            float(ind.temperature[ind.mask].mean()) for ind in self.population if isinstance(ind, BoltzmannChromosome)
+        ]
+        champion = self.best_member()
+        valid = [bool(info.get("valid", False)) for info, d in zip(infos, done) if d]
+        return {
+            "generation": self.generation,
+            "evaluations": session.budget.used,
+            "best_reward": float(session.tracker.best_reward),
+            "gen_max": float(vals.max()) if len(vals) else math.nan,
+            "gen_mean": float(vals.mean()) if len(vals) else math.nan,
+            "gen_valid_frac": float(np.mean(valid)) if valid else math.nan,
+            "n_gnn": kinds.count("gnn"),
+            "n_boltzmann": kinds.count("boltzmann"),
+            "champion_kind": champion.kind if champion is not None else "learner",
+            "mean_temperature": float(np.mean(temps)) if temps else math.nan,
+            "learner_reward": learner_reward,
+            "critic_loss": stats.critic_loss,
+            "actor_loss": stats.actor_loss,
+            "q": stats.q,
+            "entropy": stats.entropy,
+            "gradient_steps": stats.steps,
+            "wall_time_s": session.budget.elapsed_s(),
+        }
+
+    # ---------------------------------------------------------------- outputs
+    def _tb_writer(self, purge_step: int | None) -> Any:
+        if not (self.tensorboard and self.out_dir is not None):
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            warnings.warn("tensorboard is not installed; no TensorBoard logs (pip install tensorboard)", stacklevel=2)
+            return None
+        return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=purge_step)
+
+    def _write_outputs(self, graph: Any) -> None:
+        out = self.out_dir
+        assert out is not None and self.session is not None
+        out.mkdir(parents=True, exist_ok=True)
+        self.save(out / CHECKPOINT_NAME)
+        result = self.result()
+        result.save_history_csv(out / "history.csv")
+        buf = io.StringIO()
+        buf.write(f"# schema_version={CHECKPOINT_SCHEMA_VERSION}\n")
+        writer = csv.DictWriter(buf, fieldnames=GENERATION_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in self.generation_log:
+            writer.writerow(row)
+        atomic_write_text(out / "generations.csv", buf.getvalue())
+        if self.session.tracker.best_action is not None:
+            result.save_placement(out / "best_placement.json", graph)
+            result.save(out / "result.json")
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        assert self.session is not None and self.graph_input is not None
+        return {
+            "schema_version": CHECKPOINT_SCHEMA_VERSION,
+            "kind": "marl_gym.EGRLCheckpoint",
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "workload": self._workload,
+            "generation": self.generation,
+            "in_channels": self.graph_input.in_channels,
+            "num_nodes": self.graph_input.num_nodes,
+            "graph": {
+                "x": self.graph_input.x,
+                "edge_index": self.graph_input.edge_index,
+                "mask": self.graph_input.mask,
+            },
+            "session": self.session.state_dict(),
+            "np_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "population": [ind.state_dict() for ind in self.population],
+            "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
+            "migrant": -1 if self._migrant is None else int(self._migrant),
+            "stall": int(getattr(self, "_stall", 0)),
+            "learner": None if self.learner is None else self.learner.state_dict(),
+            "replay": None if self.buffer is None else self.buffer.state_dict(),
+            "generation_log": self.generation_log,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the whole search state (a checkpoint) atomically."""
+        atomic_torch_save(self.state_dict(), path)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Restore a checkpoint written by `save` (or by `fit` with `out_dir`)."""
+        self._load(Path(path))
+
+    def _load(self, path: Path, expect_nodes: int | None = None) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("kind") != "marl_gym.EGRLCheckpoint" or state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: not an EGRL checkpoint of schema version {CHECKPOINT_SCHEMA_VERSION} "
+                f"(kind={state.get('kind')!r}, schema_version={state.get('schema_version')!r})"
+            )
+        if expect_nodes is not None and int(state["num_nodes"]) != expect_nodes:
+            raise ValueError(
+                f"{path}: checkpoint is for a graph of {state['num_nodes']} nodes ({state['workload']!r}), "
+                f"this env has {expect_nodes}"
+            )
+        stored = EGRLConfig.from_dict(state["config"])
+        if stored != self.config:
+            warnings.warn(f"{path}: resuming with the checkpoint's config, not the one given", stacklevel=3)
+        self.config = stored
+        self.seed = int(state["seed"])
+        self._workload = state["workload"]
+        self.generation = int(state["generation"])
+        gs = state["graph"]
+        self.graph_input = GraphInput(x=gs["x"], edge_index=gs["edge_index"], mask=gs["mask"])
+        in_ch = int(state["in_channels"])
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["np_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.population = population_from_state(state["population"], lambda: make_actor(in_ch, self.config))
+        self.fitness = state["fitness"].numpy().copy()
+        self._migrant = None if int(state["migrant"]) < 0 else int(state["migrant"])
+        self._stall = int(state["stall"])
+        self.learner = None
+        if state["learner"] is not None:
+            self.learner = DiscreteSAC(in_ch, self.config)
+            self.learner.load_state_dict(state["learner"])
+        self.buffer = None if state["replay"] is None else ReplayBuffer.from_state_dict(state["replay"])
+        self.generation_log = list(state["generation_log"])
+        if self.session is None:
+            mask = self.graph_input.mask_np
+            self.session = EvaluationSession(_NoEvaluator(), Budget(None), mask)
+        self.session.load_state_dict(state["session"])
+
+    # ------------------------------------------------------------------ using
+    def predict(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The best placement found as an action (N, 2); with `obs`, the best member's greedy action
+        on that observation (for a GNN member, this generalises to other graphs)."""
+        if obs is None:
+            if self.session is None or self.session.tracker.best_action is None:
+                raise RuntimeError("nothing found yet: call fit() or load() first")
+            return self.session.tracker.best_action.copy()
+        g = graph_input_from_obs(obs)
+        member = self.best_member()
+        if isinstance(member, GNNIndividual):
+            return member.actor.greedy(g)
+        if self.learner is not None:
+            return self.learner.actor.greedy(g)
+        if isinstance(member, BoltzmannChromosome) and member.mask.shape[0] == g.num_nodes:
+            return member.greedy()
+        raise RuntimeError("no GNN policy to apply to a new graph")
+
+
+class _NoEvaluator:
+    evaluations = 0
+    deterministic = True
+
+    def evaluate(self, actions: Any) -> Any:
+        raise RuntimeError("a loaded EGRL agent evaluates only inside fit(env, ...)")
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,136 @@
+"""Boltzmann chromosomes: stateless per-node policies, cheap to sample and to evolve.
+
+A chromosome holds, for every node and decision (weights, activation), a prior over the two tiers
+(`prior[n, d, tier]`, rows sum to one) and a temperature `temperature[n, d]`; it places a decision in
+tier t with probability softmax(prior / temperature)[t]. Mutation multiplies priors by N(1, 0.1) and
+temperatures by N(0.95, 0.1) so that, under selection, temperatures drift down and good chromosomes
+become more deterministic (exploitation). A chromosome can be seeded from a GNN's logits, which is
+how knowledge flows from gradient-trained networks into the cheap population.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.egrl.config import EGRLConfig
+
+_EPS = 1e-6
+
+
+def _normalise(prior: np.ndarray) -> np.ndarray:
+    prior = np.maximum(prior, _EPS)
+    return prior / prior.sum(-1, keepdims=True)
+
+
+class BoltzmannChromosome:
+    kind = "boltzmann"
+
+    def __init__(self, prior: np.ndarray, temperature: np.ndarray, mask: np.ndarray) -> None:
+        prior = np.asarray(prior, dtype=np.float64)
+        temperature = np.asarray(temperature, dtype=np.float64)
+        mask = np.asarray(mask, dtype=bool)
+        n = mask.shape[0]
+        if prior.shape != (n, 2, 2) or temperature.shape != (n, 2) or mask.shape != (n, 2):
+            raise ValueError(
+                f"expected prior (N, 2, 2), temperature (N, 2) and mask (N, 2) with N={n}; got "
+                f"{prior.shape}, {temperature.shape}, {mask.shape}"
+            )
+        self.prior = _normalise(prior)
+        self.temperature = temperature.copy()
+        self.mask = mask.copy()
+
+    # -------------------------------------------------------------- construction
+    @classmethod
+    def random(cls, mask: np.ndarray, rng: np.random.Generator, cfg: EGRLConfig) -> BoltzmannChromosome:
+        """Prior U(0, 1) row-normalised, temperature U(temp_init_low, temp_init_high), as in EGRL."""
+        n = mask.shape[0]
+        prior = rng.uniform(0.0, 1.0, size=(n, 2, 2))
+        temperature = rng.uniform(cfg.boltzmann_temp_init_low, cfg.boltzmann_temp_init_high, size=(n, 2))
+        return cls(prior, temperature, mask)
+
+    @classmethod
+    def from_logits(
+        cls, logits: np.ndarray | torch.Tensor, mask: np.ndarray, cfg: EGRLConfig, temperature: float | None = None
+    ) -> BoltzmannChromosome:
+        """Seed from a GNN's logits (N, 2, 2): the prior is the GNN's policy.
+
+        With `temperature=None` each decision's temperature is chosen so that the chromosome samples
+        from exactly the GNN's distribution (two tiers: softmax(p / T) = softmax(logits) when
+        T = (p_fast - p_slow) / (l_fast - l_slow)), clipped to the allowed temperature range; a float
+        sets one temperature everywhere. Either way the most likely tier of every decision is the GNN's.
+        """
+        logits = torch.as_tensor(logits).detach().to(torch.float64).numpy()
+        prior = np.exp(logits - logits.max(-1, keepdims=True))
+        prior = prior / prior.sum(-1, keepdims=True)
+        if temperature is None:
+            dl = logits[..., 1] - logits[..., 0]
+            dp = prior[..., 1] - prior[..., 0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(np.abs(dl) > 1e-9, dp / dl, 0.5)  # dp/dl -> 1/2 as dl -> 0
+        else:
+            t = np.full(prior.shape[:2], float(temperature))
+        t = np.clip(t, cfg.boltzmann_temp_min, cfg.boltzmann_temp_max)
+        return cls(prior, t, mask)
+
+    # -------------------------------------------------------------------- acting
+    def probs_fast(self, temperature_scale: float = 1.0) -> np.ndarray:
+        """P(fast) per decision, (N, 2)."""
+        z = self.prior / (self.temperature[..., None] * temperature_scale)
+        z = z - z.max(-1, keepdims=True)
+        e = np.exp(z)
+        return e[..., 1] / e.sum(-1)
+
+    def act(self, rng: np.random.Generator, temperature_scale: float = 1.0) -> np.ndarray:
+        """Sample an action (N, 2) int8 (1 = fast); `temperature_scale` -> 0 approaches `greedy()`."""
+        return ((rng.random(self.mask.shape) < self.probs_fast(temperature_scale)) & self.mask).astype(np.int8)
+
+    def greedy(self) -> np.ndarray:
+        return ((self.prior[..., 1] > self.prior[..., 0]) & self.mask).astype(np.int8)
+
+    # ----------------------------------------------------------------- evolution
+    def mutate(self, rng: np.random.Generator, cfg: EGRLConfig) -> None:
+        n = self.mask.shape[0]
+        rows = rng.random(n) < cfg.boltzmann_mutation_frac
+        k = int(rows.sum())
+        if k == 0:
+            return
+        noise = rng.normal(1.0, cfg.boltzmann_prior_noise, size=(k, 2, 2))
+        self.prior[rows] = _normalise(self.prior[rows] * noise)
+        drift = rng.normal(cfg.boltzmann_temp_drift, cfg.boltzmann_temp_noise, size=(k, 2))
+        self.temperature[rows] = np.clip(self.temperature[rows] * drift, cfg.boltzmann_temp_min, cfg.boltzmann_temp_max)
+
+    def clone(self) -> BoltzmannChromosome:
+        return copy.deepcopy(self)
+
+    # --------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "prior": torch.from_numpy(self.prior.copy()),
+            "temperature": torch.from_numpy(self.temperature.copy()),
+            "mask": torch.from_numpy(self.mask.copy()),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> BoltzmannChromosome:
+        return cls(state["prior"].numpy(), state["temperature"].numpy(), state["mask"].numpy())
+
+
+def crossover_boltzmann(
+    a: BoltzmannChromosome, b: BoltzmannChromosome, rng: np.random.Generator
+) -> tuple[BoltzmannChromosome, BoltzmannChromosome]:
+    """Single-point crossover along the execution order: children take nodes [0, cut) from one parent
+    and [cut, N) from the other. (The public EGRL code built its mask with `rand < 0`, so its children
+    were copies of their parents; here every child mixes both parents when N >= 2.)"""
+    n = a.mask.shape[0]
+    if n < 2:
+        return a.clone(), b.clone()
+    cut = int(rng.integers(1, n))
+    c1, c2 = a.clone(), b.clone()
+    c1.prior[cut:], c2.prior[cut:] = b.prior[cut:].copy(), a.prior[cut:].copy()
+    c1.temperature[cut:], c2.temperature[cut:] = b.temperature[cut:].copy(), a.temperature[cut:].copy()
+    return c1, c2

@@ -1,0 +1,184 @@
+"""EGRL configuration: the published defaults, a fast preset, and the ablations.
+
+`EGRLConfig()` holds EGRL's published hyperparameters (reference/egrl_notes.md: Khadka et al.,
+ICLR 2021, and the public code MARL reused). `EGRLConfig.fast()` is the preset that meets this
+project's budget goals on 2 CPU cores; every field where it differs from the published value is
+listed in `FAST_DEVIATIONS` with the reason. `config.ablation(name)` switches parts off:
+
+  - ``"egrl"``            everything (population of GNNs and Boltzmann chromosomes + SAC learner + migration);
+  - ``"ea_only"``         the evolutionary population alone (no learner, no replay buffer);
+  - ``"pg_only"``         the SAC learner alone, sampling its own rollouts (no population);
+  - ``"boltzmann_only"``  population of Boltzmann chromosomes only; the learner migrates in as a
+                          chromosome seeded from its logits;
+  - ``"gnn_only"``        population of GNN actors only, plus the learner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+ABLATIONS = ("egrl", "ea_only", "pg_only", "boltzmann_only", "gnn_only")
+
+
+@dataclass(frozen=True)
+class EGRLConfig:
+    # ---------------------------------------------------------------- population
+    population_size: int = 20
+    boltzmann_fraction: float = 0.5
+    """Share of Boltzmann chromosomes in the initial population (the rest are GNN actors)."""
+    elite_fraction: float = 0.1
+    min_elites: int = 2
+    tournament_size: int = 3
+    crossover_prob: float = 0.3
+    mutation_prob: float = 0.85
+    gnn_rollout: str = "sample"
+    """How population GNN actors act: "sample" from their policy or "greedy" (argmax)."""
+
+    # --------------------------------------------------------- GNN mutation (CERL/EGRL)
+    mutation_frac: float = 0.05
+    """At most this fraction of a chosen weight matrix's entries is perturbed."""
+    mutation_strength: float = 0.1
+    """Ordinary perturbation: w += N(0, strength * |w|)."""
+    super_mutation_prob: float = 0.05
+    super_mutation_strength: float = 10.0
+    reset_prob: float = 0.02
+    reset_std: float = 0.1
+    weight_clamp: float = 1e7
+    gnn_crossover_frac: float = 0.3
+    """Crossover between two GNNs copies up to this fraction of each weight matrix's rows."""
+
+    # ------------------------------------------------------------ Boltzmann chromosome
+    boltzmann_temp_init_low: float = 0.1
+    boltzmann_temp_init_high: float = 10.0
+    boltzmann_temp_min: float = 0.1
+    boltzmann_temp_max: float = 10.0
+    boltzmann_prior_noise: float = 0.1
+    """Mutation: prior *= N(1, noise), rows renormalised."""
+    boltzmann_temp_drift: float = 0.95
+    boltzmann_temp_noise: float = 0.1
+    """Mutation: temperature *= N(drift, noise), clipped to [temp_min, temp_max]."""
+    boltzmann_mutation_frac: float = 1.0
+    """Fraction of nodes whose prior and temperature a mutation perturbs (1.0 = all, as published)."""
+
+    # -------------------------------------------------------------------- networks
+    encoder: str = "unet"
+    """Actor GNN: "unet" (Graph U-Net, EGRL) or "gatv2" or "gcn"."""
+    hidden: int = 128
+    depth: int = 3
+    pool_ratio: float = 0.5
+    critic_encoder: str = "unet"
+    critic_hidden: int = 128
+    critic_depth: int = 3
+    critic_fusion: str = "early"
+    """"early": action concatenated to node features before the GNN (EGRL); "late": see gnn.py."""
+    critic_pool: str = "max"
+    critic_head_hidden: int = 128
+
+    # ------------------------------------------------------------------ SAC learner
+    use_learner: bool = True
+    use_ea: bool = True
+    alpha: float = 0.05
+    gamma: float = 0.99
+    """Unused in practice: episodes are one step, so every target is the reward itself."""
+    tau: float = 1e-3
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    grad_clip: float = 5.0
+    batch_size: int = 32
+    buffer_size: int = 100_000
+    learning_starts: int = 50
+    gradient_steps_per_transition: float = 1.0
+    """Gradient steps per generation = this x environment steps taken that generation (EGRL: 1)."""
+    action_noise_std: float = 0.2
+    """Replayed actions are one-hot + N(0, std), clipped to [0, 1] (eq. 3 of the MARL paper)."""
+    migration_period: int = 1
+    """Copy the learner over the weakest population member every this many generations."""
+    learner_rollouts: int = 0
+    """Extra rollouts of the learner's own policy per generation (pg_only uses population_size)."""
+    reward_clip: float | None = None
+    """Clip rewards to [-reward_clip, reward_clip] in the learner's targets (None = no clipping)."""
+
+    # ------------------------------------------------------------------- bookkeeping
+    cache_evaluations: bool | None = None
+    """Serve repeated placements from a cache (None = only when the evaluator is deterministic)."""
+    checkpoint_every: int = 1
+    """Write the checkpoint every this many generations."""
+    ablation_name: str = "egrl"
+
+    def __post_init__(self) -> None:
+        if self.population_size < 1 and self.use_ea:
+            raise ValueError("population_size must be >= 1 when the EA is on")
+        if not 0.0 <= self.boltzmann_fraction <= 1.0:
+            raise ValueError(f"boltzmann_fraction must be in [0, 1], got {self.boltzmann_fraction}")
+        if self.gnn_rollout not in ("sample", "greedy"):
+            raise ValueError(f"gnn_rollout must be 'sample' or 'greedy', got {self.gnn_rollout!r}")
+        if not self.use_ea and not self.use_learner:
+            raise ValueError("at least one of use_ea / use_learner must be on")
+        if self.ablation_name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {self.ablation_name!r}; choose one of {ABLATIONS}")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def n_elites(self) -> int:
+        return max(self.min_elites, int(round(self.elite_fraction * self.population_size)))
+
+    @property
+    def migrate_as_boltzmann(self) -> bool:
+        return self.boltzmann_fraction >= 1.0
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def published(cls) -> EGRLConfig:
+        return cls()
+
+    @classmethod
+    def fast(cls) -> EGRLConfig:
+        """The preset meeting the budget goals on 2 cores (deviations in FAST_DEVIATIONS)."""
+        return replace(cls(), **{k: v for k, (v, _) in FAST_DEVIATIONS.items()})
+
+    @classmethod
+    def preset(cls, name: str) -> EGRLConfig:
+        if name in ("published", "default"):
+            return cls.published()
+        if name == "fast":
+            return cls.fast()
+        raise ValueError(f"unknown preset {name!r}; choose 'published' or 'fast'")
+
+    def ablation(self, name: str) -> EGRLConfig:
+        """This config with parts switched off (see the module docstring)."""
+        if name == "egrl":
+            return replace(self, ablation_name=name)
+        if name == "ea_only":
+            return replace(self, use_learner=False, use_ea=True, ablation_name=name)
+        if name == "pg_only":
+            return replace(
+                self, use_ea=False, use_learner=True, learner_rollouts=max(self.population_size, 1), ablation_name=name
+            )
+        if name == "boltzmann_only":
+            return replace(self, boltzmann_fraction=1.0, ablation_name=name)
+        if name == "gnn_only":
+            return replace(self, boltzmann_fraction=0.0, ablation_name=name)
+        raise ValueError(f"unknown ablation {name!r}; choose one of {ABLATIONS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EGRLConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown EGRL config field(s): {sorted(unknown)}")
+        return cls(**data)
+
+
+FAST_DEVIATIONS: dict[str, tuple[Any, str]] = {
+    "hidden": (64, "width 64 instead of 128: half the cost per forward, no loss of search quality measured"),
+    "critic_encoder": ("gcn", "a 2-layer GCN trunk instead of a Graph U-Net for the critic: cheaper per batch"),
+    "critic_hidden": (64, "critic width 64: cost"),
+    "critic_depth": (2, "critic depth 2: cost"),
+    "critic_fusion": ("late", "run the critic's GNN once per batch instead of once per transition (same graph)"),
+    "critic_pool": ("meanmax", "latency is a sum over nodes: mean pooling next to max lets the critic see totals"),
+}
+"""Field -> (value in the fast preset, why it differs from the published default)."""

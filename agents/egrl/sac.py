@@ -1,0 +1,163 @@
+"""Discrete soft actor-critic over graphs: the policy-gradient learner of EGRL.
+
+Critic: twin Q(s, a) trained on replayed transitions whose one-hot actions carry fresh Gaussian
+noise N(0, 0.2) clipped to [0, 1] (eq. 3 of the MARL paper; it smooths Q between one-hot corners so
+that the actor can follow its gradient). Target: y = r + gamma (1 - done) (min_j Q'_j(s', pi(s')) +
+alpha H(pi(.|s'))). HeteroMemPlacement episodes are one step, so done = 1 and y = r: the target
+critic (soft-updated with tau) only matters for multi-step variants, exactly as in EGRL.
+
+Actor: minimises alpha * (-H(pi(.|s))) - min_j Q_j(s, pi(s)) where pi(s) is the policy's (N, 2, 2)
+probabilities fed to the critic as a relaxed action (eq. 4). The entropy is the mean over existing
+decisions (a sum over hundreds of nodes would drown Q at alpha = 0.05). Adam, gradient-norm clip.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents.egrl.config import EGRLConfig
+from agents.egrl.gnn import ACTION_CHANNELS, GNNActor, GraphInput, TwinQCritic, encode_actions
+from agents.egrl.replay import ReplayBuffer
+
+
+def make_actor(in_channels: int, cfg: EGRLConfig) -> GNNActor:
+    return GNNActor(in_channels, cfg.hidden, cfg.depth, cfg.encoder, cfg.pool_ratio)
+
+
+def make_critic(in_channels: int, cfg: EGRLConfig) -> TwinQCritic:
+    return TwinQCritic(
+        in_channels,
+        hidden=cfg.critic_hidden,
+        depth=cfg.critic_depth,
+        encoder=cfg.critic_encoder,
+        pool_ratio=cfg.pool_ratio,
+        fusion=cfg.critic_fusion,
+        pool=cfg.critic_pool,
+        head_hidden=cfg.critic_head_hidden,
+    )
+
+
+def _masked_entropy(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the per-decision distributions that exist."""
+    ent = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)  # (N, 2)
+    m = mask.to(ent.dtype)
+    return (ent * m).sum() / m.sum().clamp_min(1.0)
+
+
+class DiscreteSAC:
+    def __init__(self, in_channels: int, cfg: EGRLConfig) -> None:
+        self.cfg = cfg
+        self.in_channels = in_channels
+        self.actor = make_actor(in_channels, cfg)
+        self.critic = make_critic(in_channels, cfg)
+        self.critic_target = copy.deepcopy(self.critic)
+        for p in self.critic_target.parameters():
+            p.requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.updates = 0
+
+    # ------------------------------------------------------------------ pieces
+    def noisy_actions(self, actions: np.ndarray, g: GraphInput, rng: np.random.Generator) -> torch.Tensor:
+        """(B, N, 2) tier indices -> (B, N, 4) one-hot + N(0, std) noise clipped to [0, 1], masked."""
+        onehot = encode_actions(torch.from_numpy(np.asarray(actions)), g.mask)
+        if self.cfg.action_noise_std > 0:
+            noise = torch.from_numpy(rng.normal(0.0, self.cfg.action_noise_std, size=onehot.shape).astype(np.float32))
+            onehot = (onehot + noise).clamp(0.0, 1.0)
+            onehot = onehot * g.mask.repeat_interleave(2, dim=1)[None].to(onehot.dtype)
+        return onehot
+
+    def policy_actions(self, g: GraphInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actor's probabilities as a relaxed action (1, N, 4) and its mean entropy."""
+        probs = torch.softmax(self.actor(g.x, g.edge_index), dim=-1)  # (N, 2, 2)
+        relaxed = (probs * g.mask[..., None].to(probs.dtype)).reshape(1, -1, ACTION_CHANNELS)
+        return relaxed, _masked_entropy(probs, g.mask)
+
+    def targets(self, g: GraphInput, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        if self.cfg.reward_clip is not None:
+            rewards = rewards.clamp(-self.cfg.reward_clip, self.cfg.reward_clip)
+        if bool(dones.all()):
+            return rewards
+        with torch.no_grad():  # multi-step variants only: the next state is the same graph
+            relaxed, ent = self.policy_actions(g)
+            q1, q2 = self.critic_target(g, relaxed.expand(len(rewards), -1, -1))
+            return rewards + self.cfg.gamma * (1.0 - dones.float()) * (torch.min(q1, q2) + self.cfg.alpha * ent)
+
+    def critic_loss(self, g: GraphInput, batch: dict[str, np.ndarray], rng: np.random.Generator) -> torch.Tensor:
+        actions = self.noisy_actions(batch["actions"], g, rng)
+        y = self.targets(g, torch.from_numpy(batch["rewards"]).float(), torch.from_numpy(batch["dones"]))
+        q1, q2 = self.critic(g, actions)
+        return F.mse_loss(q1, y) + F.mse_loss(q2, y)
+
+    def actor_loss(self, g: GraphInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        relaxed, ent = self.policy_actions(g)
+        for p in self.critic.parameters():  # gradients flow through the critic to the action only
+            p.requires_grad_(False)
+        try:
+            q1, q2 = self.critic(g, relaxed)
+        finally:
+            for p in self.critic.parameters():
+                p.requires_grad_(True)
+        q = torch.min(q1, q2).mean()
+        return -q - self.cfg.alpha * ent, q, ent
+
+    # ------------------------------------------------------------------ update
+    def update(self, graphs: dict[int, GraphInput], buffer: ReplayBuffer, rng: np.random.Generator) -> dict[str, float]:
+        """One gradient step of critic and actor on a batch drawn from `buffer`."""
+        cfg = self.cfg
+        batch = buffer.sample(rng, cfg.batch_size)
+        critic_losses = []
+        self.critic_opt.zero_grad()
+        for sid in np.unique(batch["states"]):
+            sel = batch["states"] == sid
+            part = {k: v[sel] for k, v in batch.items()}
+            loss = self.critic_loss(graphs[int(sid)], part, rng) * (sel.sum() / len(sel))
+            loss.backward()
+            critic_losses.append(float(loss))
+        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+        self.critic_opt.step()
+
+        self.actor_opt.zero_grad()
+        sids = np.unique(batch["states"])
+        stats = {"actor_loss": 0.0, "q": 0.0, "entropy": 0.0}
+        for sid in sids:
+            loss, q, ent = self.actor_loss(graphs[int(sid)])
+            (loss / len(sids)).backward()
+            stats["actor_loss"] += float(loss) / len(sids)
+            stats["q"] += float(q) / len(sids)
+            stats["entropy"] += float(ent) / len(sids)
+        torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
+        self.actor_opt.step()
+        self.soft_update()
+        self.updates += 1
+        return {"critic_loss": float(sum(critic_losses)), **stats}
+
+    @torch.no_grad()
+    def soft_update(self) -> None:
+        tau = self.cfg.tau
+        for t, s in zip(self.critic_target.parameters(), self.critic.parameters()):
+            t.mul_(1.0 - tau).add_(s, alpha=tau)
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.updates = int(state["updates"])
