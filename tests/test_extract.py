@@ -319,3 +319,22 @@ def test_package_extract_stays_callable_after_submodule_import():
     import marl_gym.workloads.extract  # noqa: F401  (rebinds w.extract to the submodule)
 
     assert w.extract(nn.Linear(2, 3), torch.randn(1, 2)).nodes[0].flops == 2 * 2 * 3
+
+
+def test_torch_transformer_encoder_layer_and_hooks_removed():
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+    g = extract(layer, torch.randn(2, 10, 32))
+    assert [(n.name, n.op) for n in g.nodes] == [
+        ("self_attn.multi_head_attention_forward", "attention"),  # MHA uses its weights functionally: one node
+        ("add", "add"),
+        ("norm1", "layernorm"),
+        ("linear1", "linear"),
+        ("relu", "relu"),  # F.relu, a functional op of the layer itself
+        ("linear2", "linear"),
+        ("add#1", "add"),
+        ("norm2", "layernorm"),
+    ]
+    assert ("norm1", "add#1") in _named_edges(g)
+    assert g.total_weight_bytes == 4 * sum(p.numel() for p in layer.parameters())
+    assert not g.meta["unused_parameters"]
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in layer.modules())

@@ -149,7 +149,7 @@ _FUNC_OPS: dict[str, str] = {
     **dict.fromkeys(("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"), "conv"),
     **dict.fromkeys(("linear", "addmm", "bilinear"), "linear"),
     **dict.fromkeys(("matmul", "mm", "bmm", "baddbmm", "einsum", "rmatmul", "tensordot"), "matmul"),
-    "scaled_dot_product_attention": "attention",
+    **dict.fromkeys(("scaled_dot_product_attention", "multi_head_attention_forward"), "attention"),
     **dict.fromkeys(("softmax", "log_softmax", "softmin"), "softmax"),
     **dict.fromkeys(("add", "iadd", "radd", "sub", "isub", "rsub", "addcmul", "addcdiv"), "add"),
     **dict.fromkeys(("mul", "imul", "rmul", "div", "idiv", "truediv", "itruediv", "rtruediv"), "mul"),
