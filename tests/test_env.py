@@ -82,7 +82,7 @@ def test_deterministic_without_noise():
         (np.ones((3, 2), np.int8), "shape"),
         (np.ones((5,), np.int8), "shape"),
         ("float", "dtype"),
-        ("two", "0 (slow) or 1 (fast)"),
+        ("two", r"0 \(slow\) or 1 \(fast\)"),
     ],
 )
 def test_bad_actions_raise_clear_errors(bad, fragment):
