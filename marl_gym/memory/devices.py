@@ -252,8 +252,8 @@ OPTANE_DCPMM_100_X6 = Device(
     write_latency_ns=90.4,  # src: MD §0, OS 02-best_case_latency.csv, Optane ntstore (ADR write-pending queue)
     random_read_factor=9.67 / 37.9,  # src: MD §1 access size: 64-B random reads 9.67 vs 37.9 GB/s at 2 MB
     random_write_factor=3.17 / 12.65,  # src: MD §1 access size: 64-B random ntstore 3.17 vs 12.65 GB/s at 2 MB
-    ordinary_store_factor=4.35
-    / 12.9,  # src: MD §1 alignment.csv @12 thr: plain stores 4.1-4.6 vs ntstore 12.0-13.8 GB/s (midpoints)
+    # src: MD §1 alignment.csv @12 thr: plain stores 4.1-4.6 vs ntstore 12.0-13.8 GB/s (midpoints)
+    ordinary_store_factor=4.35 / 12.9,  # src: see the line above
     line_bytes=256,  # src: MD §0/§1, 256-B XPLine; small accesses are rounded up to whole XPLines
     sources={
         "read": "MD §0-§1 / OS 04-bandwidth_thcount_optane.csv (2.9 GB/s per thread to 37.7 GB/s)",
@@ -279,9 +279,8 @@ REMOTE_NUMA_DDR4 = Device(
         peak_gbps=29.0,  # src: MD §5, OS 06-bandwidth_thmix.csv: lower end of 29-42 GB/s (all writers, assumption)
         peak_threads=16,  # src: same measurement; assumption: linear ramp below
     ),
-    read_latency_ns=81.4
-    * 310
-    / 190,  # src: local DRAM 81.4 ns (MD §0) x remote/local 310/190 cycles (frankdenneman.nl NUMA deep dive part 4)
+    # src: local DRAM 81.4 ns (MD §0) x remote/local 310/190 cycles (frankdenneman.nl NUMA deep dive part 4)
+    read_latency_ns=81.4 * 310 / 190,  # src: see the line above
     random_read_latency_ns=101.5 * 310 / 190,  # src: same ratio applied to MD §0 DRAM random read
     write_latency_ns=86.9,  # assumption: stores retire at the local write-pending queue as for local DRAM (MD §1 "writes cost the same as DRAM")
     random_read_factor=93.0 / 101.0,  # src: same DRAM media as local (MD §1, 93 vs 101 GB/s)

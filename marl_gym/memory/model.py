@@ -465,3 +465,30 @@ class AnalyticModel:
                 live[span] += b
                 a[j] = True
         return Placement(w, a)
+
+
+# ------------------------------------------------------------------ calibration
+PAPER_TASK_BYTES = 1.5e9
+"""Memory of one WideResNet-101 inference task in the MARL paper (§6.2: "WideResnet101 uses about 1.5GB")."""
+
+
+def task_footprint_bytes(graph: WorkloadGraph, overhead_bytes: float, batch_size: int | None = None) -> float:
+    """Weights + peak live activations + model inputs at `batch_size`, plus the framework overhead."""
+    g = graph if batch_size is None else graph.with_batch_size(batch_size)
+    return AnalyticModel(g).tensor_footprint_bytes + overhead_bytes
+
+
+def batch_size_for_footprint(graph: WorkloadGraph, target_bytes: float, overhead_bytes: float) -> int:
+    """The batch size whose task footprint (with `overhead_bytes`) is closest to `target_bytes`."""
+    base = graph.with_batch_size(1) if graph.batch_size != 1 else graph
+    m = AnalyticModel(base)
+    per_sample = m.peak_live_bytes + m.model_input_bytes
+    fixed = m.total_weight_bytes + overhead_bytes
+    if per_sample <= 0:
+        return 1
+    return max(1, int(round((target_bytes - fixed) / per_sample)))
+
+
+def overhead_for_footprint(graph: WorkloadGraph, target_bytes: float, batch_size: int | None = None) -> float:
+    """The framework overhead that makes one task of `graph` (at `batch_size`) hold `target_bytes`."""
+    return target_bytes - task_footprint_bytes(graph, 0.0, batch_size)

@@ -142,7 +142,7 @@ _PAPER_COMMON: dict[str, Any] = dict(
     core_gflops=_CORE_GFLOPS,  # src: derivation above (64 FLOP/cycle x 2.0 GHz x 0.5)
     framework_overhead_bytes=200 * 10**6,  # src: issue #3 "a process that imports torch holds ~200 MB"
     overhead_tier="slow",  # assumption: framework pages are cold; agents' DRAM budget is for tensors (PAPER §6.2 uses all 16+128 GB)
-    reserve_hot_fraction=0.75,  # assumption: PAPER §2.4/§6.2 "4 tasks fill the 16GB DRAM (system also uses memory)" => ~10-12 GiB of the 14 GiB reserve is hot
+    reserve_hot_fraction=0.25,  # assumption: a quarter of the 14 GiB reserve (kernel, page cache, daemons) is touched while tasks run; sensitivity 0..0.75 in docs/model.md
     mm_miss_latency_ns=70.0,  # src: MD §2, Moon, Oh and Ahn JOK 2020: each miss adds about 70 ns
     mm_dram_accesses_per_read_miss=2.0,  # src: MD §2, Hildebrand ISPASS'21 ~5 accesses per demand miss in all: tag read + fill on DRAM (2), PM read (1), dirty victim read + PM write charged to writes
     mm_dram_accesses_per_write_miss=3.0,  # src: same accounting: tag read + fill + dirty victim read on DRAM

@@ -1,0 +1,141 @@
+"""Devices and systems: presets, sources, custom systems from dicts and files, clear errors."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from marl_gym.memory import DEVICES, PRESETS, BandwidthCurve, MemorySystem, MemorySystemError, get_system, systems
+from marl_gym.memory.devices import OPTANE_DCPMM_100_X6, PATTERNS
+
+GIB = 2**30
+# `marl_gym.memory.systems` is also the name of the function listing presets, so fetch the modules
+devices_mod = importlib.import_module("marl_gym.memory.devices")
+systems_mod = importlib.import_module("marl_gym.memory.systems")
+
+
+def _preset_lines(module) -> list[tuple[int, str]]:
+    text = Path(module.__file__).read_text().splitlines()
+    start = next(i for i, line in enumerate(text) if "--- presets begin" in line)
+    end = next(i for i, line in enumerate(text) if "--- presets end" in line)
+    return [(i + 1, line) for i, line in enumerate(text[start:end], start) if line.strip()]
+
+
+@pytest.mark.parametrize("module", [devices_mod, systems_mod], ids=["devices", "systems"])
+def test_every_constant_cites_a_source(module):
+    """Every line of the preset blocks that holds a number says where it comes from."""
+    number = re.compile(r"(?<![\w.])\d+(\.\d+)?")
+    missing = []
+    for lineno, line in _preset_lines(module):
+        code = re.sub(r"\"[^\"]*\"|'[^']*'", '""', line.split("#", 1)[0])  # numbers inside text do not count
+        if not number.search(code):
+            continue
+        comment = line.split("#", 1)[1] if "#" in line else ""
+        if not re.search(r"\b(src|assumption)\b", comment):
+            missing.append(f"{module.__name__}:{lineno}: {line.strip()}")
+    assert not missing, "constants without a source comment:\n" + "\n".join(missing)
+
+
+def test_device_sources_cover_every_number():
+    numeric = ("read", "write", "read_latency_ns", "random_read_latency_ns", "write_latency_ns")
+    for dev in DEVICES.values():
+        for field in numeric + ("random_read_factor", "random_write_factor", "ordinary_store_factor", "line_bytes"):
+            assert dev.sources.get(field), f"{dev.name}: no source for {field}"
+
+
+def test_optane_profile_matches_the_measurements():
+    d = OPTANE_DCPMM_100_X6
+    assert d.bandwidth_gbps("read", "sequential", 22) == pytest.approx(37.7)
+    # write bandwidth is concave in threads: peak at 4-5 threads, then down to 7.5 GB/s at 24
+    w = [d.bandwidth_gbps("write", "sequential", t, ordinary_stores=False) for t in (1, 4, 5, 12, 24, 32)]
+    assert w[1] == pytest.approx(12.5) and w[4] == pytest.approx(7.5)
+    assert w[0] < w[1] and w[2] > w[3] > w[4] >= w[5]
+    # ordinary stores get about a third of ntstore bandwidth; random 64-B accesses a quarter
+    assert d.bandwidth_gbps("write", "sequential", 12) / d.bandwidth_gbps(
+        "write", "sequential", 12, ordinary_stores=False
+    ) == pytest.approx(4.35 / 12.9)
+    assert d.bandwidth_gbps("read", "random", 22) < 0.3 * d.bandwidth_gbps("read", "sequential", 22)
+    assert d.line_bytes == 256
+    assert d.latency_ns("read", "random") > d.latency_ns("read", "sequential") > 2 * 81.4 * 0.99
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_fast_tier_dominates_slow_tier(name):
+    """The property tests rely on it: for every kind, pattern and load, fast is no slower than slow."""
+    s = PRESETS[name]
+    for threads in (1, 2, 4, 8, 16, 24, 32, 64):
+        for kind in ("read", "write"):
+            for p in PATTERNS:
+                assert s.fast.bandwidth_gbps(kind, p, threads) >= s.slow.bandwidth_gbps(kind, p, threads)
+                assert s.fast.latency_ns(kind, p) <= s.slow.latency_ns(kind, p)
+    assert s.fast.line_bytes <= s.slow.line_bytes
+
+
+def test_presets_and_default():
+    assert "optane-16g-128g" in systems()
+    assert any(n.startswith("cxl-") for n in systems()) and any(n.startswith("numa-") for n in systems())
+    s = get_system()
+    assert s.name == "optane-16g-128g"
+    assert s.fast_capacity_bytes == 16 * GIB and s.slow_capacity_bytes == 128 * GIB
+    assert s.system_reserve_bytes == 14 * GIB and s.cores == 32
+    assert s.fast_available_bytes == 2 * GIB
+    assert get_system(s) is s
+
+
+def test_unknown_system_lists_known_names():
+    with pytest.raises(ValueError, match="optane-16g-128g"):
+        get_system("optane-1t")
+    with pytest.raises(ValueError, match="known systems"):
+        get_system({"preset": "nope"})
+    with pytest.raises(ValueError, match="known fields"):
+        get_system({"preset": "optane-16g-128g", "dram_gigs": 3})
+    with pytest.raises(ValueError, match="missing system field"):
+        get_system({"name": "x", "fast": "dram-ddr4-2666x6"})
+    with pytest.raises(ValueError, match="known devices"):
+        get_system({"preset": "optane-16g-128g", "slow": "floppy"})
+    with pytest.raises(ValueError, match="exceeds"):
+        get_system({"preset": "optane-16g-128g", "fast_capacity_gib": 8})
+    with pytest.raises(ValueError):
+        get_system(42)
+
+
+def test_custom_system_from_dict_toml_and_json(tmp_path):
+    d = {"preset": "optane-16g-128g", "name": "big", "fast_capacity_gib": 64, "cores": 16}
+    s = get_system(d)
+    assert isinstance(s, MemorySystem) and s.name == "big"
+    assert s.fast_capacity_bytes == 64 * GIB and s.cores == 16 and s.slow.name == "optane-dcpmm-100x6"
+    toml = tmp_path / "box.toml"
+    toml.write_text(
+        '[system]\nname = "box"\nfast = "dram-ddr4-2666x6"\nslow = "cxl-type3-x8"\n'
+        "fast_capacity_gib = 32\nslow_capacity_gib = 256\nsystem_reserve_gib = 4\ncores = 24\n"
+        "core_gflops = 50.0\nframework_overhead_bytes = 200000000\n"
+    )
+    s2 = get_system(toml)
+    assert s2.slow.name == "cxl-type3-x8" and s2.fast_available_bytes == 28 * GIB
+    js = tmp_path / "box.json"
+    js.write_text(json.dumps({"preset": "numa-16g-128g", "slow": {"preset": "remote-numa-ddr4", "line_bytes": 128}}))
+    s3 = get_system(str(js))
+    assert s3.slow.line_bytes == 128
+    bad = tmp_path / "bad.toml"
+    bad.write_text("this is = = not toml")
+    with pytest.raises(MemorySystemError, match="not valid TOML"):
+        get_system(bad)
+    with pytest.raises(MemorySystemError, match="cannot read"):
+        get_system(tmp_path / "absent.json")
+
+
+def test_bandwidth_curve_validation_and_interpolation():
+    c = BandwidthCurve((1, 4, 24), (2.0, 12.0, 8.0))
+    assert c(0) == 2.0 and c(4) == 12.0 and c(100) == 8.0 and c(14) == pytest.approx(10.0)
+    assert BandwidthCurve.from_any(5.0)(10) == 5.0
+    assert BandwidthCurve.from_any([[1, 1.0], [2, 2.0]])(1.5) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="increase"):
+        BandwidthCurve((4, 1), (1.0, 2.0))
+    with pytest.raises(ValueError, match="positive"):
+        BandwidthCurve((1,), (0.0,))
+    assert np.isfinite(c.peak_gbps)

@@ -1,0 +1,242 @@
+"""Property tests of the analytic model on random graphs and placements (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from marl_gym.backends.model import ModelBackend
+from marl_gym.memory import MODES, get_system
+from marl_gym.memory.model import AnalyticModel
+from marl_gym.placement import Placement
+from marl_gym.workloads.graph import build_graph
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SYSTEM_NAMES = ["optane-16g-128g", "cxl-16g-128g", "numa-16g-128g"]
+# a small machine where capacity binds for small graphs, with Optane as the slow tier (1:8 like Memory Mode)
+TINY_OPTANE = {
+    "preset": "optane-16g-128g",
+    "name": "tiny-optane",
+    "fast_capacity_bytes": 64 * 2**20,
+    "system_reserve_bytes": 0,
+    "slow_capacity_bytes": 512 * 2**20,
+    "framework_overhead_bytes": 2**20,
+}
+OPS = ["conv", "linear", "batchnorm", "relu", "add", "embedding", "pool"]
+
+
+@st.composite
+def graphs(draw, max_nodes: int = 24):
+    n = draw(st.integers(1, max_nodes))
+    records, edges = [], []
+    outputs = []
+    for i in range(n):
+        op = draw(st.sampled_from(OPS))
+        out = draw(st.one_of(st.integers(1, 4096), st.integers(4096, 8 * 2**20)))
+        weights = (
+            0 if op in ("relu", "add", "pool") else draw(st.one_of(st.integers(1, 1024), st.integers(1024, 16 * 2**20)))
+        )
+        preds = sorted(set(draw(st.lists(st.integers(0, i - 1), min_size=0, max_size=2)))) if i else []
+        extra_input = draw(st.integers(0, 100_000)) if not preds or draw(st.booleans()) else 0
+        edges += [(p, i) for p in preds]
+        records.append(
+            {
+                "name": f"n{i}",
+                "op": op,
+                "weight_bytes": weights,
+                "output_bytes": out,
+                "input_bytes": sum(outputs[p] for p in preds) + extra_input,
+                "flops": draw(st.one_of(st.just(0), st.integers(1, 10**6), st.integers(10**6, 10**10))),
+            }
+        )
+        outputs.append(out)
+    return build_graph("random", records, edges, output_nodes=[n - 1])
+
+
+@st.composite
+def cases(draw, systems=SYSTEM_NAMES + [TINY_OPTANE]):
+    g = draw(graphs())
+    n = g.num_nodes
+    w = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    a = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    system = draw(st.sampled_from(systems))
+    n_tasks = draw(st.sampled_from([1, 2, 3, 8, 32, 85]))
+    return g, Placement(w, a), system, n_tasks
+
+
+def _lat(backend: ModelBackend, p: Placement) -> float:
+    return backend.evaluate(p).latency_s
+
+
+@SETTINGS
+@given(cases(), st.data())
+def test_moving_a_tensor_to_fast_never_slows_a_task(case, data):
+    g, p, system, n_tasks = case
+    b = ModelBackend(g, system, n_tasks=n_tasks)
+    base = _lat(b, p)
+    slow_w = np.flatnonzero(~p.weights_fast & g.weight_mask)
+    slow_a = np.flatnonzero(~p.activations_fast)
+    choices = [("w", int(i)) for i in slow_w] + [("a", int(i)) for i in slow_a]
+    if not choices:
+        return
+    kind, i = data.draw(st.sampled_from(choices))
+    w, a = p.weights_fast.copy(), p.activations_fast.copy()
+    (w if kind == "w" else a)[i] = True
+    assert _lat(b, Placement(w, a)) <= base * (1 + 1e-12)
+
+
+@SETTINGS
+@given(cases())
+def test_all_fast_is_a_lower_and_all_slow_an_upper_bound(case):
+    g, p, system, n_tasks = case
+    b = ModelBackend(g, system, n_tasks=n_tasks)
+    n = g.num_nodes
+    fast, slow, mid = _lat(b, Placement.all_fast(n)), _lat(b, Placement.all_slow(n)), _lat(b, p)
+    assert fast <= mid * (1 + 1e-12) and mid <= slow * (1 + 1e-12)
+    bl = b.baseline_latencies()
+    assert bl["dram_only"] == pytest.approx(fast) and bl["all_slow"] in (pytest.approx(slow), math.inf)
+
+
+@SETTINGS
+@given(cases(), st.data())
+def test_valid_placement_stays_valid_when_a_tensor_moves_to_slow(case, data):
+    g, p, system, n_tasks = case
+    b = ModelBackend(g, system, n_tasks=n_tasks)
+    ev = b.evaluate(p)
+    fast_w = np.flatnonzero(p.weights_fast & g.weight_mask)
+    fast_a = np.flatnonzero(p.activations_fast)
+    choices = [("w", int(i)) for i in fast_w] + [("a", int(i)) for i in fast_a]
+    if not choices:
+        return
+    kind, i = data.draw(st.sampled_from(choices))
+    w, a = p.weights_fast.copy(), p.activations_fast.copy()
+    (w if kind == "w" else a)[i] = False
+    ev2 = b.evaluate(Placement(w, a))
+    assert ev2.peak_fast_bytes <= ev.peak_fast_bytes
+    if ev.valid and ev2.extra["peak_slow_bytes"] <= ev2.extra["slow_budget_bytes"]:
+        assert ev2.valid
+    if ev.valid:
+        # on these systems the slow tier never binds for graphs this small
+        assert ev2.valid or system == TINY_OPTANE
+
+
+@SETTINGS
+@given(graphs(), st.sampled_from(["optane-16g-128g", TINY_OPTANE]), st.integers(1, 128))
+def test_memory_mode_lies_between_dram_only_and_all_slow(g, system, n_tasks):
+    m = AnalyticModel(g, system, n_tasks=n_tasks)
+    dram = m.mode_node_times_for("dram_only")
+    mm = m.mode_node_times_for("memory_mode")
+    slow = m.mode_node_times_for("all_slow")
+    assert 0 <= m.memory_mode_hit_rate() <= 1
+    # per node, hence in total
+    assert np.all(dram <= mm * (1 + 1e-12)) and np.all(mm <= slow * (1 + 1e-12))
+    rnd = m.mode_node_times_for("random")
+    assert np.all(dram <= rnd * (1 + 1e-12)) and np.all(rnd <= slow * (1 + 1e-12))
+
+
+@SETTINGS
+@given(
+    graphs(),
+    st.sampled_from(SYSTEM_NAMES + [TINY_OPTANE]),
+    st.integers(1, 64),
+    st.integers(1, 12),
+    st.integers(0, 2**31),
+)
+def test_batch_evaluation_equals_one_by_one(g, system, n_tasks, batch, seed):
+    b = ModelBackend(g, system, n_tasks=n_tasks)
+    rng = np.random.default_rng(seed)
+    W = rng.random((batch, g.num_nodes)) < rng.random()
+    A = rng.random((batch, g.num_nodes)) < rng.random()
+    res = b.evaluate_batch(W, A)
+    for k in range(batch):
+        ev = b.evaluate(Placement(W[k], A[k]))
+        assert res.latency_s[k] == pytest.approx(ev.latency_s, rel=1e-12)
+        assert bool(res.valid[k]) == ev.valid
+        assert int(res.overflow_bytes[k]) == ev.overflow_bytes
+        assert int(res.peak_fast_bytes[k]) == ev.peak_fast_bytes
+        assert ev.node_times_s.sum() == pytest.approx(ev.latency_s, rel=1e-12)
+
+
+@SETTINGS
+@given(graphs(), st.integers(0, 2**31))
+def test_capacity_by_cumulative_sums_matches_the_live_matrix(g, seed):
+    m = AnalyticModel(g, TINY_OPTANE, n_tasks=1)
+    rng = np.random.default_rng(seed)
+    A = (rng.random((5, g.num_nodes)) < 0.5).astype(float)
+    live = g.live_matrix().astype(float)  # (steps, nodes)
+    expected = (A * m.output_bytes) @ live.T
+    np.testing.assert_allclose(m.live_fast(A), expected)
+
+
+def test_noise_is_reproducible_and_zero_noise_is_deterministic():
+    g = build_graph(
+        "two",
+        [
+            {
+                "name": "a",
+                "op": "conv",
+                "weight_bytes": 10**6,
+                "output_bytes": 10**6,
+                "input_bytes": 10**5,
+                "flops": 10**6,
+            },
+            {"name": "b", "op": "relu", "weight_bytes": 0, "output_bytes": 10**6, "input_bytes": 10**6, "flops": 10**3},
+        ],
+        [(0, 1)],
+        output_nodes=[1],
+    )
+    p = Placement.all_slow(2)
+    quiet = ModelBackend(g, n_tasks=2)
+    assert quiet.evaluate(p).latency_s == quiet.evaluate(p).latency_s
+    noisy = ModelBackend(g, n_tasks=2, noise=0.1)
+    x1 = noisy.evaluate(p, rng=np.random.default_rng(3)).latency_s
+    x2 = noisy.evaluate(p, rng=np.random.default_rng(3)).latency_s
+    x3 = noisy.evaluate(p, rng=np.random.default_rng(4)).latency_s
+    assert x1 == x2 != x3
+    assert noisy.evaluate(p).extra["model_latency_s"] == pytest.approx(quiet.evaluate(p).latency_s)
+    b1 = noisy.evaluate_batch(np.zeros((3, 2), bool), np.zeros((3, 2), bool), rng=np.random.default_rng(5))
+    b2 = noisy.evaluate_batch(np.zeros((3, 2), bool), np.zeros((3, 2), bool), rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(b1.latency_s, b2.latency_s)
+
+
+def test_bad_inputs_raise_clear_errors():
+    g = build_graph(
+        "one",
+        [{"name": "a", "op": "linear", "weight_bytes": 100, "output_bytes": 100, "input_bytes": 100, "flops": 100}],
+        [],
+    )
+    b = ModelBackend(g)
+    with pytest.raises(ValueError, match=r"shape \(B, 1\)"):
+        b.evaluate_batch(np.zeros((2, 3), bool), np.zeros((2, 3), bool))
+    with pytest.raises(ValueError, match="0/1"):
+        b.evaluate_batch(np.full((2, 1), 2), np.zeros((2, 1), int))
+    with pytest.raises(ValueError, match="n_tasks"):
+        ModelBackend(g, n_tasks=0)
+    with pytest.raises(ValueError, match="noise"):
+        ModelBackend(g, noise=-1)
+    with pytest.raises(ValueError, match="known modes"):
+        b.model.mode_latency("cache")
+    with pytest.raises(ValueError, match="known systems"):
+        ModelBackend(g, "optane-2t")
+    assert set(b.baseline_latencies()) == set(MODES)
+
+
+def test_interface_fields_used_by_the_env():
+    g = build_graph(
+        "one",
+        [{"name": "a", "op": "linear", "weight_bytes": 100, "output_bytes": 100, "input_bytes": 100, "flops": 100}],
+        [],
+    )
+    b = ModelBackend(g, get_system("optane-16g-128g"), n_tasks=4)
+    assert b.fast_budget_bytes == 2 * 2**30 / 4
+    assert b.slow_capacity_per_task_bytes == 128 * 2**30 / 4
+    r = b.slow_over_fast()
+    assert set(r) == {"read_bandwidth", "write_bandwidth", "read_latency"}
+    assert r["read_bandwidth"] < 1 and r["write_bandwidth"] < 1 and r["read_latency"] > 1
+    from marl_gym.backends.base import Backend
+
+    assert isinstance(b, Backend)
