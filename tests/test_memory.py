@@ -55,10 +55,12 @@ def test_optane_profile_matches_the_measurements():
     w = [d.bandwidth_gbps("write", "sequential", t, ordinary_stores=False) for t in (1, 4, 5, 12, 24, 32)]
     assert w[1] == pytest.approx(12.5) and w[4] == pytest.approx(7.5)
     assert w[0] < w[1] and w[2] > w[3] > w[4] >= w[5]
-    # ordinary stores get about a third of ntstore bandwidth; random 64-B accesses a quarter
-    assert d.bandwidth_gbps("write", "sequential", 12) / d.bandwidth_gbps(
+    # ordinary (cached) stores, what PyTorch uses for activations: the measured 4.1-4.6 / 3.3-4.2 GB/s
+    assert d.bandwidth_gbps("write", "sequential", 12) == pytest.approx(4.35)
+    assert d.bandwidth_gbps("write", "sequential", 24) == pytest.approx(3.75)
+    assert d.bandwidth_gbps("write", "sequential", 12) < 0.4 * d.bandwidth_gbps(
         "write", "sequential", 12, ordinary_stores=False
-    ) == pytest.approx(4.35 / 12.9)
+    )
     assert d.bandwidth_gbps("read", "random", 22) < 0.3 * d.bandwidth_gbps("read", "sequential", 22)
     assert d.line_bytes == 256
     assert d.latency_ns("read", "random") > d.latency_ns("read", "sequential") > 2 * 81.4 * 0.99

@@ -16,8 +16,9 @@ points, flat outside them). Access patterns are the workload graph's classes:
 - ``tiny``: sub-256-B tensors: random bandwidth, each tensor rounded up to whole `line_bytes`
   (Optane's 256-B XPLine), plus a per-tensor access latency.
 
-Writes of activations are ordinary (cached) stores in PyTorch, so slow-tier writes are scaled by
-`ordinary_store_factor` (Optane: ordinary stores reach about 1/3 of ntstore bandwidth, MD §1).
+Writes of activations are ordinary (cached) stores in PyTorch: on Optane they get the measured
+plain-store bandwidth (`ordinary_write`, about 1/3 of ntstore bandwidth, MD §1); devices without such
+a curve scale `write` by `ordinary_store_factor`.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class Device:
     """Write bandwidth with ordinary cached stores (what PyTorch uses) / with non-temporal stores."""
     line_bytes: int = 64
     """Media access granularity: small accesses are rounded up to whole lines."""
+    ordinary_write: BandwidthCurve | None = None
+    """Measured write bandwidth with ordinary stores, GB/s vs threads; when set it replaces
+    `write` x `ordinary_store_factor` for ordinary stores."""
     description: str = ""
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     """Where each number comes from (field name -> citation)."""
@@ -128,11 +132,12 @@ class Device:
             if pattern in ("random", "tiny"):
                 bw *= self.random_read_factor
         elif kind == "write":
-            bw = self.write(threads)
+            if ordinary_stores and self.ordinary_write is not None:
+                bw = min(self.ordinary_write(threads), self.write(threads))
+            else:
+                bw = self.write(threads) * (self.ordinary_store_factor if ordinary_stores else 1.0)
             if pattern in ("random", "tiny"):
                 bw *= self.random_write_factor
-            if ordinary_stores:
-                bw *= self.ordinary_store_factor
         else:
             raise ValueError(f"kind must be 'read' or 'write', got {kind!r}")
         return bw
@@ -166,6 +171,7 @@ class Device:
             "random_write_factor": self.random_write_factor,
             "ordinary_store_factor": self.ordinary_store_factor,
             "line_bytes": self.line_bytes,
+            "ordinary_write": None if self.ordinary_write is None else self.ordinary_write.to_dict(),
             "description": self.description,
         }
 
@@ -178,6 +184,8 @@ class Device:
         kwargs = dict(d)
         kwargs["read"] = BandwidthCurve.from_any(kwargs["read"])
         kwargs["write"] = BandwidthCurve.from_any(kwargs["write"])
+        if kwargs.get("ordinary_write") is not None:
+            kwargs["ordinary_write"] = BandwidthCurve.from_any(kwargs["ordinary_write"])
         return cls(**kwargs)
 
 
@@ -255,6 +263,18 @@ OPTANE_DCPMM_100_X6 = Device(
     # src: MD §1 alignment.csv @12 thr: plain stores 4.1-4.6 vs ntstore 12.0-13.8 GB/s (midpoints)
     ordinary_store_factor=4.35 / 12.9,  # src: see the line above
     line_bytes=256,  # src: MD §0/§1, 256-B XPLine; small accesses are rounded up to whole XPLines
+    ordinary_write=BandwidthCurve(
+        threads=(
+            1,  # assumption: one thread, scaled from the 1-thread ntstore rate by the plain/ntstore ratio
+            12,  # src: MD §1 alignment.csv, 12 threads (1 KB random, 6 DIMMs)
+            24,  # src: MD §1 alignment.csv, 24 threads; held flat beyond (assumption)
+        ),
+        gbps=(
+            2.22 * 4.35 / 12.9,  # assumption: 1-thread ntstore 2.22 GB/s (MD §1) x plain/ntstore ratio at 12 threads
+            4.35,  # src: MD §1 alignment.csv, plain cached stores 4.1-4.6 GB/s at 12 threads (midpoint)
+            3.75,  # src: MD §1 alignment.csv, plain cached stores 3.3-4.2 GB/s at 24 threads (midpoint)
+        ),
+    ),
     sources={
         "read": "MD §0-§1 / OS 04-bandwidth_thcount_optane.csv (2.9 GB/s per thread to 37.7 GB/s)",
         "write": "MD §0-§1 / OS 04-bandwidth_thcount_optane.csv (concave: 12.5 GB/s @4-5 thr, 7.5 @24)",
@@ -265,6 +285,7 @@ OPTANE_DCPMM_100_X6 = Device(
         "random_write_factor": "MD §1 / OS 05-*.csv (3.17 vs 12.65 GB/s)",
         "ordinary_store_factor": "MD §1 / OS data/alignment.csv (plain 4.1-4.6 vs ntstore 12.0-13.8 GB/s)",
         "line_bytes": "MD §0-§1 (XPLine)",
+        "ordinary_write": "MD §1 / OS data/alignment.csv (plain stores 4.1-4.6 GB/s @12 thr, 3.3-4.2 @24)",
     },
 )
 
