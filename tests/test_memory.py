@@ -58,7 +58,7 @@ def test_optane_profile_matches_the_measurements():
     # ordinary (cached) stores, what PyTorch uses for activations: the measured 4.1-4.6 / 3.3-4.2 GB/s
     assert d.bandwidth_gbps("write", "sequential", 12) == pytest.approx(4.35)
     assert d.bandwidth_gbps("write", "sequential", 24) == pytest.approx(3.75)
-    assert d.bandwidth_gbps("write", "sequential", 12) < 0.4 * d.bandwidth_gbps(
+    assert d.bandwidth_gbps("write", "sequential", 12) < 0.5 * d.bandwidth_gbps(
         "write", "sequential", 12, ordinary_stores=False
     )
     assert d.bandwidth_gbps("read", "random", 22) < 0.3 * d.bandwidth_gbps("read", "sequential", 22)
