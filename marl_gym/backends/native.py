@@ -1,0 +1,517 @@
+"""`NativeBackend`: real PyTorch inference with each node's memory placed by the tiering allocator.
+
+    backend = NativeBackend("resnet50", "optane-16g-128g", n_tasks=2)
+    ev = backend.evaluate(placement)   # measured latency, bytes per tier (from the allocator), per node
+    backend.close()
+
+A pool of `n_tasks` long-lived worker processes (`marl_gym.backends._native_worker`), each started as a
+fresh interpreter with the allocator preloaded (never forked: see the OpenMP note in
+allocator/README.md) and holding its own copy of the model, built once. `evaluate` sends the placement
+to every worker ("prepare": move the weights into their tiers, one traced inference that records bytes
+per tier per node, warm-up), then starts the timed inferences in all workers at once ("run"), so the
+`n_tasks` copies really run concurrently. A worker that crashes, hangs past the timeout or raises is
+reported in `Evaluation.error` with the reason and the tail of its stderr, and is replaced before the
+next evaluation.
+
+Validity: each worker's allocator has a fast-tier limit (`fast_limit_bytes`, by default the system's
+per-task fast budget); an allocation past it goes to the slow tier and is counted as overflow. A
+placement with overflow (or a failed run) is invalid.
+
+Baselines: "dram_only" (all fast, no limit) and "all_slow" are measured; "app_direct" is the measured
+all-fast latency when it fits the limit, else inf; "memory_mode", "first_touch" and "random" cannot be
+reproduced by placing allocations, so they are the measured all-fast latency scaled by the analytic
+model's ratio for that mode (`extra["baseline_sources"]` says which is which).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marl_gym.backends._native_worker import read_msg, write_msg
+from marl_gym.backends.base import BatchEvaluation, Evaluation
+from marl_gym.placement import Placement, PlacementError
+from marl_gym.workloads.graph import WorkloadGraph
+from marl_gym.workloads.registry import resolve
+
+MEASURED_BASELINES = ("dram_only", "all_slow", "app_direct")
+
+
+class WorkerFailure(RuntimeError):
+    """A worker crashed, hung or reported an error; the message says which and why."""
+
+
+class _Worker:
+    """One worker process and its pipes."""
+
+    def __init__(self, index: int, cmd: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.index = index
+        self.log_path = log_dir / f"worker{index}-{time.time_ns()}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (lives as long as the process)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env)
+        self.pid = self.proc.pid
+        self.info: dict[str, Any] = {}
+
+    def send(self, msg: dict[str, Any]) -> None:
+        try:
+            write_msg(self.proc.stdin, msg)
+        except (BrokenPipeError, OSError) as exc:
+            raise WorkerFailure(self.describe_death(f"could not send {msg.get('cmd')!r}: {exc}")) from exc
+
+    def stderr_tail(self, limit: int = 1500) -> str:
+        try:
+            self.log.flush()
+            text = self.log_path.read_bytes()[-limit:].decode(errors="replace").strip()
+        except OSError:
+            return ""
+        return text
+
+    def describe_death(self, what: str) -> str:
+        code = self.proc.poll()
+        if code is None:
+            how = "still running"
+        elif code < 0:
+            try:
+                how = f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        tail = self.stderr_tail()
+        return f"worker {self.index} (pid {self.pid}) {what}; {how}" + (f"; stderr tail:\n{tail}" if tail else "")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+        self.log.close()
+
+    def quit(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                write_msg(self.proc.stdin, {"cmd": "quit"})
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+        try:
+            self.log_path.unlink()
+        except OSError:
+            pass
+
+
+class NativeBackend:
+    """Measured inference through the tiering allocator (see the module docstring)."""
+
+    name = "native"
+
+    def __init__(
+        self,
+        graph: WorkloadGraph | str | os.PathLike[str],
+        system: Any = None,
+        n_tasks: int = 1,
+        *,
+        model: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        fast_limit_bytes: int | None | str = "system",
+        threads_per_task: int | None = None,
+        warmup: int = 1,
+        repeats: int = 3,
+        threshold_bytes: int = 256,
+        slow: str | None = None,
+        fast: str | None = None,
+        preload: bool = True,
+        seed: int = 0,
+        timeout_s: float = 300.0,
+        init_timeout_s: float = 600.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """
+        graph:            a zoo name, a graph JSON path or a WorkloadGraph (its nodes must match the model).
+        system:           memory system name/object for the budget and the estimated baselines (as ModelBackend).
+        n_tasks:          concurrent inferences = worker processes.
+        model:            zoo model name (default: the graph's name) or 'pkg.module:factory' / 'file.py:factory'
+                          returning (nn.Module, example_inputs); `model_kwargs` go to the factory.
+        fast_limit_bytes: per-task fast-tier limit: "system" (the system's per-task fast budget), an int, or
+                          None (unlimited).
+        threads_per_task: torch threads per worker (default: CPU cores // n_tasks, at least 1).
+        warmup, repeats:  untimed and timed inferences per evaluation; latency = median of the timed ones.
+        threshold_bytes:  allocations smaller than this stay in the system allocator.
+        slow, fast:       tier backings (allocator syntax: "anon", "numa:N", "file:/dir"); None = environment/default.
+        preload:          False runs the same workers without the allocator (placements are then ignored): the
+                          reference for overhead and output checks.
+        timeout_s:        a worker that does not answer within this is killed and reported as hung.
+        """
+        if not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or n_tasks < 1:
+            raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
+        if warmup < 0 or repeats < 1:
+            raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+        self.graph = resolve(graph)
+        self.n_tasks = int(n_tasks)
+        self.model_spec = model or self.graph.name
+        self.model_kwargs = dict(model_kwargs or {})
+        self.warmup, self.repeats = int(warmup), int(repeats)
+        self.threshold_bytes = int(threshold_bytes)
+        self.preload = bool(preload)
+        self.seed = int(seed)
+        self.timeout_s, self.init_timeout_s = float(timeout_s), float(init_timeout_s)
+        self.threads_per_task = int(threads_per_task or max(1, (os.cpu_count() or 1) // self.n_tasks))
+        self._model_backend = None
+        try:  # the system's budget and the analytic estimates of the modes native runs cannot reproduce
+            from marl_gym.backends.model import ModelBackend
+
+            self._model_backend = ModelBackend(self.graph, system, n_tasks=self.n_tasks)
+        except Exception as exc:  # noqa: BLE001 (the backend still works without the model)
+            if fast_limit_bytes == "system":
+                raise ValueError(f"cannot derive the fast budget from system {system!r}: {exc}") from exc
+        self.system = getattr(self._model_backend, "system", None)
+        if fast_limit_bytes == "system":
+            fast_limit_bytes = int(self._model_backend.fast_budget_bytes)  # type: ignore[union-attr]
+        if fast_limit_bytes is not None and (
+            not isinstance(fast_limit_bytes, (int, np.integer)) or fast_limit_bytes < 0
+        ):
+            raise ValueError(f"fast_limit_bytes must be 'system', None or bytes >= 0, got {fast_limit_bytes!r}")
+        self.fast_limit_bytes = None if fast_limit_bytes is None else int(fast_limit_bytes)
+        self._log_dir = Path(tempfile.mkdtemp(prefix="marl-native-"))
+        base_env = dict(os.environ if env is None else env)
+        base_env["OMP_NUM_THREADS"] = str(self.threads_per_task)
+        if not self.preload:
+            base_env.pop("LD_PRELOAD", None)
+        else:
+            import allocator
+
+            base_env = allocator.preload_env(base_env, slow=slow, fast=fast)
+        self._env = base_env
+        self._cmd = [sys.executable, "-m", "marl_gym.backends._native_worker"]
+        self._workers: list[_Worker | None] = [None] * self.n_tasks
+        self._replaced = 0
+        self._baselines: dict[str, float] | None = None
+        self._baseline_sources: dict[str, str] = {}
+        self._closed = False
+        self._start_missing()
+
+    # ------------------------------------------------------------------ workers
+    def _init_msg(self) -> dict[str, Any]:
+        return {
+            "cmd": "init",
+            "graph": self.graph.to_dict(),
+            "model": self.model_spec,
+            "model_kwargs": self.model_kwargs,
+            "seed": self.seed,
+            "threads": self.threads_per_task,
+            "threshold": self.threshold_bytes,
+            "fast_limit": self.fast_limit_bytes,
+        }
+
+    def _start_missing(self) -> None:
+        fresh = []
+        for i, w in enumerate(self._workers):
+            if w is None:
+                w = _Worker(i, self._cmd, self._env, self._log_dir)
+                self._workers[i] = w
+                w.send(self._init_msg())
+                fresh.append(w)
+        if not fresh:
+            return
+        replies = self._collect(fresh, self.init_timeout_s, "start-up (import torch, build the model)")
+        errors = [r for r in replies if isinstance(r, str)]
+        if errors:
+            for w in fresh:
+                self._drop(w)
+            raise WorkerFailure("native backend workers failed to start:\n" + "\n".join(errors))
+        for w, r in zip(fresh, replies):
+            w.info = r
+            if self.preload and not r["active"]:
+                raise WorkerFailure(f"worker {w.index} (pid {w.pid}) runs without the allocator preloaded")
+
+    def _drop(self, w: _Worker) -> None:
+        w.kill()
+        if self._workers[w.index] is w:
+            self._workers[w.index] = None
+
+    def _collect(self, workers: list[_Worker], timeout_s: float, phase: str) -> list[Any]:
+        """One reply per worker (dict) or an error string; failed workers are killed and dropped."""
+        results: list[Any] = [None] * len(workers)
+        pending = {w.proc.stdout.fileno(): (k, w) for k, w in enumerate(workers)}
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as sel:
+            for fd in pending:
+                sel.register(fd, selectors.EVENT_READ)
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                for key, _ in sel.select(timeout=left):
+                    k, w = pending.pop(key.fd)
+                    sel.unregister(key.fd)
+                    reply = read_msg(w.proc.stdout)
+                    if reply is None:
+                        try:
+                            w.proc.wait(timeout=5)
+                        except subprocess.TimeoutExpired:
+                            pass
+                        results[k] = w.describe_death(f"crashed during {phase}")
+                        self._drop(w)
+                    elif not reply.get("ok"):
+                        results[k] = (
+                            f"worker {w.index} (pid {w.pid}) failed during {phase}: {reply.get('error')}\n"
+                            f"{reply.get('traceback', '')}"
+                        )
+                        self._drop(w)  # its state is unknown now: replace it
+                    else:
+                        results[k] = reply
+        for k, w in pending.values():
+            results[k] = w.describe_death(f"hung: no reply within {timeout_s:.0f} s during {phase}; killed it")
+            self._drop(w)
+        return results
+
+    # --------------------------------------------------------------- properties
+    @property
+    def fast_budget_bytes(self) -> float:
+        if self.fast_limit_bytes is not None:
+            return float(self.fast_limit_bytes)
+        return float(self._model_backend.fast_budget_bytes) if self._model_backend else math.inf
+
+    @property
+    def slow_capacity_per_task_bytes(self) -> float:
+        return float(self._model_backend.slow_capacity_per_task_bytes) if self._model_backend else math.inf
+
+    def slow_over_fast(self) -> dict[str, float]:
+        if self._model_backend is not None:
+            return self._model_backend.slow_over_fast()
+        return {"read_bandwidth": 1.0, "write_bandwidth": 1.0, "read_latency": 1.0}
+
+    @property
+    def worker_pids(self) -> list[int | None]:
+        return [w.pid if w else None for w in self._workers]
+
+    # --------------------------------------------------------------- evaluation
+    def evaluate(self, placement: Placement, *, fast_limit_bytes: int | None | str = "default") -> Evaluation:
+        """Run `n_tasks` concurrent inferences with `placement` applied and return what was measured."""
+        if self._closed:
+            raise RuntimeError("this NativeBackend is closed")
+        if not isinstance(placement, Placement):
+            raise PlacementError(f"expected a Placement, got {type(placement).__name__}")
+        placement.check(self.graph)
+        limit = self.fast_limit_bytes if fast_limit_bytes == "default" else fast_limit_bytes
+        replaced_before = self._replaced
+        try:
+            if any(w is None for w in self._workers):
+                self._replaced += sum(w is None for w in self._workers)
+                self._start_missing()
+        except WorkerFailure as exc:
+            return self._failed(str(exc))
+        workers = [w for w in self._workers if w is not None]
+        prepare = {
+            "cmd": "prepare",
+            "weights_fast": placement.weights_fast.tolist(),
+            "activations_fast": placement.activations_fast.tolist(),
+            "fast_limit": limit,
+            "warmup": self.warmup,
+        }
+        errors: list[str] = []
+        for w in workers:
+            try:
+                w.send(prepare)
+            except WorkerFailure as exc:
+                errors.append(str(exc))
+                self._drop(w)
+        prepared = self._collect([w for w in workers if self._workers[w.index] is w], self.timeout_s, "prepare")
+        errors += [r for r in prepared if isinstance(r, str)]
+        if errors:
+            return self._failed("\n".join(errors), replaced=self._replaced - replaced_before)
+        for w in workers:
+            w.send({"cmd": "run", "repeats": self.repeats})
+        ran = self._collect(workers, self.timeout_s, "timed inference")
+        errors = [r for r in ran if isinstance(r, str)]
+        if errors:
+            return self._failed("\n".join(errors), replaced=self._replaced - replaced_before)
+        return self._evaluation(prepared, ran, limit, self._replaced - replaced_before)
+
+    def _failed(self, error: str, replaced: int = 0) -> Evaluation:
+        return Evaluation(
+            latency_s=math.inf,
+            valid=False,
+            overflow_bytes=0,
+            peak_fast_bytes=0,
+            fast_weight_bytes=0,
+            slow_weight_bytes=0,
+            fast_activation_bytes=0,
+            slow_activation_bytes=0,
+            n_tasks=self.n_tasks,
+            node_times_s=np.full(self.graph.num_nodes, np.nan),
+            baselines_s=dict(self._baselines or {}),
+            backend=self.name,
+            error=error,
+            extra={"replaced_workers": replaced, "will_replace": sum(w is None for w in self._workers)},
+        )
+
+    def _evaluation(self, prepared: list[dict], ran: list[dict], limit: int | None, replaced: int) -> Evaluation:
+        latencies = np.array([float(np.median(r["latencies_s"])) for r in ran])
+        first = prepared[0]
+        act = first["activations_per_node"]
+        weights = first.get("weights_by_tier", {"fast": 0, "slow": 0, "system": 0})
+        overflow = 0
+        peak_fast = 0
+        per_task = []
+        for p, r in zip(prepared, ran):
+            o = 0
+            if p.get("account_stats"):
+                o = p["weights_stats"]["fast"]["overflow_bytes"] + p["account_stats"]["fast"]["overflow_bytes"]
+            if r.get("run_stats"):
+                o = max(o, r["run_stats"]["fast"]["overflow_bytes"] // max(self.repeats, 1))
+                peak_fast = max(peak_fast, r["run_stats"]["fast"]["peak_bytes"])
+            overflow = max(overflow, int(o))
+            per_task.append(
+                {
+                    "latencies_s": r["latencies_s"],
+                    "weights_by_tier": p.get("weights_by_tier"),
+                    "overflow_bytes": int(o),
+                    "output_digest": p["output_digest"],
+                }
+            )
+        nodes = self.graph.nodes
+        per_node = [
+            {
+                "name": nodes[i].name,
+                "weights": first["weights_per_node"][i] if "weights_per_node" in first else None,
+                "activation_bytes": act[i],
+                "output_tier": first["output_tier"][i],
+                "inplace": first["inplace"][i],
+            }
+            for i in range(len(nodes))
+        ]
+        fast_act = sum(a["fast"] for a in act)
+        slow_act = sum(a["slow"] for a in act)
+        return Evaluation(
+            latency_s=float(latencies.mean()),
+            valid=overflow == 0 and not first.get("weights_misplaced"),
+            overflow_bytes=int(overflow),
+            peak_fast_bytes=int(peak_fast),
+            fast_weight_bytes=int(weights["fast"]),
+            slow_weight_bytes=int(weights["slow"]),
+            fast_activation_bytes=int(fast_act),
+            slow_activation_bytes=int(slow_act),
+            n_tasks=self.n_tasks,
+            node_times_s=np.array(first["node_times_s"], dtype=np.float64),
+            baselines_s=dict(self._baselines or {}),
+            backend=self.name,
+            error=None,
+            extra={
+                "latency_per_task_s": latencies.tolist(),
+                "fast_limit_bytes": limit,
+                "system_weight_bytes": int(weights.get("system", 0)),
+                "weights_misplaced": first.get("weights_misplaced", []),
+                "call_mismatch": first["call_mismatch"],
+                "per_node": per_node,
+                "per_task": per_task,
+                "run_stats": ran[0].get("run_stats"),
+                "replaced_workers": replaced,
+                "threads_per_task": self.threads_per_task,
+                "preload": self.preload,
+                "baseline_sources": dict(self._baseline_sources),
+            },
+        )
+
+    def evaluate_batch(self, weights_fast: np.ndarray, activations_fast: np.ndarray) -> BatchEvaluation:
+        """Evaluate B placements one after the other (each with `n_tasks` concurrent inferences)."""
+        W = np.atleast_2d(np.asarray(weights_fast))
+        A = np.atleast_2d(np.asarray(activations_fast))
+        if W.shape != A.shape or W.shape[1] != self.graph.num_nodes:
+            raise ValueError(
+                f"weights_fast and activations_fast must both have shape (B, {self.graph.num_nodes}), "
+                f"got {W.shape} and {A.shape}"
+            )
+        evs = [self.evaluate(Placement(w, a)) for w, a in zip(W, A)]
+        return BatchEvaluation(
+            np.array([e.latency_s for e in evs]),
+            np.array([e.valid for e in evs]),
+            np.array([e.overflow_bytes for e in evs], dtype=np.int64),
+            np.array([e.peak_fast_bytes for e in evs], dtype=np.int64),
+        )
+
+    def baseline_latencies(self) -> dict[str, float]:
+        """Measured dram_only / all_slow / app_direct; the other modes estimated (see the module docstring)."""
+        if self._baselines is None:
+            n = self.graph.num_nodes
+            fast = self.evaluate(Placement.all_fast(n), fast_limit_bytes=None)
+            slow = self.evaluate(Placement.all_slow(n), fast_limit_bytes=None)
+            for label, ev in (("dram_only", fast), ("all_slow", slow)):
+                if ev.error:
+                    raise WorkerFailure(f"measuring the {label} baseline failed: {ev.error}")
+            base = {"dram_only": fast.latency_s, "all_slow": slow.latency_s}
+            fits = self.fast_limit_bytes is None or fast.peak_fast_bytes <= self.fast_limit_bytes
+            base["app_direct"] = fast.latency_s if fits else math.inf
+            sources = dict.fromkeys(base, "measured")
+            if self._model_backend is not None:
+                modelled = self._model_backend.baseline_latencies()
+                ref = modelled.get("dram_only", 0.0)
+                for mode, value in modelled.items():
+                    if mode not in base and ref > 0:
+                        base[mode] = fast.latency_s * value / ref if math.isfinite(value) else math.inf
+                        sources[mode] = "estimated: measured dram_only x analytic model ratio"
+            self._baselines, self._baseline_sources = base, sources
+        return dict(self._baselines)
+
+    # ----------------------------------------------------------------- testing
+    def _inject_fault(self, worker: int, kind: str) -> None:
+        """Make a worker fail at its next step: kind is 'crash@prepare', 'hang@run', 'error@prepare', ..."""
+        w = self._workers[worker]
+        if w is None:
+            raise RuntimeError(f"worker {worker} is not running")
+        w.send({"cmd": "fault", "kind": kind})
+        reply = self._collect([w], 30, "fault injection")[0]
+        if isinstance(reply, str):
+            raise WorkerFailure(reply)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for w in self._workers:
+            if w is not None:
+                w.quit()
+        self._workers = [None] * self.n_tasks
+        try:
+            for p in self._log_dir.iterdir():
+                p.unlink()
+            self._log_dir.rmdir()
+        except OSError:
+            pass
+
+    def __enter__(self) -> NativeBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __repr__(self) -> str:
+        return (
+            f"NativeBackend({self.graph.name!r}, n_tasks={self.n_tasks}, model={self.model_spec!r}, "
+            f"fast_limit_bytes={self.fast_limit_bytes}, preload={self.preload})"
+        )
