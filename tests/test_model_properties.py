@@ -15,7 +15,7 @@ from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import build_graph
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SYSTEM_NAMES = ["optane-16g-128g", "cxl-16g-128g", "numa-16g-128g"]
 # a small machine where capacity binds for small graphs, with Optane as the slow tier (1:8 like Memory Mode)
 TINY_OPTANE = {
@@ -240,3 +240,23 @@ def test_interface_fields_used_by_the_env():
     from marl_gym.backends.base import Backend
 
     assert isinstance(b, Backend)
+
+
+@settings(max_examples=15, deadline=None)
+@given(graphs(), st.integers(0, 2**31))
+def test_sparse_and_dense_paths_agree(g, seed):
+    import marl_gym.memory.model as model_mod
+
+    dense = AnalyticModel(g, TINY_OPTANE, n_tasks=2)
+    old = model_mod.DENSE_MAX_NODES
+    model_mod.DENSE_MAX_NODES = 0
+    try:
+        sparse = AnalyticModel(g, TINY_OPTANE, n_tasks=2)
+    finally:
+        model_mod.DENSE_MAX_NODES = old
+    assert sparse._De_dense is None and dense._De_dense is not None
+    rng = np.random.default_rng(seed)
+    W = (rng.random((4, g.num_nodes)) < 0.5).astype(float)
+    A = (rng.random((4, g.num_nodes)) < 0.5).astype(float)
+    np.testing.assert_allclose(sparse.latencies(W, A), dense.latencies(W, A), rtol=1e-12)
+    np.testing.assert_array_equal(sparse.live_fast(A), dense.live_fast(A))

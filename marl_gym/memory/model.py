@@ -54,6 +54,8 @@ MODES = ("dram_only", "memory_mode", "app_direct", "first_touch", "random", "all
 
 GB = 1e9
 NS = 1e-9
+DENSE_MAX_NODES = 3000
+"""Graphs up to this many nodes use dense (n, n) matrices for the edge and lifetime products."""
 
 
 @dataclass(frozen=True)
@@ -132,13 +134,9 @@ class AnalyticModel:
         self.model_input_bytes_per_node = np.maximum(input_bytes - from_producers, 0.0)
         self.model_input_bytes = float(self.model_input_bytes_per_node.sum())
 
-        # Lifetimes, for the capacity check by cumulative sums.
+        # Lifetimes: activation j is live at steps produced_j..last_use_j.
         self.produced = graph.array("produced_at", np.int64)
         self.last_use = graph.array("last_use", np.int64)
-        self._end_order = np.argsort(self.last_use, kind="stable")
-        steps = np.arange(n)
-        # number of activations whose last use is before step s (they are freed by then)
-        self._ended_before = np.searchsorted(self.last_use[self._end_order], steps, side="left")
         live_total = np.zeros(n + 1)
         np.add.at(live_total, self.produced, self.output_bytes)
         np.add.at(live_total, self.last_use + 1, -self.output_bytes)
@@ -216,7 +214,21 @@ class AnalyticModel:
         self._do = fast.output - other.output
         de = fast.edges - other.edges
         self._De = sp.csr_matrix((de, (self.edge_src, self.edge_dst)), shape=(n, n))
-        self._De_dense = self._De.toarray() if n <= 64 else None
+        # Dense (n, n) products are exact for integer byte counts in float64 and faster than sparse ones
+        # up to a few thousand nodes; beyond that the sparse forms keep memory linear.
+        self._dense = n <= DENSE_MAX_NODES
+        self._De_dense = self._De.toarray() if self._dense else None
+        if self._dense:
+            live = (np.arange(n)[None, :] >= self.produced[:, None]) & (np.arange(n)[None, :] <= self.last_use[:, None])
+            self._live_bytes = live * self.output_bytes[:, None]  # (nodes, steps)
+        else:
+            rows = np.arange(n)
+            ends = self.last_use + 1
+            keep = ends < n
+            data = np.concatenate([self.output_bytes, -self.output_bytes[keep]])
+            r = np.concatenate([rows, rows[keep]])
+            c = np.concatenate([self.produced, ends[keep]])
+            self._live_delta_T = sp.csr_matrix((data, (c, r)), shape=(n, n))  # (steps, nodes)
 
     # ---------------------------------------------------------------- timing
     def memory_times(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
@@ -272,11 +284,9 @@ class AnalyticModel:
 
     def live_fast(self, A: np.ndarray) -> np.ndarray:
         """(B, n) fast activation bytes live at each step."""
-        X = A * self.output_bytes
-        started = np.cumsum(X, axis=1)
-        ended = np.cumsum(X[:, self._end_order], axis=1)
-        ended = np.concatenate([np.zeros((X.shape[0], 1)), ended], axis=1)[:, self._ended_before]
-        return started - ended
+        if self._dense:
+            return A @ self._live_bytes
+        return np.cumsum(self._live_delta_T.dot(np.ascontiguousarray(A.T)), axis=0).T
 
     def capacity(self, W: np.ndarray, A: np.ndarray) -> dict[str, np.ndarray]:
         """Peak fast/slow bytes per task and the overflow (bytes over the per-task budgets)."""
