@@ -107,14 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("(latencies in seconds per inference per task; app_direct is dram_only while it fits, else inf)")
     print(f"paper: {PAPER['speedup_vs_memory_mode']}x vs Memory Mode, {PAPER['speedup_vs_random']}x vs random")
-    print("\nmax tasks                                        footprint  app_direct  memory_mode  placement")
+    print(
+        "\nmax tasks                                     batch  overhead  footprint  app_direct  memory_mode  placement"
+    )
     for label, c in res["max_tasks"].items():
         print(
-            f"{label:45s} {c['footprint_bytes'] / 1e9:8.3f} GB  {c['app_direct']:10d}  {c['memory_mode']:11d}  {c['best']:9d}"
+            f"{label:45s} {c['batch_size']:3d}  {c['framework_overhead_bytes'] / 1e9:5.3f} GB  "
+            f"{c['footprint_bytes'] / 1e9:5.3f} GB  {c['app_direct']:10d}  {c['memory_mode']:11d}  {c['best']:9d}"
         )
     p = PAPER["max_tasks"]
     print(
-        f"{'paper (~1.5 GB per task)':45s} {1.5:8.3f} GB  {p['app_direct']:10d}  {p['memory_mode']:11d}  {p['placement']:9d}"
+        f"{'paper (~1.5 GB per task)':45s} {'?':>3s}  {'?':>5s}     {1.5:5.3f} GB  {p['app_direct']:10d}  "
+        f"{p['memory_mode']:11d}  {p['placement']:9d}"
     )
     return 0
 
