@@ -15,7 +15,7 @@ from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import build_graph
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SYSTEM_NAMES = ["optane-16g-128g", "cxl-16g-128g", "numa-16g-128g"]
 # a small machine where capacity binds for small graphs, with Optane as the slow tier (1:8 like Memory Mode)
 TINY_OPTANE = {

@@ -47,14 +47,14 @@ import scipy.sparse as sp
 from marl_gym.memory.devices import Device
 from marl_gym.memory.systems import MemorySystem, get_system
 from marl_gym.placement import Placement
-from marl_gym.workloads.graph import WorkloadGraph, peak_live_activation_bytes
+from marl_gym.workloads.graph import WorkloadGraph
 
 MODES = ("dram_only", "memory_mode", "app_direct", "first_touch", "random", "all_slow")
 """Baseline modes, each computed by the same model."""
 
 GB = 1e9
 NS = 1e-9
-DENSE_MAX_NODES = 3000
+DENSE_MAX_NODES = 2000
 """Graphs up to this many nodes use dense (n, n) matrices for the edge and lifetime products."""
 
 
@@ -143,7 +143,6 @@ class AnalyticModel:
         self.live_total = np.cumsum(live_total)[:n]
         self.total_weight_bytes = float(self.weight_bytes.sum())
         self.peak_live_bytes = float(self.live_total.max()) if n else 0.0
-        assert self.peak_live_bytes == float(peak_live_activation_bytes(graph))
 
         # Cost tables.
         fast, slow = s.fast, s.slow
@@ -442,16 +441,23 @@ class AnalyticModel:
         largest weights, then the longest-lived activations that still fit, and check the slow tier.
         """
         s = self.system
-        upper = self.max_tasks("first_touch")
-        for n in range(upper, 0, -1):
-            budget = s.fast_available_bytes / n - self.overhead_fast_bytes
-            p = self.greedy_fill(budget)
+
+        def fits(n: int) -> bool:
+            p = self.greedy_fill(s.fast_available_bytes / n - self.overhead_fast_bytes)
             if p is None:
-                continue
+                return False
             fast, slow = self._per_task_bytes(p)
-            if fast * n <= s.fast_available_bytes and slow * n <= s.slow_capacity_bytes:
-                return n
-        return 0
+            return fast * n <= s.fast_available_bytes and slow * n <= s.slow_capacity_bytes
+
+        # bisection: a larger per-task budget (fewer tasks) never makes the greedy fill fit worse
+        lo, hi = 0, self.max_tasks("first_touch")
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def greedy_fill(self, budget: float) -> Placement | None:
         """A placement with as many bytes in fast as the budget allows (largest weights first)."""
