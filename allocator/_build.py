@@ -20,7 +20,18 @@ from pathlib import Path
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("marl_alloc.c", "marl_alloc.h")
 LIBRARY_NAME = "libmarl_alloc.so"
-CFLAGS = ("-O2", "-g", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden", "-Wall", "-Wextra")
+CFLAGS = (
+    "-O2",
+    "-g",
+    "-std=gnu11",
+    "-fPIC",
+    "-fno-plt",
+    "-shared",
+    "-pthread",
+    "-fvisibility=hidden",
+    "-Wall",
+    "-Wextra",
+)
 LIBS = ("-ldl",)
 
 

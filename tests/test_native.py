@@ -67,7 +67,9 @@ def test_resnet50_random_placement_lands_where_the_graph_says() -> None:
     graph = load("resnet50")
     rng = np.random.default_rng(4)
     placement = Placement(rng.random(graph.num_nodes) < 0.5, rng.random(graph.num_nodes) < 0.5)
-    with NativeBackend(graph, None, n_tasks=1, fast_limit_bytes=None, warmup=0, repeats=1) as native:
+    with NativeBackend(
+        graph, None, n_tasks=1, fast_limit_bytes=None, warmup=0, repeats=1, threads_per_task=1
+    ) as native:
         assert isinstance(native, Backend)
         ev = native.evaluate(placement)
     assert ev.error is None and ev.valid and ev.overflow_bytes == 0
@@ -109,12 +111,19 @@ def test_resnet50_random_placement_lands_where_the_graph_says() -> None:
     # nothing, their result lives in bn3's tier; the tiny-model test checks out-of-place functional nodes)
 
     # the output is bitwise the output of the same model in a process without the allocator
-    with NativeBackend(graph, None, n_tasks=1, fast_limit_bytes=None, warmup=0, repeats=1, preload=False) as plain:
+    with NativeBackend(
+        graph, None, n_tasks=1, fast_limit_bytes=None, warmup=0, repeats=1, preload=False, threads_per_task=1
+    ) as plain:
         ref = plain.evaluate(placement)
     assert ref.error is None
     assert ev.extra["per_task"][0]["output_digest"] == ref.extra["per_task"][0]["output_digest"]
-    with torch.inference_mode():
-        expected = model(*inputs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count: the reduction order, hence the bits, depend on it
+    try:
+        with torch.inference_mode():
+            expected = model(*inputs)
+    finally:
+        torch.set_num_threads(threads)
     import hashlib
 
     assert hashlib.sha256(expected.numpy().tobytes()).hexdigest() == ref.extra["per_task"][0]["output_digest"]
@@ -125,7 +134,9 @@ def test_overflow_functional_nodes_and_baselines(tiny) -> None:
     n = graph.num_nodes
     adds = [i for i, node in enumerate(graph.nodes) if node.module is None]
     assert adds, "the tiny model must have functional (residual add) nodes"
-    with NativeBackend(graph, None, n_tasks=2, model=spec, fast_limit_bytes=None, warmup=0, repeats=2) as native:
+    with NativeBackend(
+        graph, None, n_tasks=2, model=spec, fast_limit_bytes=None, warmup=0, repeats=2, threads_per_task=1
+    ) as native:
         ok = native.evaluate(Placement.all_fast(n))
         assert ok.valid and ok.overflow_bytes == 0 and ok.slow_weight_bytes == 0 and ok.slow_activation_bytes == 0
         assert len(ok.extra["latency_per_task_s"]) == 2
