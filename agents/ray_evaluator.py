@@ -43,6 +43,8 @@ placement that crashes its actor cannot take other placements down with it). A r
   attributes), `DEFAULT_FAILURE_REWARD` is used;
 - info: ``{"failed": True, "valid": False, "error": "...", "attempts": k, "latency_s": inf, ...}``.
 
+A row that succeeded only after a retry carries ``info["ray_attempts"]`` (the number of tries).
+
 `ValueError` and `TypeError` raised by an environment are the caller's errors (a bad action), exactly as
 with the in-process evaluator: they are raised from `evaluate` after the tasks in flight have finished.
 `stats` counts tasks, actor replacements, retried rows and failed rows.
@@ -66,6 +68,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -330,6 +333,15 @@ class RayEvaluator:
                 f"{ {k: v * self.n_actors for k, v in short.items()} } but the cluster has {have}: "
                 f"use n_actors <= {fits}, smaller num_cpus/resources, or add nodes "
                 f"(`ray start --address <head> --resources '{{\"pmem\": 1}}'`)"
+            )
+        free = self._ray.available_resources()
+        busy = {k: free.get(k, 0.0) for k, v in need.items() if v > 0 and free.get(k, 0.0) + 1e-9 < v * self.n_actors}
+        if busy:
+            warnings.warn(
+                f"{self.n_actors} Ray actor(s) asking {need} each wait for resources held by others "
+                f"(free now: {busy}); they start when those are released",
+                RuntimeWarning,
+                stacklevel=3,
             )
 
     def _wait_ready(self, timeout_s: float) -> list[dict[str, Any]]:

@@ -83,6 +83,8 @@ class FaultyEnv(HeteroMemPlacementEnv):
                 os._exit(1)  # the actor's process dies: nothing is returned
         if f.poison and (np.asarray(actions)[:, 0, 1] == 1).any():
             os._exit(1)  # any placement with node 0's activation in fast memory kills its actor, every time
+        if f.raises:
+            raise {"value": ValueError, "runtime": RuntimeError}[f.raises](f"injected {f.raises} error")
         return super().evaluate_batch(actions)
 
 
@@ -93,6 +95,7 @@ class FaultyFactory:
     crash_on_call: int = 0
     marker: str = ""
     poison: bool = False
+    raises: str = ""
     deterministic: bool = True
 
     def __call__(self) -> FaultyEnv:
@@ -197,6 +200,38 @@ def test_failure_reward_override_and_no_retries(local_ray, env):
         got = ev.evaluate(actions)
     assert got.rewards.tolist() == [-3.0, -3.0]
     assert all(info["failed"] and info["attempts"] == 1 for info in got.infos)
+
+
+def test_hung_task_times_out_and_is_reported(local_ray, env):
+    actions = random_actions(env, 1, seed=5)
+    with RayEvaluator(FaultyFactory(sleep_s=30), n_actors=1, max_retries=1, task_timeout_s=0.5) as ev:
+        t0 = time.perf_counter()
+        got = ev.evaluate(actions)
+        assert time.perf_counter() - t0 < 20
+    assert got.infos[0]["failed"] and "task_timeout_s=0.5" in got.infos[0]["error"]
+    assert ev.stats.actor_replacements == 2
+
+
+def test_env_errors_caller_errors_raise_others_retry(local_ray, env):
+    actions = random_actions(env, 2, seed=6)
+    with RayEvaluator(FaultyFactory(raises="value"), n_actors=1) as ev:
+        with pytest.raises(ValueError, match="injected value error"):
+            ev.evaluate(actions)  # a bad action is the caller's error, as with the in-process evaluator
+        assert ev.stats.actor_replacements == 0 and ev.evaluations == 0
+    with RayEvaluator(FaultyFactory(raises="runtime"), n_actors=1, max_retries=1) as ev:
+        got = ev.evaluate(actions[:1])  # any other error: the actor is replaced and the row retried
+        assert got.infos[0]["failed"] and "injected runtime error" in got.infos[0]["error"]
+        assert ev.stats.actor_replacements == 2
+
+
+def test_step_mode_gives_full_infos(local_ray, env):
+    actions = random_actions(env, 4, seed=7)
+    expected = InProcessBatchEvaluator(env).evaluate(actions)
+    with RayEvaluator(GymEnvFactory(kwargs=ENV_KWARGS), n_actors=2, mode="step") as ev:
+        assert ev.mode == "step"
+        got = ev.evaluate(actions)
+    np.testing.assert_allclose(got.rewards, expected.rewards, rtol=1e-9)
+    assert {"node_times_s", "speedup", "fast_weight_bytes"} <= set(got.infos[0])
 
 
 # --------------------------------------------------------------------------- setup errors and pinning
