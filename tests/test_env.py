@@ -218,3 +218,14 @@ def test_placement_json_is_accepted_by_env(tmp_path):
     loaded = Placement.load(path, env.graph)
     assert loaded == placement
     assert env.step(loaded.to_action())[1] == env.step(placement.to_action())[1]
+
+
+def test_batch_size_scales_activations_not_weights():
+    env1 = make("resnet50")
+    env8 = make("resnet50", batch_size=8)
+    assert env8.graph.batch_size == 8
+    assert env8.graph.total_weight_bytes == env1.graph.total_weight_bytes
+    assert env8.graph.total_activation_bytes == 8 * env1.graph.total_activation_bytes
+    assert env8.baselines_s["dram_only"] > env1.baselines_s["dram_only"]
+    with pytest.raises(ValueError, match="batch_size"):
+        make(batch_size=0)

@@ -59,6 +59,7 @@ class HeteroMemPlacementEnv(gym.Env):
         backend: str | Backend = "model",
         noise: float = 0.0,
         render_mode: str | None = None,
+        batch_size: int | None = None,
         backend_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -69,6 +70,11 @@ class HeteroMemPlacementEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.graph = resolve(workload)
+        if batch_size is not None:
+            if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            if batch_size != self.graph.batch_size:
+                self.graph = self.graph.with_batch_size(int(batch_size))
         self.n_tasks = int(n_tasks)
         self.noise = float(noise)
         self.render_mode = render_mode
