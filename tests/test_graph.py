@@ -103,7 +103,7 @@ def _write(tmp_path, data) -> str:
 
 def test_wrong_version_and_malformed_files_raise_clear_errors(tmp_path):
     good = small_graph().to_dict()
-    with pytest.raises(WorkloadError, match=r"schema_version 99 is not supported .*version 1"):
+    with pytest.raises(WorkloadError, match=r"schema_version 99 is not supported .*versions 1, 2"):
         WorkloadGraph.from_json(_write(tmp_path, {**good, "schema_version": 99}))
     with pytest.raises(WorkloadError, match="schema_version None"):
         WorkloadGraph.from_json(_write(tmp_path, {k: v for k, v in good.items() if k != "schema_version"}))
@@ -123,3 +123,34 @@ def test_wrong_version_and_malformed_files_raise_clear_errors(tmp_path):
         WorkloadGraph.from_json(_write(tmp_path, bad_edge))
     with pytest.raises(WorkloadError, match="cannot read workload graph"):
         WorkloadGraph.from_json(tmp_path / "missing.json")
+
+
+def test_version_1_files_are_still_read(tmp_path):
+    """Schema 1 had no weight_tensor_bytes / part_of: its nodes get the defaults; a v1 file with them is rejected."""
+    v2 = small_graph().to_dict()
+    v1 = json.loads(json.dumps(v2))
+    v1["schema_version"] = 1
+    for nd in v1["nodes"]:
+        del nd["weight_tensor_bytes"], nd["part_of"]
+    back = WorkloadGraph.from_json(_write(tmp_path, v1))
+    assert back == small_graph()
+    assert all(n.weight_tensor_bytes == () and n.part_of is None for n in back.nodes)
+    v1["nodes"][0]["part_of"] = None
+    with pytest.raises(WorkloadError, match=r"unknown node field\(s\) \['part_of'\]"):
+        WorkloadGraph.from_json(_write(tmp_path, v1))
+
+
+def test_weight_tensor_bytes_and_part_of_are_validated():
+    two = {**_rec("a", w=1000), "weight_names": ("a.weight", "a.bias"), "weight_tensor_bytes": (900, 100)}
+    g = build_graph("ok", [two], [])
+    assert g.nodes[0].weight_tensor_bytes == (900, 100)
+    with pytest.raises(WorkloadError, match="must be >= 0 and sum to weight_bytes 1000"):
+        build_graph("bad", [{**two, "weight_tensor_bytes": (900, 90)}], [])
+    with pytest.raises(WorkloadError, match="2 entries for 1 weight_names"):
+        build_graph("bad", [{**two, "weight_names": ("a.weight",)}], [])
+    part = {**_rec("a/bias", w=100, out=0, inp=0, flops=0), "part_of": "a"}
+    with pytest.raises(WorkloadError, match="no edge joins it to its layer 'a'"):
+        build_graph("bad", [part, _rec("a")], [])
+    with pytest.raises(WorkloadError, match="part_of 'zz' is not another layer node"):
+        build_graph("bad", [{**part, "part_of": "zz"}, _rec("a")], [(0, 1)])
+    assert build_graph("ok", [part, _rec("a")], [(0, 1)]).nodes[0].part_of == "a"

@@ -1,11 +1,20 @@
 """Workload graphs: what an inference allocates, computes and reads, layer by layer.
 
 `load(name)` reads a zoo graph shipped with the package (no torch model or transformers needed),
-`names()` lists them, `extract(module, example_inputs)` builds a graph from any `torch.nn.Module`,
+`load(name, granularity="tensor")` the same graph with one decision per parameter tensor
+(`to_tensor_granularity`, see `marl_gym.workloads.granularity`), `names()` lists them, `extract(module, example_inputs)` builds a graph from any `torch.nn.Module`,
 `build_model(name)` builds a zoo model and `regenerate_zoo()` re-extracts the shipped graphs (these
 three import torch, lazily).
 """
 
+from marl_gym.workloads.granularity import (
+    GRANULARITIES,
+    layer_index,
+    lift_decisions,
+    lift_placement,
+    to_tensor_granularity,
+    with_granularity,
+)
 from marl_gym.workloads.graph import (
     ACCESS_PATTERNS,
     FEATURE_NAMES,
@@ -24,6 +33,7 @@ from marl_gym.workloads.registry import load, names, resolve
 __all__ = [
     "ACCESS_PATTERNS",
     "FEATURE_NAMES",
+    "GRANULARITIES",
     "NUM_NODE_FEATURES",
     "OP_TYPES",
     "SCHEMA_VERSION",
@@ -37,11 +47,16 @@ __all__ = [
     "build_model",
     "MODEL_NAMES",
     "regenerate_zoo",
+    "layer_index",
+    "lift_decisions",
+    "lift_placement",
     "load",
     "names",
     "node_features",
     "peak_live_activation_bytes",
     "resolve",
+    "to_tensor_granularity",
+    "with_granularity",
 ]
 
 

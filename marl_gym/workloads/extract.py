@@ -41,6 +41,11 @@ Conventions
 * `input_bytes` = bytes of the distinct non-parameter tensors a node reads (model inputs and buffers
   included); `output_bytes` = bytes of the distinct tensors it returns. An in-place node is modelled as
   writing its output (its bytes count as output), which slightly overstates live memory at that step.
+* `weight_tensor_bytes` lists each counted parameter's bytes, aligned with `weight_names`, so a graph can
+  be split to per-tensor decisions later without torch (`marl_gym.workloads.granularity`).
+* `granularity="tensor"`: every parameter tensor and every extra output tensor of a node becomes its own
+  node (see `marl_gym.workloads.granularity`). Output tensors can only be split here, during extraction,
+  because only here is it known which output each reader reads; the graph transform splits parameters.
 * The model's outputs stay live to the last step (`output_nodes` of `build_graph`). Outputs are found in
   nested tuples, lists and dicts (transformers' `ModelOutput` is one); tensors held in other objects (a
   KV-cache object, a dataclass) are not seen as outputs, so build transformers with `use_cache=False`.
@@ -77,8 +82,9 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from marl_gym.workloads.graph import OP_TYPES, WorkloadError, WorkloadGraph, build_graph
 
-EXTRACTOR_VERSION = 1
-"""Bumped when a change to extraction changes the graphs it produces (stored in `meta`)."""
+EXTRACTOR_VERSION = 2
+"""Bumped when a change to extraction changes the graphs it produces (stored in `meta`).
+2: nodes record `weight_tensor_bytes` (one size per parameter)."""
 
 ELEMENTWISE_FLOPS: dict[str, float] = {
     "relu": 1,
@@ -291,6 +297,8 @@ class _Record:
     flops: int
     weight_bytes: int = 0
     weight_names: list[str] = field(default_factory=list)
+    weight_tensor_bytes: list[int] = field(default_factory=list)
+    part_of: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -303,14 +311,17 @@ class _Record:
             "module": self.module,
             "call": self.call,
             "weight_names": tuple(self.weight_names),
+            "weight_tensor_bytes": tuple(self.weight_tensor_bytes),
+            "part_of": self.part_of,
         }
 
 
 # -------------------------------------------------------------------------- extractor
 class _Extractor:
-    def __init__(self, model: nn.Module, counter: FlopCounterMode) -> None:
+    def __init__(self, model: nn.Module, counter: FlopCounterMode, split_outputs: bool = False) -> None:
         self.model = model
         self.counter = counter
+        self.split_outputs = split_outputs
         self.records: list[_Record] = []
         self.edges: set[tuple[int, int]] = set()
         self.producer: dict[int, int] = {}  # id(tensor) -> node index
@@ -368,6 +379,7 @@ class _Extractor:
             self.first_use[pname] = idx
             rec.weight_bytes += _nbytes(p)
             rec.weight_names.append(pname)
+            rec.weight_tensor_bytes.append(_nbytes(p))
         for t in activations:
             src = self.producer.get(id(t))
             if src is not None and src != idx:
@@ -376,6 +388,34 @@ class _Extractor:
             self.producer[id(t)] = idx
         self.keep.append((inputs, outputs))
         self.records.append(rec)
+        if self.split_outputs and len(outputs) > 1:
+            self._split_outputs(rec, idx, outputs)
+
+    def _split_outputs(self, rec: _Record, idx: int, outputs: list[torch.Tensor]) -> None:
+        """Tensor granularity: the largest output stays with the node, each other output becomes an
+        output node right after it (no FLOPs, no weights, no input bytes; an edge from the node), which
+        its readers then read from. See `marl_gym.workloads.granularity`."""
+        sizes = [_nbytes(t) for t in outputs]
+        keep = max(range(len(outputs)), key=lambda k: (sizes[k], -k))
+        rec.output_bytes = sizes[keep]
+        for k, t in enumerate(outputs):
+            if k == keep:
+                continue
+            j = len(self.records)
+            self.records.append(
+                _Record(
+                    name=f"{rec.name}/output{k}",
+                    op=rec.op,
+                    module=rec.module,
+                    call=rec.call,
+                    input_bytes=0,
+                    output_bytes=sizes[k],
+                    flops=0,
+                    part_of=rec.name,
+                )
+            )
+            self.edges.add((idx, j))
+            self.producer[id(t)] = j
 
     def _alias(self, outputs: list[torch.Tensor], inputs: list[torch.Tensor]) -> bool:
         """Map outputs that view an input to that input's producer; False when some output is fresh."""
@@ -475,8 +515,12 @@ def extract(
     example_kwargs: Mapping[str, Any] | None = None,
     batch_size: int | None = None,
     meta: Mapping[str, Any] | None = None,
+    granularity: str = "layer",
 ) -> WorkloadGraph:
     """Run `module` once on `example_inputs` and return its workload graph.
+
+    `granularity="layer"` (default) gives one node per layer call; `"tensor"` also gives every parameter
+    tensor and every extra output tensor of a layer its own node (`marl_gym.workloads.granularity`).
 
     `example_inputs` is a tensor, a tuple/list of positional arguments or a dict of keyword arguments
     (`example_kwargs` adds keyword arguments). `name` defaults to the module's class name; `batch_size` to the first dimension of the
@@ -492,6 +536,10 @@ def extract(
             "extract() cannot trace a torch.jit.ScriptModule (it runs without Python forward hooks); "
             "pass the original nn.Module"
         )
+    from marl_gym.workloads.granularity import GRANULARITIES, to_tensor_granularity
+
+    if granularity not in GRANULARITIES:
+        raise ExtractionError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if isinstance(example_inputs, Mapping):
         args, kwargs = (), dict(example_inputs)
     else:
@@ -511,7 +559,7 @@ def extract(
             module(*args, **kwargs)
 
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
-    ext = _Extractor(module, counter)
+    ext = _Extractor(module, counter, split_outputs=granularity == "tensor")
     handles = []
     try:
         for sub in module.modules():
@@ -556,7 +604,7 @@ def extract(
         meta=info,
         output_nodes=output_nodes,
     )
-    return graph
+    return to_tensor_granularity(graph) if granularity == "tensor" else graph
 
 
 class _CallableModule(types.ModuleType):

@@ -4,6 +4,10 @@ A `WorkloadGraph` is the one object every other layer of marl-gym speaks about. 
 executed layer (in execution order), each with one weight allocation and one output-activation
 allocation, as in the MARL paper, and the real data-flow edges between them. It is immutable and
 round-trips through JSON with a schema version.
+
+Granularity: by default a node is a layer (all its parameters are one weight decision). The same graph
+at *tensor* granularity (`marl_gym.workloads.granularity.to_tensor_granularity`) gives every parameter
+tensor its own node, marked with `Node.part_of`; see that module for the semantics.
 """
 
 from __future__ import annotations
@@ -19,8 +23,15 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-"""Version of the JSON layout written by `WorkloadGraph.to_json`; bumped on any incompatible change."""
+SCHEMA_VERSION = 2
+"""Version of the JSON layout written by `WorkloadGraph.to_json`; bumped on any incompatible change.
+
+Version 2 added the node fields `weight_tensor_bytes` and `part_of` (version-1 readers reject unknown
+node fields, hence the bump). Version-1 files are still read: their nodes get the defaults (no
+per-tensor sizes, so only nodes with at most one parameter can be split to tensor granularity)."""
+
+READABLE_SCHEMA_VERSIONS = (1, 2)
+"""JSON layouts `WorkloadGraph.from_dict` accepts."""
 
 ACCESS_PATTERNS = ("sequential", "strided", "random", "tiny")
 """How a node touches its tensors: streaming, windowed (convolutions), gathers (embeddings), or small."""
@@ -77,6 +88,12 @@ class Node:
     """Which call of `module` this node is (a module run several times, like ResNet's ReLU, gives several nodes)."""
     weight_names: tuple[str, ...] = ()
     """Qualified names of the parameters counted in `weight_bytes` (each parameter is counted once, at first use)."""
+    weight_tensor_bytes: tuple[int, ...] = ()
+    """Bytes of each parameter in `weight_names`, in the same order (they sum to `weight_bytes`); empty when
+    unknown (graphs read from schema-1 files). Needed to split a layer into per-tensor decisions."""
+    part_of: str | None = None
+    """At tensor granularity: the name of the layer node this node was split from (a parameter node placed
+    before it, or an extra-output node placed after it); None for layer nodes and at layer granularity."""
 
     @property
     def has_weights(self) -> bool:
@@ -129,6 +146,17 @@ class WorkloadGraph:
                 raise WorkloadError(f"{where}: produced_at is {node.produced_at}, expected its index {i}")
             if not i <= node.last_use < n:
                 raise WorkloadError(f"{where}: last_use {node.last_use} outside [{i}, {n - 1}]")
+            if node.weight_tensor_bytes:
+                if len(node.weight_tensor_bytes) != len(node.weight_names):
+                    raise WorkloadError(
+                        f"{where}: weight_tensor_bytes has {len(node.weight_tensor_bytes)} entries for "
+                        f"{len(node.weight_names)} weight_names (expected one size per parameter)"
+                    )
+                if min(node.weight_tensor_bytes) < 0 or sum(node.weight_tensor_bytes) != node.weight_bytes:
+                    raise WorkloadError(
+                        f"{where}: weight_tensor_bytes {list(node.weight_tensor_bytes)} must be >= 0 and sum to "
+                        f"weight_bytes {node.weight_bytes}"
+                    )
         last_reader = list(range(n))
         for s, d in self.edges:
             if not (0 <= s < n and 0 <= d < n):
@@ -142,6 +170,23 @@ class WorkloadGraph:
                     f"node {i} ({node.name!r}): activation read at step {last_reader[i]} "
                     f"after its last_use {node.last_use}"
                 )
+        self._validate_parts()
+
+    def _validate_parts(self) -> None:
+        """A node split from a layer (`part_of`) must name a layer node it is joined to by an edge."""
+        if all(node.part_of is None for node in self.nodes):
+            return
+        index = {node.name: i for i, node in enumerate(self.nodes)}
+        edges = set(self.edges)
+        for i, node in enumerate(self.nodes):
+            if node.part_of is None:
+                continue
+            where = f"node {i} ({node.name!r}) of workload {self.name!r}"
+            j = index.get(node.part_of)
+            if j is None or j == i or self.nodes[j].part_of is not None:
+                raise WorkloadError(f"{where}: part_of {node.part_of!r} is not another layer node of the graph")
+            if (i, j) not in edges and (j, i) not in edges:
+                raise WorkloadError(f"{where}: no edge joins it to its layer {node.part_of!r}")
 
     # --------------------------------------------------------------- summaries
     def __len__(self) -> int:
@@ -162,6 +207,16 @@ class WorkloadGraph:
     @property
     def total_flops(self) -> int:
         return sum(node.flops for node in self.nodes)
+
+    @property
+    def granularity(self) -> str:
+        """ "tensor" for a graph made by `to_tensor_granularity` (or extracted with granularity="tensor"), else "layer"."""
+        return "tensor" if self.meta.get("granularity") == "tensor" else "layer"
+
+    @property
+    def num_weight_decisions(self) -> int:
+        """Nodes with weights: the weight decisions a placement makes (one per parameter tensor at tensor granularity)."""
+        return int(sum(node.has_weights for node in self.nodes))
 
     @property
     def weight_mask(self) -> np.ndarray:
@@ -265,16 +320,18 @@ class WorkloadGraph:
         if not isinstance(data, dict):
             raise WorkloadError(f"{source}: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
+            readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
             raise WorkloadError(
-                f"{source}: schema_version {version!r} is not supported (this marl-gym reads version "
-                f"{SCHEMA_VERSION}); re-extract the graph with `marl-gym extract`"
+                f"{source}: schema_version {version!r} is not supported (this marl-gym reads versions "
+                f"{readable}); re-extract the graph with `marl-gym extract`"
             )
+        fields_known = _NODE_FIELDS if version >= 2 else _NODE_FIELDS_V1
         missing = [k for k in ("name", "nodes", "edges") if k not in data]
         if missing:
             raise WorkloadError(f"{source}: missing key(s) {missing}")
         try:
-            nodes = tuple(_node_from_dict(nd) for nd in data["nodes"])
+            nodes = tuple(_node_from_dict(nd, fields_known) for nd in data["nodes"])
             edges = tuple((int(s), int(d)) for s, d in data["edges"])
         except (TypeError, ValueError, KeyError) as exc:
             raise WorkloadError(f"{source}: malformed node or edge: {exc}") from exc
@@ -304,18 +361,20 @@ class WorkloadGraph:
 
 
 _NODE_FIELDS = tuple(f.name for f in fields(Node))
+_NODE_FIELDS_V1 = tuple(f for f in _NODE_FIELDS if f not in ("weight_tensor_bytes", "part_of"))
 
 
 def _node_to_dict(node: Node) -> dict[str, Any]:
     d = asdict(node)
     d["weight_names"] = list(node.weight_names)
+    d["weight_tensor_bytes"] = list(node.weight_tensor_bytes)
     return d
 
 
-def _node_from_dict(d: Any) -> Node:
+def _node_from_dict(d: Any, known: tuple[str, ...] = _NODE_FIELDS) -> Node:
     if not isinstance(d, dict):
         raise TypeError(f"node must be an object, got {type(d).__name__}")
-    unknown = set(d) - set(_NODE_FIELDS)
+    unknown = set(d) - set(known)
     if unknown:
         raise KeyError(f"unknown node field(s) {sorted(unknown)}")
     kwargs = dict(d)
@@ -323,6 +382,7 @@ def _node_from_dict(d: Any) -> Node:
         if key in kwargs:
             kwargs[key] = int(kwargs[key])
     kwargs["weight_names"] = tuple(kwargs.get("weight_names", ()))
+    kwargs["weight_tensor_bytes"] = tuple(int(b) for b in kwargs.get("weight_tensor_bytes", ()))
     return Node(**kwargs)
 
 
@@ -472,8 +532,8 @@ def build_graph(
 ) -> WorkloadGraph:
     """Assemble a graph from plain node records, deriving `produced_at`, `last_use` and `access`.
 
-    Each record needs name, op, weight_bytes, output_bytes, input_bytes and flops (module, call and
-    weight_names are optional). `output_nodes` are the model's outputs: they stay live to the end.
+    Each record needs name, op, weight_bytes, output_bytes, input_bytes and flops (module, call,
+    weight_names, weight_tensor_bytes and part_of are optional). `output_nodes` are the model's outputs: they stay live to the end.
     This is what extraction and hand-written test graphs both use, so lifetimes are derived one way.
     """
     records = list(nodes)
@@ -501,5 +561,6 @@ def build_graph(
         rec["produced_at"] = i
         rec["last_use"] = last_use[i]
         rec["weight_names"] = tuple(rec.get("weight_names", ()))
+        rec["weight_tensor_bytes"] = tuple(rec.get("weight_tensor_bytes", ()))
         built.append(Node(**rec))
     return WorkloadGraph(name, tuple(built), tuple(edge_list), batch_size, dict(meta or {}))

@@ -1,0 +1,237 @@
+"""Decision granularity: one weight/activation decision per layer (the MARL paper's), or one per tensor.
+
+    g = marl_gym.workloads.load("resnet50", granularity="tensor")      # or to_tensor_granularity(load("resnet50"))
+    env = gym.make("HeteroMemPlacement-v0", workload=g)               # or workload="resnet50@tensor"
+
+At **layer** granularity (the default) a node is one executed layer: its weight decision moves all its
+parameters together (a convolution's kernel and bias, a BatchNorm's scale and shift) and its activation
+decision all the tensors it outputs.
+
+At **tensor** granularity every parameter tensor and every output tensor is its own decision. The result
+is an ordinary `WorkloadGraph` of the same schema, so the analytic model, the environment, the agents
+(node features keep their width) and the native backend use it unchanged:
+
+Parameters (`to_tensor_granularity`, a pure transform of a graph; works on the shipped zoo graphs without
+torch). A layer node with k > 1 parameter tensors keeps its compute, its inputs, its outputs and its
+*largest* parameter (the first of equal ones); each of the other k - 1 tensors becomes a **parameter
+node**, placed right before the layer node, in the layer's parameter order:
+
+* name ``"<layer>/<parameter name relative to the layer's module>"``, e.g. ``"layer1.0.bn1/bias"``;
+* ``op`` = the layer's op (the op one-hot says what reads the tensor; `OP_TYPES`, hence
+  `NUM_NODE_FEATURES`, are unchanged; a parameter node is recognisable by zero FLOPs, zero input and
+  output bytes, and ``part_of``);
+* ``weight_bytes`` = the tensor's bytes, ``weight_names`` = that one parameter, FLOPs = output bytes =
+  input bytes = 0, ``access`` classified from its own size (a small bias is "tiny");
+* ``module`` and ``call`` = the layer's, ``part_of`` = the layer node's name (so the native backend finds
+  and moves exactly that parameter);
+* one edge to its layer node, carrying no bytes (it tells a GNN which layer reads the tensor and keeps
+  the graph connected). Its activation bit has no bytes and no effect; only its weight tier matters.
+
+Approximation. The analytic model's per-node roofline, max(compute, memory), now counts a parameter
+node's read time (its bytes / bandwidth + one access latency) as the time of a node of its own: it is
+*added* to the latency instead of overlapping with its layer's compute or other transfers inside one
+max. For a memory-bound layer the two agree up to the extra access latency; for a compute-bound one the
+tensor graph overstates the time by the split-off tensors' read time. Keeping the largest tensor in the
+layer node keeps that error small: in the zoo the split-off tensors are biases and norm scales/shifts
+(about 0.1 % of ResNet-50's weight bytes). Lifting a layer placement to tensor granularity
+(`lift_placement`) keeps the fast-tier bytes exactly and the modelled latency within that error.
+
+Outputs (``extract(..., granularity="tensor")`` only: a graph does not record which of a node's outputs
+each reader reads, so only extraction can split them). A node returning several fresh tensors keeps its
+largest output; each other output becomes an **output node** right after it named
+``"<layer>/output<k>"`` (k = its position among the outputs), with that tensor's bytes as output, zero
+FLOPs, weights and input bytes, an edge from the layer (carrying no bytes: the model charges nothing for
+it), the layer's op/module/call and ``part_of``; readers of that tensor read it from the output node.
+Its write is charged to the output node (the same additive approximation). No zoo graph has such a
+node (views such as split/chunk are aliases, transformers' attention returns one tensor under SDPA),
+so for the zoo, tensor granularity splits parameters only. The native backend sets one activation tier
+per module call, so it can only honour the layer's bit for all outputs of a call.
+
+Zero-byte parameters stay with their layer node (there is nothing to place). Shared (tied) parameters
+are counted once, at their first reader, at either granularity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from marl_gym.workloads.graph import Node, WorkloadError, WorkloadGraph, classify_access
+
+if TYPE_CHECKING:
+    from marl_gym.placement import Placement
+
+GRANULARITIES = ("layer", "tensor")
+"""Decision granularities: one decision per layer, or one per parameter/output tensor."""
+
+SUFFIX_SEP = "@"
+"""`resolve("resnet50@tensor")`: a workload name or graph path with a granularity suffix."""
+
+
+def check_granularity(granularity: str) -> str:
+    if granularity not in GRANULARITIES:
+        raise WorkloadError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    return granularity
+
+
+def split_suffix(text: str) -> tuple[str, str | None]:
+    """``"resnet50@tensor"`` -> ``("resnet50", "tensor")``; text without a known suffix -> ``(text, None)``."""
+    base, sep, suffix = text.rpartition(SUFFIX_SEP)
+    if sep and base and suffix in GRANULARITIES:
+        return base, suffix
+    return text, None
+
+
+def tensor_sizes(node: Node, workload: str = "?") -> tuple[int, ...]:
+    """Bytes of each of `node`'s parameters (aligned with `weight_names`).
+
+    Raises `WorkloadError` when the node has several parameters and the graph does not record their
+    sizes (a graph read from a schema-1 file): re-extract it.
+    """
+    if node.weight_tensor_bytes:
+        return node.weight_tensor_bytes
+    if len(node.weight_names) <= 1:
+        return (node.weight_bytes,) if node.weight_names else ()
+    raise WorkloadError(
+        f"node {node.name!r} of workload {workload!r} has {len(node.weight_names)} parameters but no "
+        "weight_tensor_bytes (a graph from a schema-1 file?); re-extract it with `marl-gym extract` to "
+        "split it into per-tensor decisions"
+    )
+
+
+def _relative_name(param: str, node: Node) -> str:
+    """The parameter's name relative to the module running the node (for a functional node, its scope)."""
+    prefix = node.module if node.module is not None else node.name.rpartition(".")[0]
+    if prefix and param.startswith(prefix + "."):
+        return param[len(prefix) + 1 :]
+    return param
+
+
+def to_tensor_granularity(graph: WorkloadGraph) -> WorkloadGraph:
+    """The same workload with one weight decision per parameter tensor (see the module docstring).
+
+    Idempotent, torch-free, and exact on totals: weight, activation bytes and FLOPs are unchanged.
+    """
+    if graph.granularity == "tensor":
+        return graph
+    new_nodes: list[Node] = []
+    new_index: list[int] = []  # old node index -> its layer node's new index
+    part_edges: list[tuple[int, int]] = []
+    taken = {node.name for node in graph.nodes}
+    for node in graph.nodes:
+        sizes = tensor_sizes(node, graph.name)
+        split = [k for k, b in enumerate(sizes) if b > 0]
+        if len(split) <= 1:
+            new_index.append(len(new_nodes))
+            new_nodes.append(replace(node, weight_tensor_bytes=sizes))
+            continue
+        main = max(split, key=lambda k: (sizes[k], -k))
+        parts = []
+        for k in split:
+            if k == main:
+                continue
+            name = base = f"{node.name}/{_relative_name(node.weight_names[k], node)}"
+            c = 1
+            while name in taken:
+                name, c = f"{base}#{c}", c + 1
+            taken.add(name)
+            parts.append(len(new_nodes))
+            new_nodes.append(
+                Node(
+                    name=name,
+                    op=node.op,
+                    weight_bytes=sizes[k],
+                    output_bytes=0,
+                    input_bytes=0,
+                    flops=0,
+                    access=classify_access(node.op, sizes[k], 0, 0),
+                    produced_at=0,  # set below
+                    last_use=0,
+                    module=node.module,
+                    call=node.call,
+                    weight_names=(node.weight_names[k],),
+                    weight_tensor_bytes=(sizes[k],),
+                    part_of=node.name,
+                )
+            )
+        kept = [k for k in range(len(sizes)) if k == main or sizes[k] == 0]
+        layer_idx = len(new_nodes)
+        part_edges.extend((p, layer_idx) for p in parts)
+        new_index.append(layer_idx)
+        weight = sum(sizes[k] for k in kept)
+        new_nodes.append(
+            replace(
+                node,
+                weight_bytes=weight,
+                weight_names=tuple(node.weight_names[k] for k in kept),
+                weight_tensor_bytes=tuple(sizes[k] for k in kept),
+                access=classify_access(node.op, weight, node.output_bytes, node.input_bytes),
+            )
+        )
+    # Each old node maps to its layer node; inserted nodes come before their layer, so the old last node
+    # is the new last node and every lifetime [produced, last_use] maps through `new_index`.
+    last_use_of_part = {p: d for p, d in part_edges}
+    final: list[Node] = []
+    old_of_new = {j: i for i, j in enumerate(new_index)}
+    for j, node in enumerate(new_nodes):
+        last = last_use_of_part[j] if j in last_use_of_part else new_index[graph.nodes[old_of_new[j]].last_use]
+        final.append(replace(node, produced_at=j, last_use=last))
+    edges = sorted({(new_index[s], new_index[d]) for s, d in graph.edges} | set(part_edges))
+    meta = dict(graph.meta)
+    if isinstance(meta.get("output_nodes"), list):
+        meta["output_nodes"] = [new_index[i] for i in meta["output_nodes"]]
+    meta["granularity"] = "tensor"
+    meta["layer_nodes"] = graph.num_nodes
+    return WorkloadGraph(graph.name, tuple(final), tuple(edges), graph.batch_size, meta)
+
+
+def with_granularity(graph: WorkloadGraph, granularity: str) -> WorkloadGraph:
+    """`graph` at `granularity`; a tensor-granularity graph cannot be merged back (load the layer graph)."""
+    check_granularity(granularity)
+    if granularity == "tensor":
+        return to_tensor_granularity(graph)
+    if graph.granularity != "layer":
+        raise WorkloadError(
+            f"workload {graph.name!r} is at tensor granularity and cannot be merged back; use its layer graph"
+        )
+    return graph
+
+
+def layer_index(tensor_graph: WorkloadGraph, layer_graph: WorkloadGraph) -> np.ndarray:
+    """For each node of `tensor_graph`, the index of the layer node of `layer_graph` it belongs to."""
+    index = {node.name: i for i, node in enumerate(layer_graph.nodes)}
+    out = np.empty(tensor_graph.num_nodes, dtype=np.int64)
+    for j, node in enumerate(tensor_graph.nodes):
+        layer = node.part_of or node.name
+        if layer not in index:
+            raise WorkloadError(
+                f"node {node.name!r} of {tensor_graph.name!r} belongs to layer {layer!r}, which "
+                f"{layer_graph.name!r} does not have: the graphs are not the same workload"
+            )
+        out[j] = index[layer]
+    return out
+
+
+def lift_decisions(
+    decisions: np.ndarray | Sequence[Any], layer_graph: WorkloadGraph, tensor_graph: WorkloadGraph
+) -> np.ndarray:
+    """Per-layer values (last axis = layer nodes) -> per-tensor values: every tensor takes its layer's value."""
+    arr = np.asarray(decisions)
+    if arr.shape[-1] != layer_graph.num_nodes:
+        raise WorkloadError(
+            f"expected {layer_graph.num_nodes} per-layer values for {layer_graph.name!r}, got shape {arr.shape}"
+        )
+    return arr[..., layer_index(tensor_graph, layer_graph)]
+
+
+def lift_placement(placement: Placement, layer_graph: WorkloadGraph, tensor_graph: WorkloadGraph) -> Placement:
+    """A layer placement at tensor granularity: every tensor of a layer in the layer's tier (same fast bytes)."""
+    from marl_gym.placement import Placement
+
+    return Placement(
+        lift_decisions(placement.weights_fast, layer_graph, tensor_graph),
+        lift_decisions(placement.activations_fast, layer_graph, tensor_graph),
+    )

@@ -1,0 +1,230 @@
+"""Tensor granularity: one weight decision per parameter tensor (and per output tensor at extraction)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from torch import nn
+
+import marl_gym  # noqa: F401  (registers the env)
+import marl_gym.workloads as w
+from marl_gym.backends.model import ModelBackend
+from marl_gym.placement import Placement
+from marl_gym.workloads import (
+    NUM_NODE_FEATURES,
+    WorkloadError,
+    WorkloadGraph,
+    build_graph,
+    layer_index,
+    lift_placement,
+    to_tensor_granularity,
+)
+
+RESNET50_PARAMETER_TENSORS = 161  # len(list(torchvision.models.resnet50().parameters()))
+
+
+def _rec(name, op, w=0, out=4096, inp=4096, flops=10**5, **extra):
+    return {"name": name, "op": op, "weight_bytes": w, "output_bytes": out, "input_bytes": inp, "flops": flops} | extra
+
+
+def hand_graph() -> WorkloadGraph:
+    """conv (weight + bias) -> bn (weight, bias, and an empty parameter) -> relu -> fc (one parameter)."""
+    nodes = [
+        _rec(
+            "conv",
+            "conv",
+            9000,
+            module="conv",
+            weight_names=("conv.weight", "conv.bias"),
+            weight_tensor_bytes=(8000, 1000),
+        ),
+        _rec(
+            "bn",
+            "batchnorm",
+            128,
+            module="bn",
+            weight_names=("bn.weight", "bn.e", "bn.bias"),
+            weight_tensor_bytes=(64, 0, 64),
+        ),
+        _rec("relu", "relu", module="relu"),
+        _rec("fc", "linear", 4000, out=40, module="fc", weight_names=("fc.weight",), weight_tensor_bytes=(4000,)),
+    ]
+    return build_graph("hand", nodes, [(0, 1), (1, 2), (2, 3), (0, 3)], output_nodes=[3], meta={"output_nodes": [3]})
+
+
+def test_transform_splits_parameters_before_their_layer():
+    g = hand_graph()
+    t = to_tensor_granularity(g)
+    assert [n.name for n in t.nodes] == ["conv/bias", "conv", "bn/bias", "bn", "relu", "fc"]
+    assert [n.part_of for n in t.nodes] == ["conv", None, "bn", None, None, None]
+    assert t.edges == ((0, 1), (1, 3), (1, 5), (2, 3), (3, 4), (4, 5))
+    bias, conv = t.nodes[0], t.nodes[1]
+    assert (bias.weight_bytes, bias.weight_names, bias.module, bias.call, bias.op) == (
+        1000,
+        ("conv.bias",),
+        "conv",
+        0,
+        "conv",
+    )
+    assert (bias.flops, bias.output_bytes, bias.input_bytes, bias.last_use, bias.access) == (0, 0, 0, 1, "tiny")
+    assert (conv.weight_bytes, conv.weight_names, conv.flops, conv.output_bytes) == (
+        8000,
+        ("conv.weight",),
+        10**5,
+        4096,
+    )
+    assert conv.last_use == 5  # read by fc (residual edge), mapped through the new indices
+    assert t.nodes[3].weight_names == ("bn.weight", "bn.e") and t.nodes[3].weight_tensor_bytes == (64, 0)  # empty stays
+    assert t.nodes[-1].last_use == len(t.nodes) - 1 and t.meta["output_nodes"] == [5]
+    assert (t.total_weight_bytes, t.total_activation_bytes, t.total_flops) == (
+        g.total_weight_bytes,
+        g.total_activation_bytes,
+        g.total_flops,
+    )
+    assert t.granularity == "tensor" and g.granularity == "layer"
+    assert t.num_weight_decisions == 5 and g.num_weight_decisions == 3
+    assert to_tensor_granularity(t) is t  # idempotent
+    assert w.with_granularity(g, "layer") is g
+    with pytest.raises(WorkloadError, match="cannot be merged back"):
+        w.with_granularity(t, "layer")
+    np.testing.assert_array_equal(layer_index(t, g), [0, 0, 1, 1, 2, 3])
+
+
+def test_schema_1_graph_without_tensor_sizes_raises_clearly():
+    g = hand_graph()
+    nodes = [n.__class__(**{**n.__dict__, "weight_tensor_bytes": ()}) for n in g.nodes]
+    old = WorkloadGraph("old", tuple(nodes), g.edges)
+    with pytest.raises(
+        WorkloadError, match=r"node 'conv' of workload 'old' has 2 parameters but no weight_tensor_bytes"
+    ):
+        to_tensor_granularity(old)
+    single = WorkloadGraph("one", (nodes[3].__class__(**{**nodes[3].__dict__, "produced_at": 0, "last_use": 0}),), ())
+    assert to_tensor_granularity(single).nodes[0].weight_tensor_bytes == (4000,)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "bert_base"])
+def test_zoo_tensor_graphs_one_decision_per_parameter_tensor(name):
+    g, t = w.load(name), w.load(name, granularity="tensor")
+    assert t.total_weight_bytes == g.total_weight_bytes and t.total_flops == g.total_flops
+    n_tensors = sum(len(n.weight_names) for n in g.nodes)
+    assert t.num_weight_decisions == n_tensors
+    assert all(len(n.weight_names) == 1 for n in t.nodes if n.has_weights)
+    assert sorted(p for n in t.nodes for p in n.weight_names) == sorted(p for n in g.nodes for p in n.weight_names)
+    if name == "resnet50":
+        assert n_tensors == RESNET50_PARAMETER_TENSORS
+        assert t.nodes[1].name == "bn1/bias" and t.nodes[1].part_of == "bn1" and t.nodes[1].module == "bn1"
+    assert t.node_features().shape == (t.num_nodes, NUM_NODE_FEATURES)
+    assert w.load(f"{name}@tensor") is t  # cached, and the suffix form is the same graph
+
+
+def test_json_round_trip_of_tensor_graph(tmp_path):
+    t = w.load("resnet50", granularity="tensor")
+    path = tmp_path / "r50_tensor.json"
+    t.to_json(path)
+    back = WorkloadGraph.from_json(path)
+    assert back == t and back.granularity == "tensor"
+    assert [n.part_of for n in back.nodes] == [n.part_of for n in t.nodes]
+    assert json.loads(path.read_text())["schema_version"] == w.SCHEMA_VERSION == 2
+    assert w.resolve(f"{path}@tensor") == t  # already at tensor granularity: unchanged
+    layer_path = tmp_path / "r50.json"
+    w.load("resnet50").to_json(layer_path)
+    assert w.resolve(f"{layer_path}@tensor") == t
+    with pytest.raises(WorkloadError, match="cannot be merged back"):
+        w.resolve(f"{path}@layer")
+
+
+def test_registry_suffix_and_errors():
+    assert w.resolve("resnet50@tensor") is w.load("resnet50", granularity="tensor")
+    assert w.resolve("resnet50@layer") is w.load("resnet50")
+    with pytest.raises(WorkloadError, match="granularity must be one of"):
+        w.load("resnet50", granularity="channel")
+    with pytest.raises(WorkloadError, match="says granularity 'tensor' but granularity='channel'"):
+        w.load("resnet50@tensor", granularity="channel")
+    with pytest.raises(WorkloadError, match="unknown workload 'resnet50@channel'.*@tensor"):
+        w.resolve("resnet50@channel")
+
+
+@pytest.mark.parametrize("name", ["resnet50", "bert_base"])
+def test_lifted_layer_placement_same_bytes_nearly_same_latency(name):
+    g, t = w.load(name), w.load(name, granularity="tensor")
+    bl = ModelBackend(g, "optane-16g-128g", n_tasks=24)
+    bt = ModelBackend(t, "optane-16g-128g", n_tasks=24)
+    rng = np.random.default_rng(0)
+    W = rng.random((16, g.num_nodes)) < 0.5
+    A = rng.random((16, g.num_nodes)) < 0.5
+    W[0], A[0], W[1], A[1] = True, True, False, False  # all fast, all slow
+    el = bl.evaluate_batch(W, A)
+    et = bt.evaluate_batch(w.lift_decisions(W, g, t), w.lift_decisions(A, g, t))
+    # the split-off tensors' reads are added, not overlapped (module docstring): a tiny, one-sided difference
+    rel = et.latency_s / el.latency_s - 1
+    assert (rel >= -1e-12).all() and (rel < 1e-3).all(), rel
+    np.testing.assert_array_equal(et.peak_fast_bytes, el.peak_fast_bytes)
+    np.testing.assert_array_equal(et.valid, el.valid)
+    p = Placement(W[2], A[2])
+    e1, e2 = bl.evaluate(p), bt.evaluate(lift_placement(p, g, t))
+    assert (e2.fast_weight_bytes, e2.slow_weight_bytes) == (e1.fast_weight_bytes, e1.slow_weight_bytes)
+    assert (e2.fast_activation_bytes, e2.peak_fast_bytes) == (e1.fast_activation_bytes, e1.peak_fast_bytes)
+
+
+def test_env_accepts_tensor_graph_and_suffix():
+    graph = w.load("resnet50", granularity="tensor")
+    env = gym.make("HeteroMemPlacement-v0", workload=graph, n_tasks=4).unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs["node_features"].shape == (graph.num_nodes, NUM_NODE_FEATURES)
+    assert obs["decision_mask"][:, 0].sum() == RESNET50_PARAMETER_TENSORS
+    _, reward, *_ = env.step(np.ones((graph.num_nodes, 2), np.int8))
+    assert np.isfinite(reward)
+    by_name = gym.make("HeteroMemPlacement-v0", workload="resnet50@tensor", n_tasks=4).unwrapped
+    assert by_name.graph is graph and by_name.action_space.shape == (graph.num_nodes, 2)
+
+
+class _TwoOutputNet(nn.Module):
+    """Attention returning (output, weights), each read by its own layer; BatchNorm and Linear with biases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.norm = nn.LayerNorm(16)
+        self.proj = nn.Linear(16, 16)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, weights = self.attn(x, x, x, need_weights=True)
+        return self.proj(self.norm(out)), self.head(weights)
+
+
+def test_extract_tensor_granularity_splits_outputs_and_parameters():
+    torch.manual_seed(0)
+    model, x = _TwoOutputNet().eval(), torch.randn(2, 8, 16)
+    g = w.extract(model, x, granularity="layer")
+    t = w.extract(model, x, granularity="tensor")
+    assert t.granularity == "tensor"
+    assert t.total_weight_bytes == g.total_weight_bytes == 4 * sum(p.numel() for p in model.parameters())
+    assert t.total_activation_bytes == g.total_activation_bytes and t.total_flops == g.total_flops
+    assert t.num_weight_decisions == len(list(model.parameters()))
+    names = [n.name for n in t.nodes]
+    attn = names.index("attn.multi_head_attention_forward")
+    extra = t.nodes[attn + 1]
+    assert extra.name == "attn.multi_head_attention_forward/output1" and extra.part_of == names[attn]
+    assert (extra.output_bytes, extra.flops, extra.weight_bytes) == (2 * 8 * 8 * 4, 0, 0)  # the (B, L, L) weights
+    assert t.nodes[attn].output_bytes == 2 * 8 * 16 * 4  # the largest output stays with the layer
+    assert "attn.multi_head_attention_forward/in_proj_bias" in names  # functional node: relative to its scope
+    preds = t.predecessors()
+    head = names.index("head")
+    assert attn + 1 in preds[head] and attn not in preds[head]  # head reads the weights from the output node
+    assert (attn, attn + 1) in t.edges
+    assert w.extract(model, x, granularity="tensor") == t  # deterministic
+    with pytest.raises(WorkloadError, match="granularity must be one of"):
+        w.extract(model, x, granularity="channel")
+    # without several outputs, extraction at tensor granularity is the graph transform of the layer graph
+    plain = nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16)).eval()
+    assert w.extract(plain, x, granularity="tensor") == to_tensor_granularity(w.extract(plain, x))
