@@ -161,13 +161,13 @@ def bench_malloc(rounds: int) -> list[dict]:
     return rows
 
 
-def bench_resnet(rounds: int, repeats: int) -> dict:
+def bench_resnet(rounds: int, repeats: int, threads: int | None = None) -> dict:
     from marl_gym.backends.native import NativeBackend
     from marl_gym.placement import Placement
     from marl_gym.workloads import load
 
     graph = load("resnet50")
-    kw = dict(n_tasks=1, fast_limit_bytes=None, warmup=2, repeats=repeats)
+    kw = dict(n_tasks=1, fast_limit_bytes=None, warmup=2, repeats=repeats, threads_per_task=threads)
     t0 = time.perf_counter()
     with NativeBackend(graph, None, preload=False, **kw) as plain, NativeBackend(graph, None, **kw) as tiered:
         started = time.perf_counter() - t0
@@ -210,6 +210,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per comparison (default 5)")
     parser.add_argument("--repeats", type=int, default=5, help="timed resnet50 inferences per round (default 5)")
+    parser.add_argument("--threads", type=int, help="torch threads per inference (default: all cores)")
     parser.add_argument("--skip-resnet", action="store_true", help="only the malloc/free loop")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -247,7 +248,7 @@ def main() -> int:
     result = {"schema_version": SCHEMA_VERSION, "command": " ".join(sys.argv), "machine": info, "malloc": rows}
     if not args.skip_resnet:
         print(f"\nresnet50 inference, batch 1 ({args.rounds} interleaved rounds x {args.repeats} timed runs)")
-        res = bench_resnet(args.rounds, args.repeats)
+        res = bench_resnet(args.rounds, args.repeats, args.threads)
         result["resnet50"] = res
         ratio = res["ratio_preload_over_without"]
         print(f"  without allocator         {res['latency_without_ms']:.1f} ms")
