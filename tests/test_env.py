@@ -229,3 +229,27 @@ def test_batch_size_scales_activations_not_weights():
     assert env8.baselines_s["dram_only"] > env1.baselines_s["dram_only"]
     with pytest.raises(ValueError, match="batch_size"):
         make(batch_size=0)
+
+
+def test_spec_is_deterministic_for_the_model_backend():
+    env = gym.make("HeteroMemPlacement-v0", workload="resnet50")
+    assert env.spec.nondeterministic is False
+    assert env.spec.kwargs["workload"] == "resnet50"
+
+
+def test_native_backend_through_the_env():
+    """The env on real inference through the tiering allocator (one worker, resnet50)."""
+    env = gym.make("HeteroMemPlacement-v0", workload="resnet50", backend="native", n_tasks=1)
+    try:
+        assert env.spec.nondeterministic is True
+        env.reset(seed=0)
+        n = env.unwrapped.graph.num_nodes
+        _, reward, terminated, _, info = env.step(np.ones((n, 2), np.int8))
+        assert terminated and info["backend"] == "native" and info["error"] is None
+        assert info["valid"] and info["latency_s"] > 0 and np.isfinite(reward)
+        assert info["fast_weight_bytes"] >= env.unwrapped.graph.total_weight_bytes
+        _, _, _, _, slow_info = env.step(np.zeros((n, 2), np.int8))
+        assert slow_info["slow_weight_bytes"] >= env.unwrapped.graph.total_weight_bytes
+        assert slow_info["fast_weight_bytes"] == 0
+    finally:
+        env.close()
