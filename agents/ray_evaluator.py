@@ -88,6 +88,8 @@ DEFAULT_FAILURE_REWARD = -5.0
 """Reward of a failed evaluation when the environment cannot say what its own failure reward is
 (EGRL's runner scored a crashed evaluation -5)."""
 MODES = ("auto", "batch", "step")
+STARTUP_NOTICE_S = 30.0
+"""Actors not ready after this long trigger a warning saying what they wait for (then waiting goes on)."""
 
 
 def import_ray() -> Any:
@@ -334,21 +336,23 @@ class RayEvaluator:
                 f"use n_actors <= {fits}, smaller num_cpus/resources, or add nodes "
                 f"(`ray start --address <head> --resources '{{\"pmem\": 1}}'`)"
             )
-        free = self._ray.available_resources()
-        busy = {k: free.get(k, 0.0) for k, v in need.items() if v > 0 and free.get(k, 0.0) + 1e-9 < v * self.n_actors}
-        if busy:
-            warnings.warn(
-                f"{self.n_actors} Ray actor(s) asking {need} each wait for resources held by others "
-                f"(free now: {busy}); they start when those are released",
-                RuntimeWarning,
-                stacklevel=3,
-            )
 
     def _wait_ready(self, timeout_s: float) -> list[dict[str, Any]]:
         ray = self._ray
         refs = [slot.actor.describe.remote() for slot in self._slots]
+        t0 = time.monotonic()
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=min(STARTUP_NOTICE_S, timeout_s))
+        if len(ready) < len(refs) and timeout_s > STARTUP_NOTICE_S:
+            warnings.warn(
+                f"{len(refs) - len(ready)} of {len(refs)} Ray actor(s) not ready after {STARTUP_NOTICE_S:.0f} s; "
+                f"each asks num_cpus={self.num_cpus}, resources={self.resources}; free now: "
+                f"{ray.available_resources()}. Still waiting (building the env can be slow, e.g. a native backend; "
+                f"startup_timeout_s={timeout_s:.0f})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         try:
-            return ray.get(refs, timeout=timeout_s)
+            return ray.get(refs, timeout=max(0.0, timeout_s - (time.monotonic() - t0)))
         except ray.exceptions.GetTimeoutError:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             self._kill_all()

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -74,12 +73,22 @@ class FaultyEnv(HeteroMemPlacementEnv):
     def evaluate_batch(self, actions: Any):
         self.calls += 1
         f = self.fault
+        if f.busy_marker and self.calls == 2:  # "I am busy with my second task": the test kills me now
+            try:
+                fd = os.open(f.busy_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
         if f.sleep_s:
             time.sleep(f.sleep_s * len(actions))
         if f.crash_on_call and self.calls == f.crash_on_call and f.marker:
-            marker = Path(f.marker)
-            if not marker.exists():
-                marker.write_text(str(os.getpid()))
+            try:  # O_EXCL: of actors reaching this call at the same moment, exactly one crashes
+                os.close(os.open(f.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
                 os._exit(1)  # the actor's process dies: nothing is returned
         if f.poison and (np.asarray(actions)[:, 0, 1] == 1).any():
             os._exit(1)  # any placement with node 0's activation in fast memory kills its actor, every time
@@ -94,6 +103,7 @@ class FaultyFactory:
     sleep_s: float = 0.0
     crash_on_call: int = 0
     marker: str = ""
+    busy_marker: str = ""
     poison: bool = False
     raises: str = ""
     deterministic: bool = True
@@ -139,19 +149,28 @@ def test_seeded_searches_have_identical_history(local_ray, env):
 
 
 # --------------------------------------------------------------------------- failures
-def test_actor_killed_mid_evaluate_loses_nothing(local_ray, env):
+def test_actor_killed_mid_evaluate_loses_nothing(local_ray, env, tmp_path):
     actions = random_actions(env, 12, seed=2)
     expected = InProcessBatchEvaluator(env).evaluate(actions)
-    with RayEvaluator(FaultyFactory(sleep_s=0.1), n_actors=2, rows_per_task=1) as ev:
-        victim = ev.actors[0]
-        killer = threading.Timer(0.35, lambda: ray.kill(victim, no_restart=True))
+    busy = tmp_path / "busy"
+    with RayEvaluator(FaultyFactory(sleep_s=0.2, busy_marker=str(busy)), n_actors=2, rows_per_task=1) as ev:
+        pids = [info["pid"] for info in ev.actor_info]
+        killed: list[Any] = []
+
+        def kill_the_busy_actor() -> None:  # once an actor is inside its 2nd of ~6 tasks
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (busy.exists() and busy.read_text()):
+                time.sleep(0.01)
+            victim = ev.actors[pids.index(int(busy.read_text()))]
+            killed.append(victim)
+            ray.kill(victim, no_restart=True)
+
+        killer = threading.Thread(target=kill_the_busy_actor, daemon=True)
         killer.start()
-        try:
-            got = ev.evaluate(actions)
-        finally:
-            killer.cancel()
+        got = ev.evaluate(actions)
+        killer.join(timeout=30)
+        assert killed and killed[0] not in ev.actors
         assert ev.stats.actor_replacements == 1, ev.stats
-        assert ev.actors[0] is not victim
         np.testing.assert_array_equal(got.rewards, expected.rewards)
         assert not any(info.get("failed") for info in got.infos)
         assert ev.evaluations == 12 and ev.stats.failed_rows == 0
@@ -239,6 +258,8 @@ def test_pinning_with_custom_resources(local_ray, env):
     with RayEvaluator(GymEnvFactory(kwargs=ENV_KWARGS), n_actors=2, resources={"pmem": 1}) as ev:
         assert len(ev.actor_info) == 2
         assert ev.evaluate(random_actions(env, 4)).rewards.shape == (4,)
+        with pytest.raises(RuntimeError, match=r"only 0 of 1 Ray actor\(s\) were ready"):  # both pmem are held
+            RayEvaluator(GymEnvFactory(kwargs=ENV_KWARGS), n_actors=1, resources={"pmem": 1}, startup_timeout_s=1)
     with pytest.raises(ValueError, match=r"pmem.*n_actors <= 2"):
         RayEvaluator(GymEnvFactory(kwargs=ENV_KWARGS), n_actors=3, resources={"pmem": 1})
     with pytest.raises(ValueError, match="cxl"):
@@ -266,3 +287,22 @@ def test_make_evaluator_by_name(local_ray, env):
         assert isinstance(ev, RayEvaluator) and ev.n_actors == 1 and ev.max_retries == 0
     with pytest.raises(ValueError, match="inprocess.*process.*ray"):
         make_evaluator("dask", ENV_KWARGS)
+
+
+def test_cli_flags():
+    import argparse
+
+    from agents.evaluators_factory import add_evaluator_arguments, evaluator_from_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=4)  # an entry point's own flag is kept
+    add_evaluator_arguments(parser)
+    args = parser.parse_args(
+        ["--evaluator", "ray", "--address", "auto", "--ray-resources", '{"pmem": 1}', "--max-retries", "1"]
+    )
+    assert (args.evaluator, args.workers, args.address, args.ray_resources) == ("ray", 4, "auto", {"pmem": 1.0})
+    assert args.max_retries == 1 and args.ray_num_cpus is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ray-resources", "pmem=1"])
+    with pytest.raises(SystemExit, match="--address only applies to --evaluator ray"):
+        evaluator_from_args(parser.parse_args(["--evaluator", "process", "--address", "auto"]), ENV_KWARGS)
