@@ -106,27 +106,7 @@ def bench_native(args: argparse.Namespace, ray_opts: dict[str, Any]) -> dict[str
     return res
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", default="resnet50")
-    parser.add_argument("--system", default="optane-16g-128g")
-    parser.add_argument("--n-tasks", type=int, default=4, help="concurrent tasks (model backend)")
-    parser.add_argument("--batch", type=int, default=32, help="placements per evaluate() call (a population)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per model-backend setting")
-    parser.add_argument("--native-evals", type=int, default=8, help="placements timed per native setting")
-    parser.add_argument("--native-repeats", type=int, default=1, help="timed inferences per native evaluation")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: a local instance)")
-    parser.add_argument("--skip-native", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (JSON)")
-    args = parser.parse_args()
-    ray_opts: dict[str, Any] = {"address": args.address}
-
-    print(f"command     : {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"machine     : {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
-    import ray
-
-    print(f"ray         : {ray.__version__}")
-    model = bench_model(args, ray_opts)
+def print_model(args: argparse.Namespace, model: dict[str, Any]) -> None:
     us = 1e6
     print(f"\n[model backend] {args.workload}, n_tasks={args.n_tasks}, batches of {args.batch} placements")
     print(f"  in-process (one batched call)       : {model['inprocess_s'] * us:9.1f} us/evaluation")
@@ -138,6 +118,33 @@ def main() -> None:
         f"  Ray overhead over in-process        : {model['ray_overhead_per_eval_s'] * us:9.1f} us/evaluation "
         f"(batch split over 2 actors), {model['ray_overhead_per_task_s'] * 1e3:.2f} ms per one-row task"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", default="resnet50")
+    parser.add_argument("--system", default="optane-16g-128g")
+    parser.add_argument("--n-tasks", type=int, default=4, help="concurrent tasks (model backend)")
+    parser.add_argument("--batch", type=int, default=32, help="placements per evaluate() call (a population)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per model-backend setting")
+    parser.add_argument("--native-evals", type=int, default=8, help="placements timed per native setting")
+    parser.add_argument("--native-repeats", type=int, default=1, help="timed inferences per native evaluation")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: a local instance)")
+    parser.add_argument("--skip-native", action="store_true")
+    parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (JSON)")
+    args = parser.parse_args()
+    ray_opts: dict[str, Any] = {"address": args.address}
+
+    print(f"command     : {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(f"machine     : {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    import ray
+
+    print(f"ray         : {ray.__version__}")
+    model: dict[str, Any] | None = None
+    if not args.skip_model:
+        model = bench_model(args, ray_opts)
+        print_model(args, model)
 
     native: dict[str, Any] | None = None
     reason = "skipped (--skip-native)"
@@ -160,6 +167,13 @@ def main() -> None:
                 f"hosts {native[f'actors_{n}_hosts']})"
             )
         print(f"  2 actors / 1 actor: {native['speedup_2_over_1']:.2f}x")
+        hosts = set(native["actors_2_hosts"])
+        if len(hosts) == 1:
+            print(
+                f"  note: both actors ran on one machine ({os.cpu_count()} cores, load average now "
+                f"{os.getloadavg()[0]:.2f}): they share its cores and memory bandwidth, so this bounds what a "
+                "second actor adds here; on a cluster each actor gets its own machine (resources={'pmem': 1})"
+            )
     if args.json is not None:
         doc = {"schema_version": SCHEMA_VERSION, "kind": "marl_gym.bench_ray", "model": model, "native": native}
         doc["native_status"] = "measured" if native is not None else reason

@@ -35,6 +35,8 @@ ENV_KWARGS = {"workload": "resnet50", "system": "optane-16g-128g", "n_tasks": 4}
 def local_ray():
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throw-away local instance: no token file in $HOME
+    if ray.is_initialized():  # left over by an earlier module: this module needs its own resources (pmem)
+        ray.shutdown()
     ray.init(num_cpus=2, resources={"pmem": 2}, include_dashboard=False, log_to_driver=False)
     # The faulty env below lives in this test module, which Ray workers cannot import: ship it by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
