@@ -13,6 +13,16 @@ Observation (`Dict`):
 Action: `MultiBinary((N, 2))`; column 0 = the node's weights, column 1 = its output activation;
 1 = fast tier (DRAM), 0 = slow tier (PM / CXL / remote NUMA). Integer or boolean arrays only.
 
+Mixed workloads: ``tasks={"resnet50": 8, "bert_base": 4}`` (instead of ``workload``/``n_tasks``) runs the
+given number of concurrent tasks of each workload (`marl_gym.mix`, `marl_gym.backends.mixed`, docs/model.md
+"Mixed workloads"). The env then sees the disjoint union of the workloads' graphs: N = the sum of their
+node counts, ``node_features`` each workload's own features stacked, ``edge_index`` offset, the action
+``(N, 2)`` (every task of a workload uses its slice); two more observation keys, only in this mode:
+``workload_id`` int64 (N,) (which workload a node belongs to, in the order given) and ``workload_tasks``
+int64 (N,) (how many tasks run that workload). Latency and the baselines are task-weighted means over the
+mix, a placement is valid when the tasks together fit the shared DRAM (and slow tier), and the system
+vector uses n = all tasks and the average per-task budget and footprint.
+
 Reward: see `marl_gym.envs.rewards` (default ``speedup`` = baseline latency / latency when the
 placement fits the fast tier; below the all-slow placement's reward, by more the larger the overflow,
 when it does not). `info` carries the whole `Evaluation` plus ``reward_baseline`` and ``speedup``.
@@ -30,6 +40,7 @@ from gymnasium import spaces
 
 from marl_gym.backends.base import Backend, BatchEvaluation, Evaluation
 from marl_gym.envs.rewards import compute_rewards, get_reward
+from marl_gym.mix import Mix
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import NUM_NODE_FEATURES, WorkloadGraph, peak_live_activation_bytes
 from marl_gym.workloads.registry import resolve
@@ -44,6 +55,7 @@ SYSTEM_FEATURE_NAMES = (
     "log2_footprint_over_fast_budget",
 )
 BACKENDS = ("model", "native")
+DEFAULT_WORKLOAD = "wide_resnet101_2"
 GIB = 2**30
 
 
@@ -68,9 +80,9 @@ class HeteroMemPlacementEnv(gym.Env):
 
     def __init__(
         self,
-        workload: str | os.PathLike[str] | WorkloadGraph = "wide_resnet101_2",
+        workload: str | os.PathLike[str] | WorkloadGraph | None = None,
         system: Any = "optane-16g-128g",
-        n_tasks: int = 1,
+        n_tasks: int | None = None,
         baseline: str = "memory_mode",
         reward: str = "speedup",
         backend: str | Backend = "model",
@@ -78,8 +90,27 @@ class HeteroMemPlacementEnv(gym.Env):
         render_mode: str | None = None,
         batch_size: int | None = None,
         backend_kwargs: dict[str, Any] | None = None,
+        tasks: Any = None,
     ) -> None:
         super().__init__()
+        self.mix: Mix | None = None
+        if tasks is not None:
+            if workload is not None or n_tasks is not None:
+                raise ValueError(
+                    "give either tasks={workload: count, ...} (a mix of workloads) or workload= and n_tasks= "
+                    f"(one workload), not both (got tasks={tasks!r}, workload={workload!r}, n_tasks={n_tasks!r})"
+                )
+            if batch_size is not None and (
+                not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1
+            ):
+                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            self.mix = Mix.of(tasks, batch_size=batch_size)
+            n_tasks = self.mix.n_tasks
+        self.tasks: dict[str, int] | None = self.mix.tasks if self.mix is not None else None
+        if workload is None:
+            workload = self.mix.graph if self.mix is not None else DEFAULT_WORKLOAD
+        if n_tasks is None:
+            n_tasks = 1
         if not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or n_tasks < 1:
             raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
         if not np.isfinite(noise) or noise < 0:
@@ -87,7 +118,7 @@ class HeteroMemPlacementEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.graph = resolve(workload)
-        if batch_size is not None:
+        if batch_size is not None and self.mix is None:
             if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
             if batch_size != self.graph.batch_size:
@@ -111,27 +142,42 @@ class HeteroMemPlacementEnv(gym.Env):
                 f"(it does not fit); choose another baseline, e.g. 'memory_mode' or 'all_slow'"
             )
         self.all_slow_s = float(self.baselines_s.get("all_slow", self.baseline_s))
-        self.footprint_bytes = float(self.graph.total_weight_bytes + peak_live_activation_bytes(self.graph))
+        if self.mix is None:
+            self.footprint_bytes = float(self.graph.total_weight_bytes + peak_live_activation_bytes(self.graph))
+        else:  # the task-weighted mean of the workloads' footprints (the union's lifetimes are no schedule)
+            self.footprint_bytes = float(
+                sum(
+                    c * (g.total_weight_bytes + peak_live_activation_bytes(g))
+                    for g, c in zip(self.mix.graphs, self.mix.counts)
+                )
+                / self.mix.n_tasks
+            )
 
         n = self.graph.num_nodes
         e = len(self.graph.edges)
-        self._node_features = self.graph.node_features()
+        self._node_features = self.graph.node_features() if self.mix is None else self.mix.node_features()
         self._edge_index = self.graph.edge_index()
         self._decision_mask = np.stack([self.graph.weight_mask, np.ones(n, bool)], axis=1).astype(np.int8)
         self._system_features = self._system_vector()
-        self.observation_space = spaces.Dict(
-            {
-                "node_features": spaces.Box(0.0, np.inf, (n, NUM_NODE_FEATURES), np.float32),
-                "edge_index": spaces.Box(0, max(n - 1, 0), (2, e), np.int64),
-                "decision_mask": spaces.MultiBinary((n, 2)),
-                "system": spaces.Box(-np.inf, np.inf, (len(SYSTEM_FEATURE_NAMES),), np.float32),
-            }
-        )
+        obs_spaces = {
+            "node_features": spaces.Box(0.0, np.inf, (n, NUM_NODE_FEATURES), np.float32),
+            "edge_index": spaces.Box(0, max(n - 1, 0), (2, e), np.int64),
+            "decision_mask": spaces.MultiBinary((n, 2)),
+            "system": spaces.Box(-np.inf, np.inf, (len(SYSTEM_FEATURE_NAMES),), np.float32),
+        }
+        self._mix_obs: dict[str, np.ndarray] = {}
+        if self.mix is not None:
+            self._mix_obs = {"workload_id": self.mix.workload_id, "workload_tasks": self.mix.workload_tasks}
+            obs_spaces["workload_id"] = spaces.Box(0, len(self.mix) - 1, (n,), np.int64)
+            obs_spaces["workload_tasks"] = spaces.Box(1, self.mix.n_tasks, (n,), np.int64)
+        self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.MultiBinary((n, 2))
         self._last: tuple[Placement, Evaluation, float] | None = None
 
     # ------------------------------------------------------------ construction
     def _make_backend(self, backend: str | Backend, system: Any, kwargs: dict[str, Any]) -> Backend:
+        if self.mix is not None:
+            return self._make_mixed_backend(backend, system, kwargs)
         if not isinstance(backend, str):
             if not isinstance(backend, Backend):
                 raise ValueError(f"backend must be one of {BACKENDS} or a Backend instance, got {backend!r}")
@@ -145,6 +191,21 @@ class HeteroMemPlacementEnv(gym.Env):
 
             return NativeBackend(self.graph, system, n_tasks=self.n_tasks, **kwargs)
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+
+    def _make_mixed_backend(self, backend: str | Backend, system: Any, kwargs: dict[str, Any]) -> Backend:
+        from marl_gym.backends.mixed import MixedModelBackend
+
+        assert self.mix is not None
+        if isinstance(backend, MixedModelBackend):
+            if backend.graph != self.graph:
+                raise ValueError(f"the backend's mix {backend.tasks} is not the env's tasks {self.mix.tasks}")
+            return backend
+        if backend == "model":
+            return MixedModelBackend(self.mix, system, **kwargs)
+        raise ValueError(
+            f"a mix of workloads (tasks=) runs on the analytic model only: use backend='model' or a "
+            f"MixedModelBackend, got {backend!r}"
+        )
 
     def _system_vector(self) -> np.ndarray:
         budget = float(self.backend.fast_budget_bytes)
@@ -170,6 +231,7 @@ class HeteroMemPlacementEnv(gym.Env):
             "edge_index": self._edge_index.copy(),
             "decision_mask": self._decision_mask.copy(),
             "system": self._system_features.copy(),
+            **{key: value.copy() for key, value in self._mix_obs.items()},
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -181,7 +243,9 @@ class HeteroMemPlacementEnv(gym.Env):
         placement = Placement.from_action(self._check_action(action))
         evaluation = self.backend.evaluate(placement)
         latency = self._noisy(np.array([evaluation.latency_s]))[0]
-        reward = float(self._rewards(np.array([latency]), np.array([evaluation.valid]), np.array([evaluation.overflow_bytes]))[0])
+        reward = float(
+            self._rewards(np.array([latency]), np.array([evaluation.valid]), np.array([evaluation.overflow_bytes]))[0]
+        )
         info = evaluation.to_info()
         info.update(
             model_latency_s=evaluation.latency_s,
@@ -227,7 +291,9 @@ class HeteroMemPlacementEnv(gym.Env):
     def evaluate(self, placement: Placement) -> tuple[float, Evaluation]:
         """Reward and full evaluation of one placement, without touching the episode state."""
         evaluation = self.backend.evaluate(placement)
-        reward = self._rewards(np.array([evaluation.latency_s]), np.array([evaluation.valid]), np.array([evaluation.overflow_bytes]))
+        reward = self._rewards(
+            np.array([evaluation.latency_s]), np.array([evaluation.valid]), np.array([evaluation.overflow_bytes])
+        )
         return float(reward[0]), evaluation
 
     # ---------------------------------------------------------------- helpers

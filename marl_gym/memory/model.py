@@ -315,12 +315,7 @@ class AnalyticModel:
         is h = (C / WS) * (1 - exp(-WS / C)): about 1 - WS/(2C) when WS << C (conflict misses even
         when it fits, as the MARL paper observed), C / WS when WS >> C.
         """
-        s = self.system
-        ws = self.n_tasks * self.tensor_footprint_bytes + s.reserve_hot_fraction * s.system_reserve_bytes
-        c = float(s.fast_capacity_bytes)
-        if ws <= 0:
-            return 1.0
-        return float(min(1.0, (c / ws) * -math.expm1(-ws / c)))
+        return memory_mode_hit_rate_of(self.system, self.n_tasks * self.tensor_footprint_bytes)
 
     # ----------------------------------------------------------------- modes
     def random_fast_share(self) -> float:
@@ -481,6 +476,20 @@ class AnalyticModel:
                 live[span] += b
                 a[j] = True
         return Placement(w, a)
+
+
+def memory_mode_hit_rate_of(system: MemorySystem, tasks_tensor_bytes: float) -> float:
+    """Memory Mode hit rate when all running tasks together hold `tasks_tensor_bytes` of tensors.
+
+    `AnalyticModel.memory_mode_hit_rate` with the working set of any set of tasks (n identical ones, or
+    a mix of workloads, `marl_gym.backends.mixed`): WS = tasks_tensor_bytes + hot part of the reserve,
+    h = (C / WS) * (1 - exp(-WS / C)) with C the fast capacity.
+    """
+    ws = float(tasks_tensor_bytes) + system.reserve_hot_fraction * system.system_reserve_bytes
+    c = float(system.fast_capacity_bytes)
+    if ws <= 0:
+        return 1.0
+    return float(min(1.0, (c / ws) * -math.expm1(-ws / c)))
 
 
 # ------------------------------------------------------------------ calibration
