@@ -52,6 +52,10 @@ def analytic_model_of(env: Any) -> AnalyticModel:
     if isinstance(env, AnalyticModel):
         return env
     base = getattr(env, "unwrapped", env)
+    if getattr(base, "mixed", False) or getattr(getattr(base, "backend", None), "mixed", False):
+        raise NotImplementedError(
+            "the greedy and MILP baselines handle one workload per env; mixed co-located workloads are not supported"
+        )
     model = getattr(base, "model", None)
     if isinstance(model, AnalyticModel):
         return model

@@ -156,6 +156,35 @@ class MILPSolution:
         )
 
 
+_banner_done = False
+
+
+def _new_highs(highspy: Any, verbose: bool) -> Any:
+    """A `Highs` instance; the first one in a process prints a banner to fd 1, hidden unless `verbose`."""
+    global _banner_done
+    if verbose or _banner_done:
+        return highspy.Highs()
+    import ctypes
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        h = highspy.Highs()
+        try:
+            ctypes.CDLL(None).fflush(None)
+        except (OSError, AttributeError):  # pragma: no cover - no C library to flush
+            pass
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    _banner_done = True
+    return h
+
+
 def _kept_capacity_steps(model: AnalyticModel, act_idx: np.ndarray) -> np.ndarray:
     """Steps whose fast-tier capacity row is not implied by a neighbouring step's row.
 
@@ -290,7 +319,7 @@ def solve_milp(
     col_lo = np.concatenate([np.zeros(nb), np.maximum(C, m_min)[t_nodes] / unit])
     col_hi = np.concatenate([np.ones(nb), np.maximum(C, m_max)[t_nodes] / unit])
 
-    h = highspy.Highs()
+    h = _new_highs(highspy, verbose)
     h.setOptionValue("output_flag", bool(verbose))
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(time_limit_s))

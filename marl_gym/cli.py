@@ -36,7 +36,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 """Subcommands by name, in the order `--help` lists them."""
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("marl_gym.cli_compare",)
 """Modules imported before the parser is built; each calls `register()` for its own subcommands."""
 
 
