@@ -1,0 +1,101 @@
+"""Baselines behind the Agent protocol: the greedy respects the fast budget at every step and its budget of
+evaluations; SB3 PPO and A2C train on the wrapped env with one step per evaluation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import marl_gym  # noqa: F401  (registers the env)
+from agents.base import Agent, SearchResult
+from agents.greedy import ACTIVATION, WEIGHTS, CapacityTracker, Greedy, analytic_model_of, model_greedy
+from agents.sb3 import SB3Agent, SB3Config
+from marl_gym.placement import Placement
+
+ENV = dict(workload="resnet50", system="optane-16g-128g", n_tasks=32)
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = gym.make("HeteroMemPlacement-v0", **ENV)
+    yield e
+    e.close()
+
+
+def _check_history(result: SearchResult, budget: int) -> None:
+    evals = [h[0] for h in result.history]
+    best = [h[1] for h in result.history]
+    assert evals == list(range(1, result.evaluations + 1))
+    assert result.evaluations <= budget
+    assert all(b2 >= b1 for b1, b2 in zip(best, best[1:]))
+    assert best[-1] == pytest.approx(result.best_reward)
+
+
+def test_capacity_tracker_matches_the_model_on_random_placements(env):
+    m = analytic_model_of(env)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        action = (rng.random((m.n, 2)) < rng.random()).astype(np.int8)
+        action[:, WEIGHTS] &= m.has_weights.astype(np.int8)
+        tracker = CapacityTracker(m, action)
+        cap = m.capacity(action[None, :, WEIGHTS].astype(float), action[None, :, ACTIVATION].astype(float))
+        assert tracker.peak_fast_bytes == cap["peak_fast"][0]
+        assert (tracker.peak_fast_bytes <= tracker.budget_bytes) == bool(cap["valid"][0])
+
+
+def test_greedy_respects_capacity_and_budget(env):
+    agent = Greedy()
+    assert isinstance(agent, Agent)
+    result = agent.fit(env, budget=2000)
+    _check_history(result, 2000)
+    base = env.unwrapped
+    ev = base.backend.evaluate(result.best_placement)
+    assert ev.valid and ev.peak_fast_bytes <= base.backend.fast_budget_bytes
+    # it beats the baseline (Memory Mode) here and every accepted step stayed within the budget
+    assert result.best_reward > 1.0
+    # a greedy fill is a feasible point of the MILP and can only be as good as the optimum
+    from agents.milp import solve_milp
+
+    assert ev.latency_s >= solve_milp(base.backend.model).latency_s * (1 - 1e-9)
+
+
+def test_greedy_stops_at_a_small_budget(env):
+    result = Greedy().fit(env, budget=25)
+    assert result.evaluations == 25
+    _check_history(result, 25)
+
+
+def test_model_greedy_is_valid_and_beats_all_slow(env):
+    base = env.unwrapped
+    p = model_greedy(base.backend.model)
+    assert isinstance(p, Placement)
+    ev = base.backend.evaluate(p)
+    assert ev.valid
+    assert ev.latency_s < base.baselines_s["all_slow"]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_sb3_agents_run_a_tiny_budget(env, algo, tmp_path):
+    agent = SB3Agent(algo, SB3Config(n_steps=8, batch_size=8, n_epochs=1, net_arch=(16,)), seed=0)
+    assert isinstance(agent, Agent)
+    result = agent.fit(env, budget=20)
+    assert result.agent == algo
+    _check_history(result, 20)
+    assert result.evaluations == 20  # stopped exactly at the budget, mid-rollout
+    assert result.best_action.shape == (env.unwrapped.graph.num_nodes, 2)
+    reward, _ = env.unwrapped.evaluate(result.best_placement)
+    assert reward == pytest.approx(result.best_reward)
+    agent.save(tmp_path / "model.zip")
+    again = SB3Agent(algo)
+    again.load(tmp_path / "model.zip")
+    assert again.config.n_steps == 8
+    obs = np.zeros(again.model.observation_space.shape, np.float32)
+    assert again.predict(obs).shape == (2 * env.unwrapped.graph.num_nodes,)
+
+
+def test_sb3_rejects_unknown_algorithms_and_empty_budgets(env):
+    with pytest.raises(ValueError, match="unknown SB3 algorithm"):
+        SB3Agent("sac")
+    with pytest.raises(ValueError, match="budget"):
+        SB3Agent("ppo").fit(env, budget=0)
