@@ -215,6 +215,7 @@ def test_extract_tensor_granularity_splits_outputs_and_parameters():
     attn = names.index("attn.multi_head_attention_forward")
     extra = t.nodes[attn + 1]
     assert extra.name == "attn.multi_head_attention_forward/output1" and extra.part_of == names[attn]
+    assert extra.module is None  # the native backend maps (module, call) to one node: the layer's
     assert (extra.output_bytes, extra.flops, extra.weight_bytes) == (2 * 8 * 8 * 4, 0, 0)  # the (B, L, L) weights
     assert t.nodes[attn].output_bytes == 2 * 8 * 16 * 4  # the largest output stays with the layer
     assert "attn.multi_head_attention_forward/in_proj_bias" in names  # functional node: relative to its scope
@@ -228,3 +229,45 @@ def test_extract_tensor_granularity_splits_outputs_and_parameters():
     # without several outputs, extraction at tensor granularity is the graph transform of the layer graph
     plain = nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16)).eval()
     assert w.extract(plain, x, granularity="tensor") == to_tensor_granularity(w.extract(plain, x))
+
+
+_NATIVE_MODEL = """
+import torch
+from torch import nn
+
+def net():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(32 * 16 * 16, 64)).eval()
+    return model, (torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)),)
+"""
+
+
+def test_native_backend_moves_each_parameter_to_its_own_tier(tmp_path):
+    """The native backend needs no change: a parameter node names one parameter and its layer's module."""
+    from marl_gym.backends.native import NativeBackend
+
+    path = tmp_path / "gran_net.py"
+    path.write_text(_NATIVE_MODEL)
+    namespace: dict = {}
+    exec(compile(_NATIVE_MODEL, str(path), "exec"), namespace)
+    model, inputs = namespace["net"]()
+    graph = w.extract(model, inputs, name="gran_net", granularity="tensor")
+    assert graph.num_weight_decisions == len(list(model.parameters())) == 6
+    weights = np.array([n.has_weights for n in graph.nodes])
+    alternate = np.cumsum(weights) % 2 == 1  # every other parameter fast: each layer's tensors in two tiers
+    placement = Placement(alternate & weights, np.arange(graph.num_nodes) % 2 == 0)
+    try:
+        native = NativeBackend(graph, None, model=f"{path}:net", fast_limit_bytes=None, warmup=0, repeats=1)
+    except Exception as exc:  # pragma: no cover - hosts where the allocator cannot be built
+        pytest.skip(f"native backend unavailable: {exc}")
+    with native:
+        ev = native.evaluate(placement)
+    assert ev.error is None and ev.valid and not ev.extra["weights_misplaced"]
+    for i, node in enumerate(graph.nodes):
+        if node.weight_names:
+            tier = "fast" if placement.weights_fast[i] else "slow"
+            assert ev.extra["per_node"][i]["weights"][tier] > 0, node.name
+        info = ev.extra["per_node"][i]
+        if node.part_of is None and node.module is not None and not info["inplace"]:
+            assert info["output_tier"] == ("fast" if placement.activations_fast[i] else "slow"), node.name

@@ -78,6 +78,9 @@ def test_zoo_graph_is_consistent(name):
     assert all(node.flops > 0 or node.op == "embedding" for node in g.nodes)
     assert len({node.name for node in g.nodes}) == n
     assert set(g.array("access", object)) <= set(w.ACCESS_PATTERNS)
+    # schema 2: per-parameter sizes recorded (validation checks they sum to weight_bytes), no split nodes
+    assert all(len(node.weight_tensor_bytes) == len(node.weight_names) for node in g.nodes)
+    assert g.granularity == "layer" and all(node.part_of is None for node in g.nodes)
 
 
 def test_bottleneck_block_structure():

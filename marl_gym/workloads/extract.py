@@ -406,8 +406,8 @@ class _Extractor:
                 _Record(
                     name=f"{rec.name}/output{k}",
                     op=rec.op,
-                    module=rec.module,
-                    call=rec.call,
+                    module=None,  # no module runs it; see `marl_gym.workloads.granularity` (native backend)
+                    call=0,
                     input_bytes=0,
                     output_bytes=sizes[k],
                     flops=0,

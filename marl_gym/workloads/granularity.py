@@ -16,14 +16,16 @@ torch). A layer node with k > 1 parameter tensors keeps its compute, its inputs,
 *largest* parameter (the first of equal ones); each of the other k - 1 tensors becomes a **parameter
 node**, placed right before the layer node, in the layer's parameter order:
 
-* name ``"<layer>/<parameter name relative to the layer's module>"``, e.g. ``"layer1.0.bn1/bias"``;
+* name ``"<layer>/<parameter name relative to the layer's module>"``, e.g. ``"layer1.0.bn1/bias"`` (for a
+  functional node, relative to its enclosing module: ``"attn.multi_head_attention_forward/in_proj_bias"``);
 * ``op`` = the layer's op (the op one-hot says what reads the tensor; `OP_TYPES`, hence
   `NUM_NODE_FEATURES`, are unchanged; a parameter node is recognisable by zero FLOPs, zero input and
   output bytes, and ``part_of``);
 * ``weight_bytes`` = the tensor's bytes, ``weight_names`` = that one parameter, FLOPs = output bytes =
   input bytes = 0, ``access`` classified from its own size (a small bias is "tiny");
 * ``module`` and ``call`` = the layer's, ``part_of`` = the layer node's name (so the native backend finds
-  and moves exactly that parameter);
+  and moves exactly that parameter; it runs tensor graphs unchanged, but until it skips ``part_of`` nodes
+  when counting module calls its ``call_mismatch`` diagnostic lists every split module);
 * one edge to its layer node, carrying no bytes (it tells a GNN which layer reads the tensor and keeps
   the graph connected). Its activation bit has no bytes and no effect; only its weight tier matters.
 
@@ -32,20 +34,29 @@ node's read time (its bytes / bandwidth + one access latency) as the time of a n
 *added* to the latency instead of overlapping with its layer's compute or other transfers inside one
 max. For a memory-bound layer the two agree up to the extra access latency; for a compute-bound one the
 tensor graph overstates the time by the split-off tensors' read time. Keeping the largest tensor in the
-layer node keeps that error small: in the zoo the split-off tensors are biases and norm scales/shifts
-(about 0.1 % of ResNet-50's weight bytes). Lifting a layer placement to tensor granularity
-(`lift_placement`) keeps the fast-tier bytes exactly and the modelled latency within that error.
+layer node keeps that error small in the zoo, where the split-off tensors are biases and norm
+scales/shifts (about 0.1 % of ResNet-50's and BERT-base's weight bytes): lifting a layer placement to
+tensor granularity (`lift_placement`) keeps the fast-tier bytes exactly and the modelled latency within
+0.1 % (random placements of resnet50 and bert_base). It is not small for a compute-bound layer with a
+second large tensor: torch's own `nn.MultiheadAttention` is one node holding in_proj (12 MiB) and
+out_proj (4 MiB) weights, and a 12-layer `nn.TransformerEncoder` reads about 4-6 % slower at tensor
+granularity. The error is one-sided and an optimiser exploits it (it moves split-off tensors to DRAM to
+shorten reads the layer model hides under compute); docs/granularity.md measures it. The fix belongs in
+the model: one roofline per layer over the layer node and its ``part_of`` nodes,
+max(compute, sum of their memory times), which keeps the MILP linear.
 
 Outputs (``extract(..., granularity="tensor")`` only: a graph does not record which of a node's outputs
 each reader reads, so only extraction can split them). A node returning several fresh tensors keeps its
 largest output; each other output becomes an **output node** right after it named
 ``"<layer>/output<k>"`` (k = its position among the outputs), with that tensor's bytes as output, zero
 FLOPs, weights and input bytes, an edge from the layer (carrying no bytes: the model charges nothing for
-it), the layer's op/module/call and ``part_of``; readers of that tensor read it from the output node.
-Its write is charged to the output node (the same additive approximation). No zoo graph has such a
-node (views such as split/chunk are aliases, transformers' attention returns one tensor under SDPA),
-so for the zoo, tensor granularity splits parameters only. The native backend sets one activation tier
-per module call, so it can only honour the layer's bit for all outputs of a call.
+it), the layer's op, ``part_of`` = the layer, and ``module`` = None (no module runs it; were it given the
+layer's module and call, the native backend, which maps a (module, call) to one node, would take the
+output node's tier for the layer's own output); readers of that tensor read it from the output node.
+Its write is charged to the output node (the same additive approximation). The native backend sets one
+activation tier per module call, so it keeps all outputs of a call in the layer's tier. No zoo graph
+has such a node (views such as split/chunk are aliases, not nodes; SDPA attention returns one tensor),
+so for the zoo, tensor granularity splits parameters only.
 
 Zero-byte parameters stay with their layer node (there is nothing to place). Shared (tied) parameters
 are counted once, at their first reader, at either granularity.
