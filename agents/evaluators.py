@@ -10,6 +10,8 @@ process pool, or (later) on a Ray cluster.
 - `ProcessPoolEvaluator(factory, n_workers)`: spawned worker processes, each holding its own env built
   by a picklable factory (e.g. `GymEnvFactory`), evaluate rows with `env.step`; the info is the env's
   full `info` dict.
+- `agents.ray_evaluator.RayEvaluator`: the same over Ray actors; `agents.evaluators_factory` builds any
+  of them by name.
 
 `EvaluationSession` sits between an agent and an evaluator: it charges the budget, caches rewards of
 placements already evaluated when the backend is deterministic (a cache hit costs no evaluation),
@@ -183,19 +185,6 @@ class ProcessPoolEvaluator:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def make_evaluator(kind: str, env: Any = None, factory: Any = None, n_workers: int = 2) -> Any:
-    """`kind` is "inprocess" (needs `env`) or "process" (needs a picklable `factory`)."""
-    if kind == "inprocess":
-        if env is None:
-            raise ValueError("the in-process evaluator needs env=")
-        return InProcessBatchEvaluator(env)
-    if kind == "process":
-        if factory is None:
-            raise ValueError("the process-pool evaluator needs a picklable env factory (factory=GymEnvFactory(...))")
-        return ProcessPoolEvaluator(factory, n_workers=n_workers)
-    raise ValueError(f"unknown evaluator {kind!r}; choose 'inprocess' or 'process'")
 
 
 class EvaluationSession:

@@ -1,8 +1,9 @@
 """Random search: the simplest agent behind the `Agent` protocol, and the yardstick for EGRL's tests.
 
-Each sample first draws a fast-tier density p ~ U(0, 1), then puts every decision in the fast tier
-with probability p. Plain p = 0.5 sampling almost never fits when the fast tier binds (half of all
-bytes in DRAM), so varying the density makes this a fairer, stronger baseline.
+Each sample first draws a fast-tier density for weight decisions and one for activation decisions,
+each ~ U(0, 1), then puts every decision in the fast tier with its type's probability. Plain p = 0.5
+sampling almost never fits when the fast tier binds (half of all bytes in DRAM); varying the
+densities makes this a fairer, stronger baseline, with the same prior EGRL's "spread" start uses.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class RandomSearch:
 
     def sample(self, rng: np.random.Generator, count: int, mask: np.ndarray) -> np.ndarray:
         cfg = self.config
-        p = rng.uniform(cfg.density_low, cfg.density_high, size=(count, 1, 1))
+        p = rng.uniform(cfg.density_low, cfg.density_high, size=(count, 1, 2))
         return ((rng.random((count, *mask.shape)) < p) & mask[None]).astype(np.int8)
 
     def fit(self, env: Any, budget: int | None = 300, evaluator: Any = None, **_: Any) -> SearchResult:

@@ -61,6 +61,7 @@ GENERATION_COLUMNS = (
     "actor_loss",
     "q",
     "entropy",
+    "alpha",
     "gradient_steps",
     "wall_time_s",
 )
@@ -89,6 +90,7 @@ class _Stats:
     actor_loss: float = math.nan
     q: float = math.nan
     entropy: float = math.nan
+    alpha: float = math.nan
     steps: int = 0
 
 
@@ -137,10 +139,14 @@ class EGRL:
         if cfg.use_ea:
             n_boltz = int(round(cfg.boltzmann_fraction * cfg.population_size))
             for i in range(cfg.population_size):
+                density = self.rng.uniform(0.0, 1.0, size=2) if cfg.init_density == "spread" else None
                 if i < n_boltz:
-                    self.population.append(BoltzmannChromosome.random(mask, self.rng, cfg))
+                    self.population.append(BoltzmannChromosome.random(mask, self.rng, cfg, density))
                 else:
-                    self.population.append(GNNIndividual(make_actor(g.in_channels, cfg)))
+                    actor = make_actor(g.in_channels, cfg)
+                    if density is not None:
+                        actor.set_density(density)
+                    self.population.append(GNNIndividual(actor))
         self.fitness = np.full(len(self.population), -np.inf)
         self.learner = DiscreteSAC(g.in_channels, cfg) if cfg.use_learner else None
         self.buffer = ReplayBuffer(cfg.buffer_size, g.num_nodes) if cfg.use_learner else None
@@ -215,7 +221,16 @@ class EGRL:
                     bar.update(session.budget.used - before)
                     bar.set_postfix(gen=self.generation, best=f"{session.tracker.best_reward:.4f}")
                 if writer is not None:
-                    for key in ("best_reward", "gen_max", "gen_mean", "critic_loss", "actor_loss", "entropy", "q"):
+                    for key in (
+                        "best_reward",
+                        "gen_max",
+                        "gen_mean",
+                        "critic_loss",
+                        "actor_loss",
+                        "entropy",
+                        "q",
+                        "alpha",
+                    ):
                         if isinstance(row[key], float) and math.isfinite(row[key]):
                             writer.add_scalar(f"egrl/{key}", row[key], self.generation)
                     writer.add_scalar("egrl/best_vs_evaluations", row["best_reward"], session.budget.used)
@@ -267,7 +282,7 @@ class EGRL:
             self.buffer.add(actions[done], rewards[done])
             if len(self.buffer) >= cfg.learning_starts:
                 steps = int(round(done.sum() * cfg.gradient_steps_per_transition))
-                sums = {"critic_loss": 0.0, "actor_loss": 0.0, "q": 0.0, "entropy": 0.0}
+                sums = {"critic_loss": 0.0, "actor_loss": 0.0, "q": 0.0, "entropy": 0.0, "alpha": 0.0}
                 for _ in range(steps):
                     out = self.learner.update({0: g}, self.buffer, self.rng)
                     for key in sums:
@@ -316,6 +331,7 @@ class EGRL:
             "actor_loss": stats.actor_loss,
             "q": stats.q,
             "entropy": stats.entropy,
+            "alpha": stats.alpha,
             "gradient_steps": stats.steps,
             "wall_time_s": session.budget.elapsed_s(),
         }

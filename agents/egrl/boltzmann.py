@@ -45,12 +45,27 @@ class BoltzmannChromosome:
 
     # -------------------------------------------------------------- construction
     @classmethod
-    def random(cls, mask: np.ndarray, rng: np.random.Generator, cfg: EGRLConfig) -> BoltzmannChromosome:
-        """Prior U(0, 1) row-normalised, temperature U(temp_init_low, temp_init_high), as in EGRL."""
+    def random(
+        cls, mask: np.ndarray, rng: np.random.Generator, cfg: EGRLConfig, density: np.ndarray | None = None
+    ) -> BoltzmannChromosome:
+        """Prior U(0, 1) row-normalised, temperature U(temp_init_low, temp_init_high), as in EGRL.
+
+        With `density` (P(fast) for the weight and the activation decisions, shape (2,)), the prior is
+        set so that every decision samples fast with exactly that probability: prior difference
+        T * logit(density), with the temperature lowered where needed to keep the prior in [0, 1].
+        """
         n = mask.shape[0]
-        prior = rng.uniform(0.0, 1.0, size=(n, 2, 2))
         temperature = rng.uniform(cfg.boltzmann_temp_init_low, cfg.boltzmann_temp_init_high, size=(n, 2))
-        return cls(prior, temperature, mask)
+        if density is None:
+            prior = rng.uniform(0.0, 1.0, size=(n, 2, 2))
+            return cls(prior, temperature, mask)
+        d = np.clip(np.asarray(density, dtype=np.float64), 1e-3, 1 - 1e-3)
+        logit = np.log(d) - np.log1p(-d)  # (2,)
+        limit = 0.98 / np.maximum(np.abs(logit), 1e-9)
+        temperature = np.minimum(temperature, limit[None, :])
+        diff = temperature * logit[None, :]  # prior_fast - prior_slow
+        prior = np.stack([(1.0 - diff) / 2.0, (1.0 + diff) / 2.0], axis=-1)
+        return cls(prior, np.maximum(temperature, 1e-3), mask)
 
     @classmethod
     def from_logits(

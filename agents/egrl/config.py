@@ -32,6 +32,11 @@ class EGRLConfig:
     tournament_size: int = 3
     crossover_prob: float = 0.3
     mutation_prob: float = 0.85
+    init_density: str = "uniform"
+    """"uniform": members start as published (Boltzmann priors U(0, 1), GNN heads unbiased: about half
+    of all decisions fast). "spread": every initial member draws its own P(fast) for weight decisions
+    and for activation decisions from U(0, 1) and starts there (Boltzmann priors set accordingly, GNN
+    head biases set to the logits), so the first generation spans sparse to dense placements."""
     gnn_rollout: str = "sample"
     """How population GNN actors act: "sample" from their policy or "greedy" (argmax)."""
 
@@ -58,6 +63,10 @@ class EGRLConfig:
     boltzmann_temp_drift: float = 0.95
     boltzmann_temp_noise: float = 0.1
     """Mutation: temperature *= N(drift, noise), clipped to [temp_min, temp_max]."""
+    seed_temperature: float | None = None
+    """Temperature of chromosomes seeded from a GNN: None = match the GNN's distribution exactly (a
+    near-deterministic GNN gives a near-deterministic chromosome); a float = that temperature everywhere
+    (0.2 flips a saturated decision with probability 0.7%: local exploration around the GNN's choice)."""
     boltzmann_mutation_frac: float = 1.0
     """Fraction of nodes whose prior and temperature a mutation perturbs (1.0 = all, as published)."""
 
@@ -79,6 +88,11 @@ class EGRLConfig:
     use_learner: bool = True
     use_ea: bool = True
     alpha: float = 0.05
+    """Entropy weight (fixed, as published) or its starting value when `target_entropy` is set."""
+    target_entropy: float | None = None
+    """Mean entropy per decision (nats, at most ln 2 = 0.693) that alpha is tuned to keep (SAC v2);
+    None keeps alpha fixed, as published."""
+    alpha_lr: float = 1e-2
     gamma: float = 0.99
     """Unused in practice: episodes are one step, so every target is the reward itself."""
     tau: float = 1e-3
@@ -111,10 +125,14 @@ class EGRLConfig:
             raise ValueError("population_size must be >= 1 when the EA is on")
         if not 0.0 <= self.boltzmann_fraction <= 1.0:
             raise ValueError(f"boltzmann_fraction must be in [0, 1], got {self.boltzmann_fraction}")
+        if self.init_density not in ("uniform", "spread"):
+            raise ValueError(f"init_density must be 'uniform' or 'spread', got {self.init_density!r}")
         if self.gnn_rollout not in ("sample", "greedy"):
             raise ValueError(f"gnn_rollout must be 'sample' or 'greedy', got {self.gnn_rollout!r}")
         if not self.use_ea and not self.use_learner:
             raise ValueError("at least one of use_ea / use_learner must be on")
+        if self.target_entropy is not None and not 0.0 < self.target_entropy < 0.6931:
+            raise ValueError(f"target_entropy must be in (0, ln 2) nats per decision, got {self.target_entropy}")
         if self.ablation_name not in ABLATIONS:
             raise ValueError(f"unknown ablation {self.ablation_name!r}; choose one of {ABLATIONS}")
 

@@ -59,7 +59,7 @@ def mutate_gnn(actor: torch.nn.Module, rng: np.random.Generator, cfg: EGRLConfig
     Each weight matrix (2-D parameter) is picked with probability min(2u, 1), u ~ U(0, 1); in a picked
     matrix up to `mutation_frac` of the entries change: with probability `super_mutation_prob`
     w += N(0, super_strength |w|), with probability `reset_prob` w = N(0, reset_std), otherwise
-    w += N(0, strength |w|); then everything is clamped to +-weight_clamp.
+    w += N(0, strength |w|); then each mutated matrix is clamped to +-weight_clamp.
     """
     params = [p for p in actor.parameters() if p.dim() == 2]
     changed = 0
@@ -80,8 +80,8 @@ def mutate_gnn(actor: torch.nn.Module, rng: np.random.Generator, cfg: EGRLConfig
         new = w + rng.normal(0.0, 1.0, size=count) * scale * np.abs(w)
         reset = (r >= cfg.super_mutation_prob) & (r < cfg.super_mutation_prob + cfg.reset_prob)
         new[reset] = rng.normal(0.0, cfg.reset_std, size=int(reset.sum()))
-        new = np.clip(new, -cfg.weight_clamp, cfg.weight_clamp)
         flat[idx] = torch.from_numpy(new).to(flat.dtype)
+        p.data.clamp_(-cfg.weight_clamp, cfg.weight_clamp)
         changed += count
     return changed
 
@@ -119,8 +119,9 @@ def rank(fitness: np.ndarray) -> np.ndarray:
 
 
 def transfer(gnn: GNNIndividual, g: GraphInput, cfg: EGRLConfig) -> BoltzmannChromosome:
-    """GNN -> Boltzmann: a chromosome whose policy is the GNN's (see `BoltzmannChromosome.from_logits`)."""
-    return BoltzmannChromosome.from_logits(gnn.logits(g), g.mask_np, cfg)
+    """GNN -> Boltzmann: a chromosome with the GNN's policy as its prior (`BoltzmannChromosome.from_logits`),
+    at the GNN's own temperatures or at `cfg.seed_temperature`."""
+    return BoltzmannChromosome.from_logits(gnn.logits(g), g.mask_np, cfg, temperature=cfg.seed_temperature)
 
 
 def mutate(ind: Individual, rng: np.random.Generator, cfg: EGRLConfig) -> None:

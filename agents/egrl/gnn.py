@@ -123,6 +123,16 @@ class GNNActor(nn.Module):
         return self.head(self.encoder(x, edge_index)).view(-1, 2, 2)
 
     @torch.no_grad()
+    def set_density(self, density: np.ndarray) -> None:
+        """Bias the head so that, before any learning, P(fast) is about `density` = (weights, activation)."""
+        d = np.clip(np.asarray(density, dtype=np.float64), 1e-3, 1 - 1e-3)
+        logit = torch.as_tensor(np.log(d) - np.log1p(-d), dtype=torch.float32)
+        last = self.head[-1]
+        bias = last.bias.view(2, 2)
+        bias[:, 0] = -logit / 2
+        bias[:, 1] = logit / 2
+
+    @torch.no_grad()
     def logits(self, g: GraphInput) -> Tensor:
         return self(g.x, g.edge_index)
 

@@ -60,7 +60,13 @@ class DiscreteSAC:
             p.requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.log_alpha = torch.tensor(float(np.log(cfg.alpha)), requires_grad=cfg.target_entropy is not None)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr) if cfg.target_entropy is not None else None
         self.updates = 0
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.exp())
 
     # ------------------------------------------------------------------ pieces
     def noisy_actions(self, actions: np.ndarray, g: GraphInput, rng: np.random.Generator) -> torch.Tensor:
@@ -86,7 +92,7 @@ class DiscreteSAC:
         with torch.no_grad():  # multi-step variants only: the next state is the same graph
             relaxed, ent = self.policy_actions(g)
             q1, q2 = self.critic_target(g, relaxed.expand(len(rewards), -1, -1))
-            return rewards + self.cfg.gamma * (1.0 - dones.float()) * (torch.min(q1, q2) + self.cfg.alpha * ent)
+            return rewards + self.cfg.gamma * (1.0 - dones.float()) * (torch.min(q1, q2) + self.alpha * ent)
 
     def critic_loss(self, g: GraphInput, batch: dict[str, np.ndarray], rng: np.random.Generator) -> torch.Tensor:
         actions = self.noisy_actions(batch["actions"], g, rng)
@@ -104,7 +110,7 @@ class DiscreteSAC:
             for p in self.critic.parameters():
                 p.requires_grad_(True)
         q = torch.min(q1, q2).mean()
-        return -q - self.cfg.alpha * ent, q, ent
+        return -q - self.alpha * ent, q, ent
 
     # ------------------------------------------------------------------ update
     def update(self, graphs: dict[int, GraphInput], buffer: ReplayBuffer, rng: np.random.Generator) -> dict[str, float]:
@@ -124,7 +130,7 @@ class DiscreteSAC:
 
         self.actor_opt.zero_grad()
         sids = np.unique(batch["states"])
-        stats = {"actor_loss": 0.0, "q": 0.0, "entropy": 0.0}
+        stats = {"actor_loss": 0.0, "q": 0.0, "entropy": 0.0, "alpha": self.alpha}
         for sid in sids:
             loss, q, ent = self.actor_loss(graphs[int(sid)])
             (loss / len(sids)).backward()
@@ -133,6 +139,11 @@ class DiscreteSAC:
             stats["entropy"] += float(ent) / len(sids)
         torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.actor_opt.step()
+        if self.alpha_opt is not None and cfg.target_entropy is not None:
+            # SAC v2: alpha rises while the entropy is below target and falls while it is above
+            self.alpha_opt.zero_grad()
+            (self.log_alpha * (stats["entropy"] - cfg.target_entropy)).backward()
+            self.alpha_opt.step()
         self.soft_update()
         self.updates += 1
         return {"critic_loss": float(sum(critic_losses)), **stats}
@@ -152,6 +163,8 @@ class DiscreteSAC:
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
             "updates": self.updates,
+            "log_alpha": self.log_alpha.detach().clone(),
+            "alpha_opt": None if self.alpha_opt is None else self.alpha_opt.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -161,3 +174,7 @@ class DiscreteSAC:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.updates = int(state["updates"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        if self.alpha_opt is not None and state["alpha_opt"] is not None:
+            self.alpha_opt.load_state_dict(state["alpha_opt"])
