@@ -90,6 +90,7 @@ def test_transform_splits_parameters_before_their_layer():
     assert t.granularity == "tensor" and g.granularity == "layer"
     assert t.num_weight_decisions == 5 and g.num_weight_decisions == 3
     assert to_tensor_granularity(t) is t  # idempotent
+    assert WorkloadGraph("no_meta", t.nodes, t.edges).granularity == "tensor"  # known from part_of alone
     assert w.with_granularity(g, "layer") is g
     with pytest.raises(WorkloadError, match="cannot be merged back"):
         w.with_granularity(t, "layer")

@@ -210,8 +210,13 @@ class WorkloadGraph:
 
     @property
     def granularity(self) -> str:
-        """ "tensor" for a graph made by `to_tensor_granularity` (or extracted with granularity="tensor"), else "layer"."""
-        return "tensor" if self.meta.get("granularity") == "tensor" else "layer"
+        """`"tensor"` for a graph made by `to_tensor_granularity` (or extracted at tensor granularity), else `"layer"`.
+
+        Read from `meta["granularity"]`, or from the nodes when the meta was dropped (split nodes have `part_of`).
+        """
+        if self.meta.get("granularity") == "tensor" or any(node.part_of is not None for node in self.nodes):
+            return "tensor"
+        return "layer"
 
     @property
     def num_weight_decisions(self) -> int:
