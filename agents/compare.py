@@ -460,7 +460,9 @@ def compare(
         raise ValueError(f"budget must be >= 1 evaluation, got {budget}")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    specs = [_label_and_factory(a, progress, milp_time_limit_s) for a in agents]
+    # agents' own progress bars only on a terminal (in notebooks and logs the per-run lines suffice)
+    bars = progress and sys.stderr.isatty()
+    specs = [_label_and_factory(a, bars, milp_time_limit_s) for a in agents]
     labels = [label for label, _ in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"agent labels must be unique, got {labels}")
