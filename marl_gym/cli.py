@@ -207,17 +207,26 @@ register(
 
 # ------------------------------------------------------------------------------ show
 def _configure_show(p: argparse.ArgumentParser) -> None:
-    p.add_argument("graph", metavar="GRAPH", help="a zoo name (see `marl-gym workloads`) or a graph .json file")
+    p.add_argument(
+        "graph",
+        metavar="GRAPH",
+        help="a zoo name (see `marl-gym workloads`) or a graph .json file; append @tensor for per-tensor granularity",
+    )
     p.add_argument("--nodes", action="store_true", help="also list every node")
 
 
 def _run_show(args: argparse.Namespace) -> int:
+    from marl_gym.workloads.graph import WorkloadError
     from marl_gym.workloads.registry import names, resolve
 
     target = args.graph
-    if target not in names() and not Path(target).exists():
-        raise CLIError(f"{target!r} is neither a zoo workload ({', '.join(names())}) nor an existing file")
-    graph = resolve(target if target in names() else Path(target))
+    base = target[: -len("@tensor")] if target.endswith("@tensor") else target
+    if base not in names() and not Path(base).exists():
+        raise CLIError(f"{base!r} is neither a zoo workload ({', '.join(names())}) nor an existing file")
+    try:
+        graph = resolve(target)
+    except WorkloadError as exc:
+        raise CLIError(str(exc)) from exc
     print(graph.summary())
     if args.nodes:
         preds = graph.predecessors()

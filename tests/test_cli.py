@@ -79,3 +79,11 @@ def test_entry_point_help():
     for command in ("workloads", "extract", "show"):
         assert command in result.stdout
     assert main([]) == 2  # no subcommand: prints help, exit 2
+
+
+def test_show_tensor_granularity(capsys):
+    assert main(["show", "resnet50@tensor"]) == 0
+    out = capsys.readouterr().out
+    assert "161 with weights" in out and "102,228,128 B" in out
+    assert main(["show", "nope@tensor"]) == 2
+    assert "neither a zoo workload" in capsys.readouterr().err
