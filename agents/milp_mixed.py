@@ -1,0 +1,383 @@
+"""The exact optimum of the analytic model on a mix of co-located workloads (a MILP solved by HiGHS).
+
+    from agents.milp_mixed import MixedMILP, solve_mixed_milp
+    sol = solve_mixed_milp(env.unwrapped.backend, time_limit_s=60)   # MILPSolution over the union graph
+    result = MixedMILP().fit(env)                                    # SearchResult (one evaluation)
+
+A mix (`marl_gym.backends.mixed.MixedModelBackend`) runs ``count_k`` tasks of each workload k; every task
+of workload k uses the same placement ``(w_k, a_k)``. The workloads are coupled only through the shared
+tiers (docs/model.md, "Mixed workloads"):
+
+    minimise   sum_k (count_k / n) sum_i T_ki                      the task-weighted mean latency
+    s.t.       T_ki >= C_ki,  T_ki >= M_ki(w_k, a_k)               per workload, as in agents/milp.py
+               P_k >= sum_i W_ki w_ki + sum_{j live at s} O_kj a_kj     every step s of workload k
+               sum_k count_k (P_k + inputs_k + overhead_fast_k) <= fast capacity - reserve
+               S_k >= slow bytes of workload k at step s                every step s (only when the slow
+               sum_k count_k S_k <= slow capacity                        tier can bind at all)
+               w, a binary;  P, S continuous
+
+``P_k`` is one task's peak fast bytes (a max over steps, linearised: minimising never needs it larger
+than the max, and any feasible P_k bounds it). Each ``M_ki`` is the affine map read off workload k's
+`AnalyticModel` (built with ``n_tasks = n``, so bandwidth and cores are shared by all the mix's tasks) by
+`agents.milp.linear_form`. The reductions of agents/milp.py apply per workload: a node whose memory
+time can never exceed its compute time costs ``C_ki``; one whose memory time can never fall below it
+costs ``M_ki`` (no ``T`` variable). Capacity rows are kept only at steps where an activation starts (the
+live set at any other step is contained in the one before it).
+
+Warm start: each workload's model-driven greedy (`agents.greedy.model_greedy`) at its equal share of
+DRAM, ``(fast - reserve) / n`` per task; their union always fits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from agents import milp
+from agents.milp import MILP, MILPSolution, linear_form
+from marl_gym.backends.mixed import MixedModelBackend
+from marl_gym.memory.model import AnalyticModel
+from marl_gym.placement import Placement
+
+
+def mixed_backend_of(env: Any) -> MixedModelBackend | None:
+    """The `MixedModelBackend` behind an env (or the backend itself); None for a single-workload env."""
+    if isinstance(env, MixedModelBackend):
+        return env
+    base = getattr(env, "unwrapped", env)
+    backend = getattr(base, "backend", None)
+    return backend if isinstance(backend, MixedModelBackend) else None
+
+
+def _capacity_steps(model: AnalyticModel, act_idx: np.ndarray) -> np.ndarray:
+    """Steps where a sized activation starts (and step 0): live(s) is contained in live(s-1) at every other step."""
+    sized = act_idx[model.output_bytes[act_idx] > 0]
+    keep = np.zeros(model.n, bool)
+    keep[model.produced[sized]] = True
+    keep[0] = True
+    return np.flatnonzero(keep)
+
+
+def _live(model: AnalyticModel, steps: np.ndarray, act_idx: np.ndarray) -> sp.csr_matrix:
+    """(len(steps), len(act_idx)): bytes of activation act_idx[j] live at steps[r] (0 when not live)."""
+    p = model.produced[act_idx][None, :]
+    last = model.last_use[act_idx][None, :]
+    live = (steps[:, None] >= p) & (steps[:, None] <= last)
+    return sp.csr_matrix(live * model.output_bytes[act_idx][None, :].astype(np.float64))
+
+
+class _Block:
+    """One workload's part of the program: its decisions, node-time variables and capacity rows."""
+
+    def __init__(self, model: AnalyticModel, share: float) -> None:
+        self.model = model
+        self.share = share  # count_k / n, the workload's weight in the mean latency
+        form = linear_form(model)
+        self.form = form
+        self.w_idx = np.flatnonzero(model.weight_bytes * model.has_weights > 0)
+        self.a_idx = np.flatnonzero((model.output_bytes > 0) | (np.abs(form.ja).sum(axis=1).A1 > 0))
+        self.nw, self.na = len(self.w_idx), len(self.a_idx)
+        self.nb = self.nw + self.na
+        n = model.n
+        self.G = (
+            sp.hstack([form.jw[self.w_idx].T, form.ja[self.a_idx].T], format="csr")
+            if self.nb
+            else sp.csr_matrix((n, 0))
+        )
+        C = form.compute_s
+        self.m_max = form.m0 + np.asarray(self.G.maximum(0).sum(axis=1)).ravel()
+        self.m_min = form.m0 + np.asarray(self.G.minimum(0).sum(axis=1)).ravel()
+        self.const = self.m_max <= C
+        self.linear = ~self.const & (self.m_min >= C)
+        self.t_nodes = np.flatnonzero(~self.const & ~self.linear)
+        self.nt = len(self.t_nodes)
+        self.steps = _capacity_steps(model, self.a_idx)
+        self.live = _live(model, self.steps, self.a_idx)
+        self.wb = model.weight_bytes[self.w_idx].astype(np.float64)
+        # fast bytes of the decided tensors at each kept step: cap @ x (x = [w, a])
+        self.cap = sp.hstack(
+            [sp.csr_matrix(np.repeat(self.wb[None], len(self.steps), axis=0)), self.live], format="csr"
+        )
+        self.max_tensor_bytes = float(model.total_weight_bytes + model.peak_live_bytes)
+        self.fixed_fast = float(model.model_input_bytes + model.overhead_fast_bytes)
+        # slow bytes at step s = slow_const[s] - cap[s] @ x
+        self.slow_const = model.total_weight_bytes + model.live_total[self.steps] + model.overhead_slow_bytes
+        self.max_slow = float(self.slow_const.max()) if len(self.steps) else 0.0
+
+    def upper_time(self) -> float:
+        return float(np.maximum(self.m_max, self.form.compute_s).sum())
+
+    def x_of(self, placement: Placement) -> np.ndarray:
+        w = placement.weights_fast.astype(np.float64)[self.w_idx]
+        a = placement.activations_fast.astype(np.float64)[self.a_idx]
+        return np.concatenate([w, a])
+
+    def placement_of(self, x: np.ndarray) -> Placement:
+        n = self.model.n
+        w = np.zeros(n, bool)
+        a = np.zeros(n, bool)
+        w[self.w_idx] = x[: self.nw] > 0.5
+        a[self.a_idx] = x[self.nw :] > 0.5
+        return Placement(w, a)
+
+
+def solve_mixed_milp(
+    backend: MixedModelBackend | Any,
+    time_limit_s: float | None = 60.0,
+    mip_rel_gap: float = 1e-6,
+    threads: int | None = None,
+    warm_start: Placement | bool = True,
+    verbose: bool = False,
+    max_resolves: int = 3,
+) -> MILPSolution:
+    """Minimise the mix's task-weighted mean latency over placements that fit the shared tiers.
+
+    `backend` is a `MixedModelBackend` (or an env holding one). Returns agents.milp's `MILPSolution`:
+    ``placement`` over the union graph, ``latency_s`` the backend's mean latency of it, and in ``extra``
+    each workload's latency, peak fast bytes and share of the DRAM.
+    """
+    try:
+        import highspy
+    except ImportError as exc:  # pragma: no cover - highspy is in the `agents` extra
+        raise ImportError("the MILP needs HiGHS: pip install 'marl-gym[agents]' (or pip install highspy)") from exc
+
+    mixed = mixed_backend_of(backend)
+    if mixed is None:
+        raise TypeError(f"expected a MixedModelBackend or an env holding one, got {type(backend).__name__}")
+    t_build = time.perf_counter()
+    counts = mixed.counts
+    n_tasks = mixed.n_tasks
+    blocks = [_Block(m, float(c) / n_tasks) for m, c in zip(mixed.models, counts)]
+    K = len(blocks)
+
+    # column layout: [x_0, t_0, x_1, t_1, ..., P_0..P_{K-1}, S_0..S_{K-1} (when the slow tier can bind)]
+    slow_binds = float(sum(c * b.max_slow for c, b in zip(counts, blocks))) > mixed.slow_capacity_bytes
+    x_start, t_start = [], []
+    col = 0
+    for b in blocks:
+        x_start.append(col)
+        col += b.nb
+        t_start.append(col)
+        col += b.nt
+    p_start = col
+    col += K
+    s_start = col
+    col += K if slow_binds else 0
+    ncol = col
+
+    upper = float(sum(b.share * b.upper_time() for b in blocks))
+    total_nodes = sum(b.model.n for b in blocks)
+    unit = upper / max(total_nodes, 1) if upper > 0 else 1.0  # node times O(1) for the solver
+    byte_scale = max(mixed.fast_capacity_bytes, 1.0)  # capacity rows O(1)
+
+    cost = np.zeros(ncol)
+    offset = 0.0
+    col_lo = np.zeros(ncol)
+    col_hi = np.ones(ncol)
+    integral = np.zeros(ncol, bool)
+    rows: list[sp.csr_matrix] = []
+    row_lo: list[np.ndarray] = []
+    row_hi: list[np.ndarray] = []
+
+    def place(
+        k: int, nrows: int, block_x: Any = None, block_t: Any = None, extra: dict[int, np.ndarray] | None = None
+    ) -> sp.csr_matrix:
+        """A block of `nrows` rows: workload k's x columns, its t columns, and dense columns `extra`."""
+        r, c, v = [np.zeros(0, int)], [np.zeros(0, int)], [np.zeros(0)]
+        for part, c0 in ((block_x, x_start[k]), (block_t, t_start[k])):
+            if part is not None:
+                part = sp.coo_matrix(part)
+                r.append(part.row)
+                c.append(part.col + c0)
+                v.append(part.data)
+        for c0, vals in (extra or {}).items():
+            r.append(np.arange(nrows))
+            c.append(np.full(nrows, c0))
+            v.append(np.asarray(vals, dtype=np.float64))
+        return sp.csr_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(nrows, ncol))
+
+    for k, b in enumerate(blocks):
+        C, m0 = b.form.compute_s, b.form.m0
+        xs, ts = slice(x_start[k], x_start[k] + b.nb), slice(t_start[k], t_start[k] + b.nt)
+        integral[xs] = True
+        cost[xs] = b.share * np.asarray(b.G[b.linear].sum(axis=0)).ravel() / unit
+        cost[ts] = b.share  # T is in units already
+        offset += b.share * (C[b.const].sum() + m0[b.linear].sum()) / unit
+        col_lo[ts] = np.maximum(C, b.m_min)[b.t_nodes] / unit
+        col_hi[ts] = np.maximum(C, b.m_max)[b.t_nodes] / unit
+        if b.nt:  # T_i - G_i x >= m0_i
+            rows.append(place(k, b.nt, -b.G[b.t_nodes] / unit, sp.identity(b.nt, format="csr")))
+            row_lo.append(m0[b.t_nodes] / unit)
+            row_hi.append(np.full(b.nt, np.inf))
+        # fast tensors at each kept step - P_k <= 0
+        rows.append(place(k, len(b.steps), b.cap / byte_scale, extra={p_start + k: -np.ones(len(b.steps))}))
+        row_lo.append(np.full(len(b.steps), -np.inf))
+        row_hi.append(np.zeros(len(b.steps)))
+        col_lo[p_start + k] = 0.0
+        col_hi[p_start + k] = b.max_tensor_bytes / byte_scale
+        if slow_binds:  # S_k >= slow_const - cap @ x   <=>   cap @ x + S_k >= slow_const
+            rows.append(place(k, len(b.steps), b.cap / byte_scale, extra={s_start + k: np.ones(len(b.steps))}))
+            row_lo.append(b.slow_const / byte_scale)
+            row_hi.append(np.full(len(b.steps), np.inf))
+            col_lo[s_start + k] = 0.0
+            col_hi[s_start + k] = b.max_slow / byte_scale
+    # the shared tiers
+    fast_room = mixed.fast_capacity_bytes - float(sum(c * b.fixed_fast for c, b in zip(counts, blocks)))
+    coupling = np.zeros((1, ncol))
+    coupling[0, p_start : p_start + K] = counts
+    fast_row = sum(r.shape[0] for r in rows)
+    rows.append(sp.csr_matrix(coupling))
+    row_lo.append(np.array([-np.inf]))
+    row_hi.append(np.array([fast_room / byte_scale]))
+    if slow_binds:
+        coupling = np.zeros((1, ncol))
+        coupling[0, s_start : s_start + K] = counts
+        rows.append(sp.csr_matrix(coupling))
+        row_lo.append(np.array([-np.inf]))
+        row_hi.append(np.array([mixed.slow_capacity_bytes / byte_scale]))
+
+    A = sp.vstack(rows, format="csc")
+    lo = np.concatenate(row_lo)
+    hi = np.concatenate(row_hi)
+
+    new_highs = getattr(milp, "_new_highs", None)  # agents.milp's constructor that hides HiGHS's banner
+    h = new_highs(highspy, verbose) if new_highs is not None else highspy.Highs()
+    h.setOptionValue("output_flag", bool(verbose))
+    if time_limit_s is not None:
+        h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    if threads is not None:
+        h.setOptionValue("threads", int(threads))
+    inf = highspy.kHighsInf
+    lp = highspy.HighsLp()
+    lp.num_col_ = ncol
+    lp.num_row_ = A.shape[0]
+    lp.col_cost_ = cost
+    lp.offset_ = float(offset)
+    lp.col_lower_ = col_lo
+    lp.col_upper_ = col_hi
+    lp.row_lower_ = np.where(np.isfinite(lo), lo, -inf)
+    lp.row_upper_ = np.where(np.isfinite(hi), hi, inf)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = A.indices.astype(np.int32)
+    lp.a_matrix_.value_ = A.data.astype(np.float64)
+    lp.a_matrix_.num_col_ = ncol
+    lp.a_matrix_.num_row_ = A.shape[0]
+    lp.integrality_ = [highspy.HighsVarType.kInteger if f else highspy.HighsVarType.kContinuous for f in integral]
+    h.passModel(lp)
+
+    def column_values(parts: list[Placement]) -> np.ndarray:
+        v = np.zeros(ncol)
+        for k, (b, p) in enumerate(zip(blocks, parts)):
+            x = b.x_of(p)
+            v[x_start[k] : x_start[k] + b.nb] = x
+            W = p.weights_fast[None] * b.model.has_weights
+            M = b.form.memory_times(W, p.activations_fast[None].astype(np.float64))[0]
+            v[t_start[k] : t_start[k] + b.nt] = np.maximum(b.form.compute_s, M)[b.t_nodes] / unit
+            v[p_start + k] = float(b.cap.dot(x).max()) / byte_scale if len(b.steps) else 0.0
+            if slow_binds:
+                v[s_start + k] = float((b.slow_const - b.cap.dot(x)).max()) / byte_scale
+        return v
+
+    start: Placement | None
+    if warm_start is True:
+        from agents.greedy import model_greedy
+
+        start = mixed.join([model_greedy(m) for m in mixed.models])
+    elif isinstance(warm_start, Placement):
+        start = warm_start
+    else:
+        start = None
+    start_latency = None
+    if start is not None:
+        ev = mixed.evaluate_batch(start.weights_fast[None], start.activations_fast[None])
+        start_latency = float(ev.latency_s[0])
+        if bool(ev.valid[0]):
+            sol = highspy.HighsSolution()
+            sol.col_value = column_values(list(mixed.split(start).values())).tolist()
+            sol.value_valid = True
+            h.setSolution(sol)
+    build_time = time.perf_counter() - t_build
+
+    t0 = time.perf_counter()
+    resolves = 0
+    while True:
+        h.run()
+        status = h.modelStatusToString(h.getModelStatus())
+        info = h.getInfo()
+        has_x = info.primal_solution_status == highspy.kSolutionStatusFeasible
+        if not has_x:
+            placement = Placement.all_slow(mixed.graph.num_nodes)
+            break
+        values = np.round(np.asarray(h.getSolution().col_value))
+        placement = mixed.join([b.placement_of(values[x_start[k] : x_start[k] + b.nb]) for k, b in enumerate(blocks)])
+        check = mixed.evaluate_batch(placement.weights_fast[None], placement.activations_fast[None])
+        if bool(check.valid[0]) or resolves >= max_resolves:
+            break
+        # over the shared DRAM by a sliver within the solver's feasibility tolerance: tighten, solve again
+        resolves += 1
+        fast_room -= float(check.overflow_bytes[0]) * n_tasks + 1.0
+        h.changeRowBounds(fast_row, -inf, fast_room / byte_scale)
+    solve_time = time.perf_counter() - t0
+
+    ev = mixed.evaluate(placement)
+    objective = float(info.objective_function_value) * unit if has_x else math.inf
+    bound = float(info.mip_dual_bound) * unit
+    gap = float(info.mip_gap) if has_x else math.inf
+    if has_x and objective > 0 and math.isfinite(bound):
+        gap = max(0.0, (objective - bound) / objective)
+    per = ev.extra["workloads"]
+    return MILPSolution(
+        placement=placement,
+        latency_s=ev.latency_s if has_x else math.inf,
+        objective_s=objective,
+        dual_bound_s=bound,
+        mip_gap=gap,
+        status=status,
+        optimal=status == "Optimal",
+        valid=ev.valid and has_x,
+        solve_time_s=solve_time,
+        build_time_s=build_time,
+        n_binaries=int(integral.sum()),
+        n_continuous=int(ncol - integral.sum()),
+        n_rows=int(A.shape[0]),
+        bb_nodes=int(info.mip_node_count),
+        resolves=resolves,
+        extra={
+            "mix": mixed.tasks,
+            "workload_latency_s": {name: per[name]["latency_s"] for name in mixed.names},
+            "workload_peak_fast_bytes": {name: per[name]["peak_fast_bytes"] for name in mixed.names},
+            "fast_used_bytes": ev.extra["fast_used_bytes"],
+            "fast_capacity_bytes": mixed.fast_capacity_bytes,
+            "slow_rows": bool(slow_binds),
+            "mip_rel_gap_target": float(mip_rel_gap),
+            "time_limit_s": time_limit_s,
+            "warm_start_latency_s": start_latency,
+        },
+    )
+
+
+class MixedMILP(MILP):
+    """`agents.milp.MILP` that also solves mixed-workload envs (`fit` is MILP's: solve, then one evaluation).
+
+    On a single-workload env it is exactly `MILP`.
+    """
+
+    def solve(self, env: Any) -> MILPSolution:
+        mixed = mixed_backend_of(env)
+        if mixed is None:
+            return super().solve(env)
+        cfg = self.config
+        self.solution = solve_mixed_milp(
+            mixed,
+            time_limit_s=cfg.time_limit_s,
+            mip_rel_gap=cfg.mip_rel_gap,
+            threads=cfg.threads,
+            warm_start=cfg.warm_start,
+        )
+        return self.solution

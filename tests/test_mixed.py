@@ -1,0 +1,271 @@
+"""Mixed co-located workloads: the union env, the shared-DRAM rule, the mix's MILP against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import marl_gym
+from agents.milp import solve_milp
+from agents.milp_mixed import MixedMILP, solve_mixed_milp
+from marl_gym.backends.mixed import MixedModelBackend
+from marl_gym.backends.model import ModelBackend
+from marl_gym.memory.model import AnalyticModel
+from marl_gym.mix import Mix, MixError
+from marl_gym.placement import Placement
+from marl_gym.workloads import build_graph
+
+MB = 10**6
+SMALL_FAST_BYTES = 90 * MB
+
+
+def small_graph(name: str, weighted: set[int], seed: int, w_mb: tuple[float, float], out_mb: tuple[float, float]):
+    """12 nodes: a chain with a residual add every third node; weighted nodes are convs/linears."""
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(*w_mb, 12)
+    out = rng.uniform(*out_mb, 12)
+    flops = rng.uniform(1e6, 5e7, 12)
+    nodes, edges = [], []
+    for i in range(12):
+        has_w = i in weighted
+        op = ("conv" if name == "cnn" else "linear") if has_w else ("add" if i % 3 == 0 else "relu")
+        prev = [i - 1] if i else []
+        if op == "add" and i >= 3:
+            prev = [i - 1, i - 3]
+        nodes.append(
+            dict(
+                name=f"n{i}",
+                op=op,
+                weight_bytes=int(w[i] * MB) if has_w else 0,
+                output_bytes=int(out[i] * MB),
+                input_bytes=sum(int(out[j] * MB) for j in prev) if prev else MB,
+                flops=int(flops[i]),
+            )
+        )
+        edges += [(j, i) for j in prev]
+    return build_graph(name, nodes, edges, output_nodes=[11])
+
+
+CNN = small_graph("cnn", {0, 2, 5, 8, 10}, 1, (1, 6), (0.5, 4))  # 17 decisions, ~28 MB per task
+MLP = small_graph("mlp", {1, 4, 7, 10}, 2, (4, 12), (0.2, 1))  # 16 decisions, ~35 MB per task
+TASKS = [(CNN, 3), (MLP, 2)]
+
+
+def small_system(fast_bytes: int = SMALL_FAST_BYTES) -> dict:
+    return {
+        "preset": "optane-16g-128g",
+        "fast_capacity_bytes": int(fast_bytes),
+        "system_reserve_bytes": 0,
+        "framework_overhead_bytes": 0,
+    }
+
+
+def make_env(**kwargs):
+    return gym.make(marl_gym.ENV_ID, **kwargs).unwrapped
+
+
+# ------------------------------------------------------------------------- env
+def test_check_env_on_zoo_mix():
+    env = make_env(tasks={"resnet50": 8, "bert_base": 4}, system="optane-16g-128g")
+    check_env(env, skip_render_check=True)
+    assert env.n_tasks == 12 and env.tasks == {"resnet50": 8, "bert_base": 4}
+
+
+def test_check_env_on_small_mix_and_observation_layout():
+    env = make_env(tasks=TASKS, system=small_system())
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    n1, n2 = CNN.num_nodes, MLP.num_nodes
+    assert env.action_space.shape == (n1 + n2, 2)
+    np.testing.assert_array_equal(obs["node_features"], np.concatenate([CNN.node_features(), MLP.node_features()]))
+    np.testing.assert_array_equal(obs["edge_index"], np.concatenate([CNN.edge_index(), MLP.edge_index() + n1], axis=1))
+    np.testing.assert_array_equal(obs["decision_mask"][:, 0], np.concatenate([CNN.weight_mask, MLP.weight_mask]))
+    np.testing.assert_array_equal(obs["workload_id"], [0] * n1 + [1] * n2)
+    np.testing.assert_array_equal(obs["workload_tasks"], [3] * n1 + [2] * n2)
+    assert env.graph.nodes[n1].name == "mlp/n0"
+
+
+def test_single_workload_env_is_unchanged():
+    env = make_env(workload="resnet50", n_tasks=4)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system"}
+    assert env.mix is None and env.tasks is None and env.n_tasks == 4
+    assert make_env().graph.name == "wide_resnet101_2" and make_env().n_tasks == 1
+
+
+def test_bad_mix_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="not both"):
+        make_env(tasks={"resnet50": 2}, workload="resnet50")
+    with pytest.raises(ValueError, match="not both"):
+        make_env(tasks={"resnet50": 2}, n_tasks=2)
+    with pytest.raises(MixError, match="positive integer"):
+        make_env(tasks={"resnet50": 0})
+    with pytest.raises(MixError, match="twice"):
+        Mix.of([("resnet50", 1), ("resnet50", 2)])
+    with pytest.raises(MixError, match="empty"):
+        Mix.of({})
+    with pytest.raises(ValueError, match="analytic model only"):
+        make_env(tasks={"resnet50": 2}, backend="native")
+
+
+def test_one_workload_mix_equals_model_backend():
+    """A mix of one workload is exactly n identical tasks."""
+    rng = np.random.default_rng(0)
+    for n in (1, 32):
+        mixed = MixedModelBackend({"wide_resnet101_2": n}, "optane-16g-128g")
+        single = ModelBackend("wide_resnet101_2", "optane-16g-128g", n_tasks=n)
+        assert mixed.baseline_latencies() == single.baseline_latencies()
+        N = mixed.graph.num_nodes
+        W = rng.random((40, N)) < rng.random((40, 1))
+        A = rng.random((40, N)) < rng.random((40, 1))
+        x, y = mixed.evaluate_batch(W, A), single.evaluate_batch(W, A)
+        for field in ("latency_s", "valid", "overflow_bytes", "peak_fast_bytes"):
+            np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
+
+
+# -------------------------------------------------------------- shared capacity
+def test_overflowing_the_shared_dram_is_invalid_even_when_each_workload_alone_fits():
+    system = small_system()
+    all_fast = Placement.all_fast(CNN.num_nodes), Placement.all_fast(MLP.num_nodes)
+    # each workload alone, its own tasks with the whole DRAM: fits
+    for g, c, p in zip((CNN, MLP), (3, 2), all_fast):
+        alone = ModelBackend(g, system, n_tasks=c).evaluate(p)
+        assert alone.valid and alone.overflow_bytes == 0
+    mixed = MixedModelBackend(TASKS, system)
+    ev = mixed.evaluate(mixed.join(all_fast))
+    need = 3 * AnalyticModel(CNN).tensor_footprint_bytes + 2 * AnalyticModel(MLP).tensor_footprint_bytes
+    assert need > SMALL_FAST_BYTES
+    assert not ev.valid
+    assert ev.extra["fast_used_bytes"] == need
+    assert ev.overflow_bytes == math.ceil((need - SMALL_FAST_BYTES) / 5)  # per task, as ModelBackend reports it
+    assert ev.extra["overflow_total_bytes"] == need - SMALL_FAST_BYTES
+    # the env scores it below the all-slow placement
+    env = make_env(tasks=TASKS, system=system)
+    n = env.graph.num_nodes
+    r_fast = env.step(np.ones((n, 2), np.int8))[1]
+    r_slow = env.step(np.zeros((n, 2), np.int8))[1]
+    assert r_fast < r_slow
+
+
+def test_shared_dram_boundary_is_exact():
+    """Valid with exactly the bytes the tasks need together, invalid with one byte less."""
+    rng = np.random.default_rng(4)
+    probe = MixedModelBackend(TASKS, small_system())
+    N = probe.graph.num_nodes
+    p = Placement(rng.random(N) < 0.5, rng.random(N) < 0.5)
+    used = int(probe.evaluate(p).extra["fast_used_bytes"])
+    assert MixedModelBackend(TASKS, small_system(used)).evaluate(p).valid
+    tight = MixedModelBackend(TASKS, small_system(used - 1)).evaluate(p)
+    assert not tight.valid and tight.overflow_bytes == 1
+
+
+def test_baselines_use_the_whole_mix():
+    mixed = MixedModelBackend(TASKS, small_system())
+    per = mixed.baseline_latencies_per_workload()
+    mean = mixed.baseline_latencies()
+    for mode in ("dram_only", "memory_mode", "all_slow"):
+        assert mean[mode] == pytest.approx((3 * per["cnn"][mode] + 2 * per["mlp"][mode]) / 5, rel=1e-12)
+    # 3 x 28 + 2 x 35 MB do not fit 90 MB of DRAM, though each workload's tasks alone would
+    assert math.isinf(mean["app_direct"])
+    assert ModelBackend(CNN, small_system(), n_tasks=3).baseline_latencies()["app_direct"] < math.inf
+    # Memory Mode sees the working set of all tasks: a lower hit rate than either workload's tasks alone
+    alone = AnalyticModel(CNN, mixed.system, n_tasks=3).memory_mode_hit_rate()
+    assert mixed.memory_mode_hit_rate() < alone
+    for name in ("cnn", "mlp"):
+        assert per[name]["dram_only"] <= per[name]["memory_mode"] <= per[name]["all_slow"]
+
+
+def test_batch_evaluation_matches_one_by_one():
+    env = make_env(tasks={"resnet50": 8, "bert_base": 4}, system="optane-16g-128g")
+    rng = np.random.default_rng(3)
+    n = env.graph.num_nodes
+    actions = (rng.random((8, n, 2)) < rng.random((8, 1, 1))).astype(np.int8)
+    actions[0] = 1  # everything in DRAM: 8 x 112 + 4 x 441 MB do not fit the 2 GiB left by the system
+    rewards, batch = env.evaluate_batch(actions)
+    for k in range(len(actions)):
+        _, r, *_, info = env.step(actions[k])
+        assert r == pytest.approx(rewards[k], rel=1e-12)
+        assert info["latency_s"] == pytest.approx(batch.latency_s[k], rel=1e-12)
+        assert info["valid"] == bool(batch.valid[k])
+        assert info["overflow_bytes"] == batch.overflow_bytes[k]
+        per = info["extra"]["workloads"]
+        assert info["latency_s"] == pytest.approx(
+            (8 * per["resnet50"]["latency_s"] + 4 * per["bert_base"]["latency_s"]) / 12
+        )
+    assert batch.valid.any() and not batch.valid.all()
+
+
+# ------------------------------------------------------------------------ MILP
+def _all_placements(g) -> tuple[np.ndarray, np.ndarray]:
+    """Every placement of g's real decisions, as (B, n) weight and activation matrices."""
+    w_idx = np.flatnonzero(g.weight_mask)
+    bits = len(w_idx) + g.num_nodes
+    codes = np.arange(2**bits, dtype=np.int64)[:, None] >> np.arange(bits)[None, :] & 1
+    W = np.zeros((len(codes), g.num_nodes))
+    W[:, w_idx] = codes[:, : len(w_idx)]
+    return W, codes[:, len(w_idx) :].astype(np.float64)
+
+
+def brute_force_optimum(mixed: MixedModelBackend) -> float:
+    """Exhaustive: every placement of each workload, then the best feasible pair (slow tier never binds here)."""
+    (m1, m2), (c1, c2) = mixed.models, mixed.counts
+    lat, peak = [], []
+    for m in (m1, m2):
+        W, A = _all_placements(m.graph)
+        lat.append(m.latencies(W, A))
+        peak.append(m.capacity(W, A)["peak_fast"])
+    order = np.argsort(peak[1], kind="stable")
+    p2, best2 = peak[1][order], np.minimum.accumulate(lat[1][order])
+    room = (mixed.fast_capacity_bytes - c1 * peak[0]) / c2  # what each task of workload 2 may hold
+    k = np.searchsorted(p2, room, side="right") - 1
+    ok = k >= 0
+    total = c1 * lat[0][ok] + c2 * best2[k[ok]]
+    return float(total.min() / mixed.n_tasks)
+
+
+def test_milp_on_a_small_mix_equals_brute_force_and_the_model():
+    mixed = MixedModelBackend(TASKS, small_system())
+    assert not mixed.evaluate(Placement.all_fast(mixed.graph.num_nodes)).valid  # the DRAM binds
+    sol = solve_mixed_milp(mixed, mip_rel_gap=0.0, time_limit_s=30)
+    assert sol.optimal and sol.valid
+    ev = mixed.evaluate(sol.placement)
+    assert ev.valid
+    assert sol.objective_s == pytest.approx(ev.latency_s, rel=1e-9)  # the program's objective is the model's latency
+    assert ev.latency_s == pytest.approx(brute_force_optimum(mixed), rel=1e-9)
+    # per-workload placements beat every task taking an equal DRAM share (each workload's own optimum at n = 5)
+    equal_share = mixed.join(
+        [solve_milp(AnalyticModel(g, mixed.system, 5), mip_rel_gap=0.0).placement for g in (CNN, MLP)]
+    )
+    eq = mixed.evaluate(equal_share)
+    assert eq.valid and ev.latency_s < eq.latency_s * (1 - 1e-4)
+
+
+def test_agents_run_on_the_mixed_env():
+    from agents.egrl import EGRL, EGRLConfig
+    from agents.random_search import RandomSearch
+
+    env = make_env(tasks=TASKS, system=small_system())
+    milp = MixedMILP(time_limit_s=30).fit(env, budget=1)
+    assert milp.best_info["valid"] and milp.evaluations == 1
+    rs = RandomSearch(seed=0).fit(env, budget=64)
+    assert rs.best_reward <= milp.best_reward + 1e-9
+    cfg = EGRLConfig(
+        population_size=4,
+        encoder="gcn",
+        critic_encoder="gcn",
+        hidden=16,
+        depth=1,
+        critic_hidden=16,
+        critic_depth=1,
+        critic_head_hidden=16,
+        batch_size=8,
+        learning_starts=8,
+        gradient_steps_per_transition=0.25,
+    )
+    egrl = EGRL(cfg, seed=0, progress=False, tensorboard=False).fit(env, budget=12)
+    assert egrl.evaluations <= 12 and egrl.best_action.shape == (env.graph.num_nodes, 2)
+    assert egrl.best_reward <= milp.best_reward + 1e-9
