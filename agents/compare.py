@@ -364,11 +364,8 @@ class Comparison:
 def _optimum_sentence(opt: dict[str, Any]) -> str:
     if not math.isfinite(float(opt.get("speedup", math.nan))):
         return f"Optimum (MILP): not available ({opt.get('status', 'not solved')})."
-    proven = (
-        "proven optimal"
-        if opt.get("optimal")
-        else f"{opt.get('status')}, gap {100 * opt.get('mip_gap', math.nan):.3f}%"
-    )
+    gap = float(opt.get("mip_gap", math.nan))
+    proven = f"optimal, gap {gap:.1e}" if opt.get("optimal") else f"{opt.get('status')}, gap {100 * gap:.3f}%"
     return (
         f"Optimum (MILP, {proven}, solved in {opt.get('solve_time_s', math.nan):.2f} s): "
         f"**{opt['speedup']:.3f}x** ({opt['latency_s'] * 1e3:.2f} ms)."
