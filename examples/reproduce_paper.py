@@ -309,8 +309,16 @@ def plot_fig10(res: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cases = res["cases"]
-    keys = ["app_direct", "memory_mode", "egrl", "milp", "best"]
-    labels = ["App Direct", "Memory Mode", "EGRL placement", "MILP placement", "greedy 'best'"]
+    keys = ["app_direct", "memory_mode", "egrl_at_bound", "egrl", "milp", "best"]
+    nb, n = res["at_bound"]["n_tasks"], res["n_tasks"]
+    labels = [
+        "App Direct",
+        "Memory Mode",
+        f"EGRL\n(trained at {nb})",
+        f"EGRL\n({n} tasks)",
+        f"MILP\n({n} tasks)",
+        "capacity\nbound",
+    ]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     w = 0.8 / (len(cases) + 1)
     for k, case in enumerate(cases):
@@ -325,7 +333,7 @@ def plot_fig10(res: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(keys)), labels, fontsize=8)
     ax.set_ylabel("parallel tasks that fit")
     ax.set_title(f"Fig. 10: {WORKLOAD} tasks on {PRIMARY}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     savefig(fig, path)
     plt.close(fig)
 
