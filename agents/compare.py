@@ -24,7 +24,8 @@ Outputs (written atomically, named ``{name}.csv|.md|.png`` in `out_dir`, `name` 
   baseline as horizontal lines.
 
 Each run's `SearchResult` is kept under ``runs/{name}/`` so `resume=True` skips runs already done with
-the same settings (like CompilerGym's leaderboard ``--resume``).
+the same settings and the same model (its baseline latencies act as a fingerprint, so a recalibrated model
+reruns everything), like CompilerGym's leaderboard ``--resume``.
 
 Agent names: ``egrl`` (EGRL, fast preset), ``egrl:<ablation>`` (ea_only, pg_only, boltzmann_only,
 gnn_only), ``egrl-published`` (published hyperparameters), ``ppo``, ``a2c``, ``random``, ``greedy``,
@@ -479,6 +480,8 @@ def compare(
         "baseline": baseline,
         "budget": int(budget),
         "env_kwargs": {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool))},
+        # the model as it stands: a recalibrated model changes these, and resumed runs would be stale
+        "model_fingerprint": {k: repr(float(v)) for k, v in sorted(base.baselines_s.items())},
     }
     run_dir = Path(out_dir) / "runs" / name if out_dir is not None else None
 

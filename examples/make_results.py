@@ -138,10 +138,10 @@ def main() -> int:
     ]
     if not any(a.startswith("egrl") for a in agents):
         lines += [
-            "EGRL is not in these tables: it is still being finished (agents/egrl) and, at this commit, needs on the "
-            "order of a second per evaluation on 2 shared cores (e.g. 100 evaluations of wide_resnet101_2 took "
-            "160 s), so a budget of 1000 evaluations per seed does not fit this page's ~10-minute run. Add it "
-            "with `--agents egrl,ppo,a2c,random,greedy,milp`.",
+            "EGRL is not in these tables: it is still being finished (agents/egrl) and is far slower per evaluation "
+            "than the other agents on 2 shared cores (while this page was made, 100 evaluations of wide_resnet101_2 "
+            "took 160 s and a 1000-evaluation run did not finish within 15 minutes), so it does not fit this page's "
+            "~10-minute run. Add it with `--agents egrl,ppo,a2c,random,greedy,milp`.",
             "",
         ]
     lines += [
