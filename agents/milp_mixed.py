@@ -43,6 +43,9 @@ from marl_gym.backends.mixed import MixedModelBackend
 from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
 
+BYTE_SCALE = 1e6
+"""Capacity rows are written in units of this many bytes."""
+
 
 def mixed_backend_of(env: Any) -> MixedModelBackend | None:
     """The `MixedModelBackend` behind an env (or the backend itself); None for a single-workload env."""
@@ -172,7 +175,9 @@ def solve_mixed_milp(
     upper = float(sum(b.share * b.upper_time() for b in blocks))
     total_nodes = sum(b.model.n for b in blocks)
     unit = upper / max(total_nodes, 1) if upper > 0 else 1.0  # node times O(1) for the solver
-    byte_scale = max(mixed.fast_capacity_bytes, 1.0)  # capacity rows O(1)
+    # capacity rows in MB: one byte over a tier (byte counts are integers) is 1e-6, ten times HiGHS's default
+    # primal feasibility tolerance, so the solver cannot accept a placement over a tier by a sliver
+    byte_scale = BYTE_SCALE
 
     cost = np.zeros(ncol)
     offset = 0.0
@@ -233,12 +238,14 @@ def solve_mixed_milp(
     rows.append(sp.csr_matrix(coupling))
     row_lo.append(np.array([-np.inf]))
     row_hi.append(np.array([fast_room / byte_scale]))
+    slow_room = mixed.slow_capacity_bytes
+    slow_row = fast_row + 1
     if slow_binds:
         coupling = np.zeros((1, ncol))
         coupling[0, s_start : s_start + K] = counts
         rows.append(sp.csr_matrix(coupling))
         row_lo.append(np.array([-np.inf]))
-        row_hi.append(np.array([mixed.slow_capacity_bytes / byte_scale]))
+        row_hi.append(np.array([slow_room / byte_scale]))
 
     A = sp.vstack(rows, format="csc")
     lo = np.concatenate(row_lo)
@@ -316,13 +323,21 @@ def solve_mixed_milp(
             break
         values = np.round(np.asarray(h.getSolution().col_value))
         placement = mixed.join([b.placement_of(values[x_start[k] : x_start[k] + b.nb]) for k, b in enumerate(blocks)])
-        check = mixed.evaluate_batch(placement.weights_fast[None], placement.activations_fast[None])
-        if bool(check.valid[0]) or resolves >= max_resolves:
+        terms = mixed.workload_terms(placement.weights_fast[None], placement.activations_fast[None])
+        over_fast = float((counts * terms["peak_fast"][:, 0]).sum()) - mixed.fast_capacity_bytes
+        over_slow = float((counts * terms["peak_slow"][:, 0]).sum()) - mixed.slow_capacity_bytes
+        if (over_fast <= 0 and over_slow <= 0) or resolves >= max_resolves:
             break
-        # over the shared DRAM by a sliver within the solver's feasibility tolerance: tighten, solve again
+        # over a shared tier by a sliver the solver still tolerated: tighten that row, solve again (margins
+        # grow tenfold per try so that a tolerance wider than expected cannot stall the loop)
+        margin = 10.0**resolves
         resolves += 1
-        fast_room -= float(check.overflow_bytes[0]) * n_tasks + 1.0
-        h.changeRowBounds(fast_row, -inf, fast_room / byte_scale)
+        if over_fast > 0:
+            fast_room -= over_fast + margin
+            h.changeRowBounds(fast_row, -inf, fast_room / byte_scale)
+        if over_slow > 0 and slow_binds:
+            slow_room -= over_slow + margin
+            h.changeRowBounds(slow_row, -inf, slow_room / byte_scale)
     solve_time = time.perf_counter() - t0
 
     ev = mixed.evaluate(placement)

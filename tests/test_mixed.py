@@ -23,14 +23,16 @@ MB = 10**6
 SMALL_FAST_BYTES = 90 * MB
 
 
-def small_graph(name: str, weighted: set[int], seed: int, w_mb: tuple[float, float], out_mb: tuple[float, float]):
-    """12 nodes: a chain with a residual add every third node; weighted nodes are convs/linears."""
+def small_graph(
+    name: str, weighted: set[int], seed: int, w_mb: tuple[float, float], out_mb: tuple[float, float], n: int = 12
+):
+    """n nodes: a chain with a residual add every third node; weighted nodes are convs/linears."""
     rng = np.random.default_rng(seed)
-    w = rng.uniform(*w_mb, 12)
-    out = rng.uniform(*out_mb, 12)
-    flops = rng.uniform(1e6, 5e7, 12)
+    w = rng.uniform(*w_mb, n)
+    out = rng.uniform(*out_mb, n)
+    flops = rng.uniform(1e6, 5e7, n)
     nodes, edges = [], []
-    for i in range(12):
+    for i in range(n):
         has_w = i in weighted
         op = ("conv" if name == "cnn" else "linear") if has_w else ("add" if i % 3 == 0 else "relu")
         prev = [i - 1] if i else []
@@ -47,7 +49,7 @@ def small_graph(name: str, weighted: set[int], seed: int, w_mb: tuple[float, flo
             )
         )
         edges += [(j, i) for j in prev]
-    return build_graph(name, nodes, edges, output_nodes=[11])
+    return build_graph(name, nodes, edges, output_nodes=[n - 1])
 
 
 CNN = small_graph("cnn", {0, 2, 5, 8, 10}, 1, (1, 6), (0.5, 4))  # 17 decisions, ~28 MB per task
@@ -55,10 +57,11 @@ MLP = small_graph("mlp", {1, 4, 7, 10}, 2, (4, 12), (0.2, 1))  # 16 decisions, ~
 TASKS = [(CNN, 3), (MLP, 2)]
 
 
-def small_system(fast_bytes: int = SMALL_FAST_BYTES) -> dict:
+def small_system(fast_bytes: int = SMALL_FAST_BYTES, slow_bytes: int = 128 * 2**30) -> dict:
     return {
         "preset": "optane-16g-128g",
         "fast_capacity_bytes": int(fast_bytes),
+        "slow_capacity_bytes": int(slow_bytes),
         "system_reserve_bytes": 0,
         "framework_overhead_bytes": 0,
     }
@@ -269,3 +272,30 @@ def test_agents_run_on_the_mixed_env():
     egrl = EGRL(cfg, seed=0, progress=False, tensorboard=False).fit(env, budget=12)
     assert egrl.evaluations <= 12 and egrl.best_action.shape == (env.graph.num_nodes, 2)
     assert egrl.best_reward <= milp.best_reward + 1e-9
+
+
+def test_milp_when_both_tiers_bind_equals_brute_force():
+    """A slow tier too small for the DRAM-only optimum's slow bytes: the MILP's slow rows, against every pair."""
+    g1 = small_graph("cnn", {0, 2, 4}, 5, (2, 8), (0.5, 4), n=6)
+    g2 = small_graph("mlp", {1, 4}, 6, (4, 12), (0.2, 1), n=6)
+    fp = [AnalyticModel(g).tensor_footprint_bytes for g in (g1, g2)]
+    fast = int(0.5 * (3 * fp[0] + 2 * fp[1]))
+    terms = []
+    for m in MixedModelBackend([(g1, 3), (g2, 2)], small_system(fast)).models:  # capacities do not change times
+        W, A = _all_placements(m.graph)
+        cap = m.capacity(W, A)
+        terms.append((m.latencies(W, A), cap["peak_fast"], cap["peak_slow"]))
+    (l1, f1, s1), (l2, f2, s2) = terms
+    total = (3 * l1[:, None] + 2 * l2[None]) / 5
+    fits_fast = 3 * f1[:, None] + 2 * f2[None] <= fast
+    slow_used = 3 * s1[:, None] + 2 * s2[None]
+    k = np.unravel_index(np.argmin(np.where(fits_fast, total, np.inf)), total.shape)
+    slow = int(slow_used[k]) - 1  # the optimum with only the DRAM row no longer fits the slow tier
+    ok = fits_fast & (slow_used <= slow)
+    best = float(np.where(ok, total, np.inf).min())
+    assert best > total[k]
+    mixed = MixedModelBackend([(g1, 3), (g2, 2)], small_system(fast, slow))
+    sol = solve_mixed_milp(mixed, mip_rel_gap=0.0, time_limit_s=30)
+    assert sol.extra["slow_rows"] and sol.optimal and sol.valid
+    assert sol.latency_s == pytest.approx(best, rel=1e-9)
+    assert sol.objective_s == pytest.approx(sol.latency_s, rel=1e-9)
