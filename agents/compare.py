@@ -448,12 +448,20 @@ def compare(
     progress: bool = True,
     raise_errors: bool = False,
     env_kwargs: dict[str, Any] | None = None,
+    evaluator: str = "inprocess",
+    evaluator_options: dict[str, Any] | None = None,
 ) -> Comparison:
     """Run every agent on the same env and budget over `seeds` seeds; see the module docstring.
 
     `out_dir` = None keeps everything in memory (call `Comparison.write` later). An agent that raises is
-    reported as failed in the table (or re-raised with `raise_errors=True`).
+    reported as failed in the table (or re-raised with `raise_errors=True`). `evaluator` names where the
+    agents' populations are evaluated (`agents.evaluators_factory.EVALUATOR_KINDS`: inprocess, process,
+    ray); `evaluator_options` are passed to `make_evaluator` (n_workers, address, resources, ...).
     """
+    from agents.evaluators_factory import EVALUATOR_KINDS, make_evaluator
+
+    if evaluator not in EVALUATOR_KINDS:
+        raise ValueError(f"unknown evaluator {evaluator!r}; choose one of {', '.join(EVALUATOR_KINDS)}")
     if budget < 1:
         raise ValueError(f"budget must be >= 1 evaluation, got {budget}")
     if seeds < 1:
@@ -517,8 +525,11 @@ def compare(
         _log(progress, f"{tag}: running ...")
         start = time.perf_counter()
         run_env = _make_env(kwargs)
+        run_evaluator = None
         try:
-            result = factory(seed).fit(run_env, budget=int(budget))
+            if evaluator != "inprocess":
+                run_evaluator = make_evaluator(evaluator, kwargs, **dict(evaluator_options or {}))
+            result = factory(seed).fit(run_env, budget=int(budget), evaluator=run_evaluator)
         except Exception as exc:  # noqa: BLE001 - a failing agent is a table row, not a crash
             if raise_errors:
                 raise
@@ -526,6 +537,8 @@ def compare(
             _log(progress, f"{tag}: FAILED ({type(exc).__name__}: {exc})")
             continue
         finally:
+            if run_evaluator is not None:
+                run_evaluator.close()
             run_env.close()
         result.meta["compare"] = settings
         runs.append(Run(label, seed, result))

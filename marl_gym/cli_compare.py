@@ -37,6 +37,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="reuse runs already in DIR/runs/ with the same settings")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    from agents.evaluators_factory import add_evaluator_arguments
+
+    add_evaluator_arguments(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -50,6 +53,23 @@ def _run(args: argparse.Namespace) -> int:
     if not names:
         raise CLIError("--agents is empty; expected e.g. egrl,ppo,random,greedy,milp")
     from agents.compare import compare, make_agent
+
+    evaluator_options: dict = {}
+    if args.evaluator != "inprocess":
+        evaluator_options["n_workers"] = args.workers
+    if args.evaluator == "ray":
+        for flag, key in (
+            ("address", "address"),
+            ("ray_resources", "resources"),
+            ("ray_num_cpus", "num_cpus"),
+            ("max_retries", "max_retries"),
+        ):
+            if getattr(args, flag) is not None:
+                evaluator_options[key] = getattr(args, flag)
+    else:
+        for flag in ("address", "ray_resources", "ray_num_cpus", "max_retries"):
+            if getattr(args, flag) is not None:
+                raise CLIError(f"--{flag.replace('_', '-')} only applies to --evaluator ray")
 
     for name in names:
         try:
@@ -70,6 +90,8 @@ def _run(args: argparse.Namespace) -> int:
             milp_time_limit_s=args.milp_time_limit,
             resume=args.resume,
             progress=not args.quiet,
+            evaluator=args.evaluator,
+            evaluator_options=evaluator_options,
         )
     except ValueError as exc:  # bad workload/system/baseline: the env explains
         raise CLIError(str(exc)) from None

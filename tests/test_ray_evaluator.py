@@ -308,3 +308,26 @@ def test_cli_flags():
         parser.parse_args(["--ray-resources", "pmem=1"])
     with pytest.raises(SystemExit, match="--address only applies to --evaluator ray"):
         evaluator_from_args(parser.parse_args(["--evaluator", "process", "--address", "auto"]), ENV_KWARGS)
+
+
+def test_compare_runs_on_ray_like_in_process(local_ray, tmp_path):
+    """`marl-gym compare --evaluator ray`: same best-so-far history as in-process for a seeded agent."""
+    from agents.compare import compare
+    from marl_gym.cli import main
+
+    common = dict(agents=["random"], budget=24, seeds=1, system="optane-16g-128g", n_tasks=8, milp_time_limit_s=30)
+    local = compare("resnet50", progress=False, **common)
+    remote = compare(
+        "resnet50", progress=False, evaluator="ray", evaluator_options={"n_workers": 2, "num_cpus": 0.25}, **common
+    )
+    (run_local,) = [r for r in local.runs if r.agent == "random"]
+    (run_remote,) = [r for r in remote.runs if r.agent == "random"]
+    assert run_remote.result is not None, run_remote.error
+    assert run_remote.result.evaluations == run_local.result.evaluations == 24
+    assert [h[:2] for h in run_remote.result.history] == [h[:2] for h in run_local.result.history]
+    out = tmp_path / "cmp"
+    argv = ["compare", "--workload", "resnet50", "--agents", "random", "--budget", "8", "--seeds", "1"]
+    argv += ["--n-tasks", "8", "--out", str(out), "--quiet", "--evaluator", "ray", "--ray-num-cpus", "0.25"]
+    assert main(argv) == 0
+    assert sorted(p.suffix for p in out.iterdir() if p.is_file()) == [".csv", ".md", ".png"]
+    assert main([*argv[:-4], "--address", "auto"]) == 2  # a Ray-only flag without --evaluator ray
