@@ -229,7 +229,8 @@ class EvaluationSession:
             self.tracker.update(arr[todo], batch.rewards, batch.infos, self.budget)
             for j, i in enumerate(todo):
                 rewards[i], infos[i], done[i] = batch.rewards[j], batch.infos[j], True
-                if self.use_cache:
+                # a failed run (a crashed worker or actor) says nothing about the placement: never cache it
+                if self.use_cache and not batch.infos[j].get("failed"):
                     self.cache[keys[i]] = (float(batch.rewards[j]), _small_info(batch.infos[j]))
         if self.use_cache:
             for i, key in enumerate(keys):

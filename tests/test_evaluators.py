@@ -98,3 +98,40 @@ def test_noisy_env_is_not_cached():
     ev = InProcessBatchEvaluator(env)
     assert not ev.deterministic
     assert not GymEnvFactory(kwargs={"noise": 0.05}).deterministic
+
+
+class _FailOnceEvaluator:
+    """Deterministic evaluator whose first call reports every row as a failed run (a crashed worker)."""
+
+    deterministic = True
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.evaluations = 0
+        self.calls = 0
+
+    def evaluate(self, acts):
+        batch = self.inner.evaluate(acts)
+        self.calls += 1
+        self.evaluations += len(acts)
+        if self.calls == 1:
+            batch.rewards[:] = -9.0
+            for info in batch.infos:
+                info["failed"] = True
+        return batch
+
+    def close(self):
+        pass
+
+
+def test_failed_runs_are_not_cached(env):
+    g = env.unwrapped.graph
+    mask = np.stack([g.weight_mask, np.ones(g.num_nodes, bool)], 1)
+    ev = _FailOnceEvaluator(InProcessBatchEvaluator(env))
+    s = EvaluationSession(ev, Budget(None), mask)
+    acts = actions(env, 3, seed=4)
+    r1, _, _ = s.evaluate(acts)
+    assert (r1 == -9.0).all()
+    r2, _, _ = s.evaluate(acts)  # evaluated again, not served from the cache
+    assert ev.evaluations == 6 and (r2 != -9.0).all()
+    np.testing.assert_allclose(r2, InProcessBatchEvaluator(env).evaluate(acts).rewards)
