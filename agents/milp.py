@@ -472,6 +472,18 @@ class MILP:
 
     def solve(self, env: Any) -> MILPSolution:
         cfg = self.config
+        backend = getattr(getattr(env, "unwrapped", env), "backend", env)
+        if getattr(backend, "mixed", False):  # a mix of workloads sharing DRAM: one joint MILP
+            from agents.milp_mixed import solve_mixed_milp  # lazy: agents.milp_mixed imports this module
+
+            self.solution = solve_mixed_milp(
+                env,
+                time_limit_s=cfg.time_limit_s,
+                mip_rel_gap=cfg.mip_rel_gap,
+                threads=cfg.threads,
+                warm_start=cfg.warm_start,
+            )
+            return self.solution
         self.solution = solve_milp(
             analytic_model_of(env),
             time_limit_s=cfg.time_limit_s,

@@ -54,11 +54,9 @@ class SB3PlacementWrapper(gym.Wrapper):
             size = int(np.prod(raw["node_features"].shape) + np.prod(raw["decision_mask"].shape) + raw["system"].shape[0])
             self.observation_space = spaces.Box(-np.inf, np.inf, (size,), np.float32)
         else:
+            # every key of the raw observation (a mix of workloads adds workload_id and workload_tasks)
             self.observation_space = spaces.Dict(
-                {
-                    key: spaces.Box(-np.inf, np.inf, raw[key].shape, np.float32)
-                    for key in ("node_features", "edge_index", "decision_mask", "system")
-                }
+                {key: spaces.Box(-np.inf, np.inf, space.shape, np.float32) for key, space in raw.spaces.items()}
             )
 
     def _convert(self, obs: dict[str, np.ndarray]) -> Any:
@@ -66,7 +64,7 @@ class SB3PlacementWrapper(gym.Wrapper):
             return np.concatenate(
                 [obs["node_features"].ravel(), obs["decision_mask"].ravel(), obs["system"].ravel()]
             ).astype(np.float32)
-        return {key: np.asarray(value, dtype=np.float32) for key, value in obs.items()}
+        return {key: np.asarray(obs[key], dtype=np.float32) for key in self.observation_space.spaces}
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)

@@ -299,3 +299,18 @@ def test_milp_when_both_tiers_bind_equals_brute_force():
     assert sol.extra["slow_rows"] and sol.optimal and sol.valid
     assert sol.latency_s == pytest.approx(best, rel=1e-9)
     assert sol.objective_s == pytest.approx(sol.latency_s, rel=1e-9)
+
+
+def test_plain_milp_agent_solves_a_mix_and_sb3_wrapper_keeps_mix_keys():
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from agents.milp import MILP
+    from marl_gym.wrappers import SB3PlacementWrapper
+
+    env = make_env(tasks=TASKS, system=small_system())
+    joint = MixedMILP(time_limit_s=30).fit(env, budget=1)
+    plain = MILP(time_limit_s=30).fit(env, budget=1)
+    assert plain.best_reward == pytest.approx(joint.best_reward, rel=1e-9)
+    wrapped = SB3PlacementWrapper(make_env(tasks=TASKS, system=small_system()), obs_mode="dict")
+    assert {"workload_id", "workload_tasks"} <= set(wrapped.observation_space.spaces)
+    sb3_check_env(wrapped, warn=False)
