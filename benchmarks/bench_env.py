@@ -57,12 +57,16 @@ def main() -> None:
 
     print(f"command     : {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(f"machine     : {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}")
-    print(f"python/numpy: {platform.python_version()} / {np.__version__}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+    print(
+        f"python/numpy: {platform.python_version()} / {np.__version__}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    )
     print(f"workload    : {args.workload} ({n} nodes), system {args.system}, n_tasks {args.n_tasks}")
     print(f"model batch : {model_rate * args.batch:>12,.0f} placements/s  (batch {args.batch}, {model_calls} calls)")
     print(f"env batch   : {env_batch_rate * args.batch:>12,.0f} placements/s  (env.evaluate_batch incl. rewards)")
     print(f"env.step    : {step_rate:>12,.0f} steps/s       ({step_calls} calls)")
-    print(f"goal        : >= 20,000 placements/s on one core -> {'met' if model_rate * args.batch >= 20000 else 'NOT met'}")
+    print(
+        f"goal        : >= 20,000 placements/s on one core -> {'met' if model_rate * args.batch >= 20000 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -87,9 +87,7 @@ class Placement:
 
     def check(self, graph: WorkloadGraph) -> None:
         if len(self) != len(graph.nodes):
-            raise PlacementError(
-                f"placement has {len(self)} nodes but workload {graph.name!r} has {len(graph.nodes)}"
-            )
+            raise PlacementError(f"placement has {len(self)} nodes but workload {graph.name!r} has {len(graph.nodes)}")
 
     def fast_weight_bytes(self, graph: WorkloadGraph) -> int:
         self.check(graph)

@@ -51,7 +51,9 @@ class SB3PlacementWrapper(gym.Wrapper):
         self.num_nodes = int(raw["node_features"].shape[0])
         self.action_space = spaces.MultiBinary(2 * self.num_nodes)
         if obs_mode == "flat":
-            size = int(np.prod(raw["node_features"].shape) + np.prod(raw["decision_mask"].shape) + raw["system"].shape[0])
+            size = int(
+                np.prod(raw["node_features"].shape) + np.prod(raw["decision_mask"].shape) + raw["system"].shape[0]
+            )
             self.observation_space = spaces.Box(-np.inf, np.inf, (size,), np.float32)
         else:
             # every key of the raw observation (a mix of workloads adds workload_id and workload_tasks)

@@ -158,7 +158,7 @@ def test_batch_evaluation_matches_step():
     rewards, batch = env.evaluate_batch(actions)
     assert rewards.shape == (6,) and len(batch) == 6
     for k in range(6):
-        _, r, *_ , info = env.step(actions[k])
+        _, r, *_, info = env.step(actions[k])
         assert r == pytest.approx(rewards[k], rel=1e-9)
         assert bool(batch.valid[k]) == info["valid"]
     with pytest.raises(ValueError, match="shape"):
