@@ -241,17 +241,23 @@ def test_sac_critic_loss_falls_on_a_fixed_batch(graph):
 
 def test_sac_update_moves_the_actor_towards_what_the_critic_values(graph):
     torch.manual_seed(0)
-    cfg = replace(SMALL, critic_fusion="late", critic_pool="meanmax", learning_starts=1)
+    # alpha small next to the per-decision value differences (the published 0.05 on the summed entropy
+    # keeps a policy over ~60 decisions near uniform when each is worth ~1/60 of the reward)
+    cfg = replace(SMALL, critic_fusion="late", critic_pool="meanmax", learning_starts=1, alpha=1e-3, critic_lr=3e-3)
     sac = DiscreteSAC(graph.in_channels, cfg)
     buf = ReplayBuffer(1000, graph.num_nodes)
     rng = np.random.default_rng(0)
     acts = rng.integers(0, 2, (200, graph.num_nodes, 2)).astype(np.int8) * graph.mask_np.astype(np.int8)
     buf.add(acts, acts[:, :, 1].mean(1))  # the more fast activations the better
+    for _ in range(150):  # let the critic learn first, so the actor follows a meaningful gradient
+        sac.critic_opt.zero_grad()
+        sac.critic_loss(graph, buf.sample(rng, 32), rng).backward()
+        sac.critic_opt.step()
     before = torch.softmax(sac.actor.logits(graph), -1)[:, 1, 1].mean()
-    for _ in range(60):
+    for _ in range(40):
         out = sac.update({0: graph}, buf, rng)
     after = torch.softmax(sac.actor.logits(graph), -1)[:, 1, 1].mean()
-    assert after > before + 0.04
+    assert after > before + 0.1
     assert np.isfinite(out["critic_loss"]) and 0 <= out["entropy"] <= np.log(2) + 1e-6
 
 

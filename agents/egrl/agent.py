@@ -271,6 +271,10 @@ class EGRL:
         new_evals = session.budget.used - used_before
         if k:
             self.fitness = np.where(done[:k], rewards[:k], -np.inf)
+            if cfg.lamarckian > 0:
+                for i, ind in enumerate(self.population):
+                    if done[i] and isinstance(ind, BoltzmannChromosome):
+                        ind.absorb(actions[i], cfg.lamarckian)
         learner_reward = math.nan
         if self._migrant is not None and k and done[self._migrant]:
             learner_reward = float(rewards[self._migrant])
@@ -402,9 +406,9 @@ class EGRL:
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore a checkpoint written by `save` (or by `fit` with `out_dir`)."""
-        self._load(Path(path))
+        self._load(Path(path), warn_config=False)
 
-    def _load(self, path: Path, expect_nodes: int | None = None) -> None:
+    def _load(self, path: Path, expect_nodes: int | None = None, warn_config: bool = True) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("kind") != "marl_gym.EGRLCheckpoint" or state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
             raise ValueError(
@@ -417,7 +421,7 @@ class EGRL:
                 f"this env has {expect_nodes}"
             )
         stored = EGRLConfig.from_dict(state["config"])
-        if stored != self.config:
+        if warn_config and stored != self.config:
             warnings.warn(f"{path}: resuming with the checkpoint's config, not the one given", stacklevel=3)
         self.config = stored
         self.seed = int(state["seed"])

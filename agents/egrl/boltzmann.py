@@ -69,14 +69,19 @@ class BoltzmannChromosome:
 
     @classmethod
     def from_logits(
-        cls, logits: np.ndarray | torch.Tensor, mask: np.ndarray, cfg: EGRLConfig, temperature: float | None = None
+        cls,
+        logits: np.ndarray | torch.Tensor,
+        mask: np.ndarray,
+        cfg: EGRLConfig,
+        temperature: float | np.ndarray | None = None,
     ) -> BoltzmannChromosome:
         """Seed from a GNN's logits (N, 2, 2): the prior is the GNN's policy.
 
         With `temperature=None` each decision's temperature is chosen so that the chromosome samples
         from exactly the GNN's distribution (two tiers: softmax(p / T) = softmax(logits) when
         T = (p_fast - p_slow) / (l_fast - l_slow)), clipped to the allowed temperature range; a float
-        sets one temperature everywhere. Either way the most likely tier of every decision is the GNN's.
+        sets one temperature everywhere (an array broadcasts to (N, 2)). Either way the most likely tier of
+        every decision is the GNN's.
         """
         logits = torch.as_tensor(logits).detach().to(torch.float64).numpy()
         prior = np.exp(logits - logits.max(-1, keepdims=True))
@@ -87,7 +92,7 @@ class BoltzmannChromosome:
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = np.where(np.abs(dl) > 1e-9, dp / dl, 0.5)  # dp/dl -> 1/2 as dl -> 0
         else:
-            t = np.full(prior.shape[:2], float(temperature))
+            t = np.broadcast_to(np.asarray(temperature, dtype=np.float64), prior.shape[:2]).copy()
         t = np.clip(t, cfg.boltzmann_temp_min, cfg.boltzmann_temp_max)
         return cls(prior, t, mask)
 
@@ -117,6 +122,20 @@ class BoltzmannChromosome:
         self.prior[rows] = _normalise(self.prior[rows] * noise)
         drift = rng.normal(cfg.boltzmann_temp_drift, cfg.boltzmann_temp_noise, size=(k, 2))
         self.temperature[rows] = np.clip(self.temperature[rows] * drift, cfg.boltzmann_temp_min, cfg.boltzmann_temp_max)
+
+    def absorb(self, action: np.ndarray, strength: float) -> None:
+        """Lamarckian write-back: move the prior towards an evaluated action, prior <- (1 - s) prior + s one-hot.
+
+        With s = 1 the chromosome's most likely placement becomes that action and its temperatures alone
+        decide how far its children stray from it.
+        """
+        if strength <= 0:
+            return
+        onehot = np.zeros_like(self.prior)
+        a = np.asarray(action).astype(np.int64)
+        np.put_along_axis(onehot, a[..., None], 1.0, axis=-1)
+        keep = self.mask[..., None]
+        self.prior = np.where(keep, _normalise((1.0 - strength) * self.prior + strength * onehot), self.prior)
 
     def clone(self) -> BoltzmannChromosome:
         return copy.deepcopy(self)

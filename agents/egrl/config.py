@@ -10,7 +10,7 @@ listed in `FAST_DEVIATIONS` with the reason. `config.ablation(name)` switches pa
   - ``"pg_only"``         the SAC learner alone, sampling its own rollouts (no population);
   - ``"boltzmann_only"``  population of Boltzmann chromosomes only; the learner migrates in as a
                           chromosome seeded from its logits;
-  - ``"gnn_only"``        population of GNN actors only, plus the learner.
+  - ``"gnn_only"``        population of GNN actors only (sampling their policies), plus the learner.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class EGRLConfig:
     of all decisions fast). "spread": every initial member draws its own P(fast) for weight decisions
     and for activation decisions from U(0, 1) and starts there (Boltzmann priors set accordingly, GNN
     head biases set to the logits), so the first generation spans sparse to dense placements."""
+    keep_type_mix: bool = False
+    """Keep the number of GNNs and chromosomes fixed (see `evolution.evolve`). False (published): the mix
+    drifts with selection, and one type can take over the population."""
     gnn_rollout: str = "sample"
     """How population GNN actors act: "sample" from their policy or "greedy" (argmax)."""
 
@@ -67,6 +70,14 @@ class EGRLConfig:
     """Temperature of chromosomes seeded from a GNN: None = match the GNN's distribution exactly (a
     near-deterministic GNN gives a near-deterministic chromosome); a float = that temperature everywhere
     (0.2 flips a saturated decision with probability 0.7%: local exploration around the GNN's choice)."""
+    seed_temperature_high: float | None = None
+    """When set (with `seed_temperature` as the low end), each seeded chromosome draws one temperature per
+    decision type (weights, activations) log-uniformly in [seed_temperature, seed_temperature_high], so
+    seeds differ in how much they explore each type and selection keeps what works."""
+    lamarckian: float = 0.0
+    """After evaluation a chromosome's prior moves this far towards the placement it sampled (0 = off, as
+    published; 1 = its prior becomes that placement). Without it, a chromosome whose sample was lucky
+    passes on its unchanged prior, not the lucky placement."""
     boltzmann_mutation_frac: float = 1.0
     """Fraction of nodes whose prior and temperature a mutation perturbs (1.0 = all, as published)."""
 
@@ -92,7 +103,7 @@ class EGRLConfig:
     target_entropy: float | None = None
     """Mean entropy per decision (nats, at most ln 2 = 0.693) that alpha is tuned to keep (SAC v2);
     None keeps alpha fixed, as published."""
-    alpha_lr: float = 1e-2
+    alpha_lr: float = 0.05
     gamma: float = 0.99
     """Unused in practice: episodes are one step, so every target is the reward itself."""
     tau: float = 1e-3
@@ -176,7 +187,8 @@ class EGRLConfig:
         if name == "boltzmann_only":
             return replace(self, boltzmann_fraction=1.0, ablation_name=name)
         if name == "gnn_only":
-            return replace(self, boltzmann_fraction=0.0, ablation_name=name)
+            # with no chromosomes to sample around them, the GNN members sample their own policies
+            return replace(self, boltzmann_fraction=0.0, gnn_rollout="sample", ablation_name=name)
         raise ValueError(f"unknown ablation {name!r}; choose one of {ABLATIONS}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,5 +210,42 @@ FAST_DEVIATIONS: dict[str, tuple[Any, str]] = {
     "critic_depth": (2, "critic depth 2: cost"),
     "critic_fusion": ("late", "run the critic's GNN once per batch instead of once per transition (same graph)"),
     "critic_pool": ("meanmax", "latency is a sum over nodes: mean pooling next to max lets the critic see totals"),
+    "init_density": (
+        "spread",
+        "published starts put about half of all bytes in DRAM: when DRAM binds, every first-generation "
+        "placement overflows and hundreds of evaluations go to finding a valid one",
+    ),
+    "target_entropy": (
+        0.1,
+        "with alpha fixed at 0.05 the learner's policy saturated within a few generations (entropy ~1e-4) and "
+        "its rollouts and children stopped exploring; tuning alpha to keep 0.1 nats per decision avoids that",
+    ),
+    "keep_type_mix": (
+        True,
+        "with the mix free to drift, copies of the migrated learner took over every slot within a few "
+        "generations; identical saturated GNNs propose the same placement, so generations went by with "
+        "almost no new evaluation. Fixed slots keep chromosomes exploring around the best GNN",
+    ),
+    "seed_temperature": (
+        0.1,
+        "a chromosome seeded from a near-deterministic GNN at the GNN's own temperatures is a copy of it; "
+        "seeded at 0.1-0.5 it explores a few decisions around the GNN's choice (low end of the range)",
+    ),
+    "seed_temperature_high": (
+        0.5,
+        "one temperature per decision type drawn in [0.1, 0.5]: seeds differ in how much they explore "
+        "weights and activations, and selection keeps the mix that improves",
+    ),
+    "lamarckian": (
+        1.0,
+        "a chromosome's prior becomes the placement it sampled, so a lucky sample is inherited by its "
+        "children instead of being lost (with 300 evaluations there is no time to rediscover it)",
+    ),
+    "gnn_rollout": (
+        "greedy",
+        "GNN members propose their most likely placement: structured (similar layers decided alike), and "
+        "repeated proposals of unchanged elites cost nothing thanks to the evaluation cache; the chromosomes "
+        "do the sampling",
+    ),
 }
 """Field -> (value in the fast preset, why it differs from the published default)."""

@@ -6,7 +6,9 @@ One generation (`evolve`), following EGRL/CERL and Algorithm 1 of the MARL paper
   3. with probability `crossover_prob` an offspring is crossed with a random elite: within a type
      (GNN x GNN: rows of weight matrices copied; Boltzmann x Boltzmann: single-point crossover), or
      across types by transfer: the GNN's policy is encoded as a Boltzmann chromosome (seeded from its
-     logits) which is then crossed with the Boltzmann parent;
+     logits) which is then crossed with the Boltzmann parent. With `keep_type_mix` every slot keeps
+     its type: a chromosome slot won by a GNN receives the GNN transferred into a chromosome, a GNN
+     slot takes a GNN tournament winner, and a GNN offspring is only crossed with GNN elites;
   4. offspring mutate with probability `mutation_prob` (GNN: sparse Gaussian perturbation with
      super-mutation and reset; Boltzmann: prior and temperature noise);
   5. migration (`migrate`): the learner's actor is copied over the weakest member.
@@ -118,10 +120,17 @@ def rank(fitness: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(fitness, dtype=np.float64), kind="stable")
 
 
-def transfer(gnn: GNNIndividual, g: GraphInput, cfg: EGRLConfig) -> BoltzmannChromosome:
+def transfer(
+    gnn: GNNIndividual, g: GraphInput, cfg: EGRLConfig, rng: np.random.Generator | None = None
+) -> BoltzmannChromosome:
     """GNN -> Boltzmann: a chromosome with the GNN's policy as its prior (`BoltzmannChromosome.from_logits`),
-    at the GNN's own temperatures or at `cfg.seed_temperature`."""
-    return BoltzmannChromosome.from_logits(gnn.logits(g), g.mask_np, cfg, temperature=cfg.seed_temperature)
+    at the GNN's own temperatures, at `cfg.seed_temperature`, or, when `cfg.seed_temperature_high` is
+    set, at one temperature per decision type (weights, activation) drawn log-uniformly between the two."""
+    temperature: Any = cfg.seed_temperature
+    if cfg.seed_temperature is not None and cfg.seed_temperature_high is not None and rng is not None:
+        lo, hi = np.log(cfg.seed_temperature), np.log(cfg.seed_temperature_high)
+        temperature = np.exp(rng.uniform(lo, hi, size=2))[None, :]
+    return BoltzmannChromosome.from_logits(gnn.logits(g), g.mask_np, cfg, temperature=temperature)
 
 
 def mutate(ind: Individual, rng: np.random.Generator, cfg: EGRLConfig) -> None:
@@ -150,8 +159,16 @@ def evolve(
     if len(slots) == 0:
         return new, stats
     winners = tournament(rng, fitness, cfg.tournament_size, len(slots))
+    gnn_idx = np.array([i for i, ind in enumerate(population) if isinstance(ind, GNNIndividual)], dtype=np.int64)
     for slot, w in zip(slots, winners):
-        child = population[w].clone()
+        want = population[slot].kind if cfg.keep_type_mix else None
+        if want == "gnn" and not isinstance(population[w], GNNIndividual):
+            w = int(gnn_idx[tournament(rng, fitness[gnn_idx], cfg.tournament_size, 1)[0]])
+        if want == "boltzmann" and isinstance(population[w], GNNIndividual):
+            child: Any = transfer(population[w], g, cfg, rng)  # the slot stays a chromosome: GNN -> Boltzmann
+            stats["transfer"] += 1
+        else:
+            child = population[w].clone()
         if len(elites) and rng.random() < cfg.crossover_prob:
             partner = population[elites[rng.integers(len(elites))]]
             if isinstance(child, GNNIndividual) and isinstance(partner, GNNIndividual):
@@ -160,9 +177,9 @@ def evolve(
             elif isinstance(child, BoltzmannChromosome) and isinstance(partner, BoltzmannChromosome):
                 child = crossover_boltzmann(child, partner, rng)[0]
                 stats["crossover_same"] += 1
-            else:
+            elif isinstance(child, BoltzmannChromosome) or want is None:
                 gnn, boltz = (child, partner) if isinstance(child, GNNIndividual) else (partner, child)
-                child = crossover_boltzmann(transfer(gnn, g, cfg), boltz, rng)[0]
+                child = crossover_boltzmann(transfer(gnn, g, cfg, rng), boltz, rng)[0]
                 stats["transfer"] += 1
         if rng.random() < cfg.mutation_prob:
             mutate(child, rng, cfg)
@@ -176,10 +193,16 @@ def migrate(
 ) -> int:
     """Copy the learner's actor over the weakest member (by `fitness`); returns that index.
 
-    In a Boltzmann-only population the learner joins as a chromosome seeded from its logits.
+    In a Boltzmann-only population the learner joins as a chromosome seeded from its logits. With
+    `keep_type_mix` the weakest GNN member is replaced (so the mix of types stays as it started).
     """
-    fitness = np.asarray(fitness, dtype=np.float64)
-    weakest = int(rank(np.where(np.isfinite(fitness), fitness, -np.inf))[-1])
+    fitness = np.where(np.isfinite(np.asarray(fitness, dtype=np.float64)), fitness, -np.inf)
+    candidates = np.arange(len(population))
+    if cfg.keep_type_mix and not cfg.migrate_as_boltzmann:
+        gnns = np.array([i for i, ind in enumerate(population) if isinstance(ind, GNNIndividual)], dtype=np.int64)
+        if len(gnns):
+            candidates = gnns
+    weakest = int(candidates[rank(fitness[candidates])[-1]])
     incoming = GNNIndividual(copy.deepcopy(learner_actor))
     population[weakest] = transfer(incoming, g, cfg) if cfg.migrate_as_boltzmann else incoming
     return weakest

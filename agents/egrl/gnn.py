@@ -56,11 +56,40 @@ class GraphInput:
         return self.mask.numpy().astype(bool)
 
 
+def budget_shares(node_features: np.ndarray, system: np.ndarray) -> np.ndarray | None:
+    """(N, 2): each node's weight bytes and output bytes as a fraction of the per-task fast budget.
+
+    Recovered from the observation itself (the log-scaled sizes of `FEATURE_NAMES` and the budget in
+    `SYSTEM_FEATURE_NAMES`), on a linear scale: a placement fits roughly when the shares it puts in the
+    fast tier sum to at most one, a sum that a pooled network reads off far more easily than from logs.
+    None when the observation does not have the standard layout.
+    """
+    from marl_gym.envs.placement_env import SYSTEM_FEATURE_NAMES
+    from marl_gym.workloads.graph import _LOG_SCALE, FEATURE_NAMES
+
+    if (
+        node_features.ndim != 2
+        or node_features.shape[1] != len(FEATURE_NAMES)
+        or len(system) != len(SYSTEM_FEATURE_NAMES)
+    ):
+        return None
+    cols = [FEATURE_NAMES.index("log_weight_bytes"), FEATURE_NAMES.index("log_output_bytes")]
+    nbytes = np.expm1(node_features[:, cols].astype(np.float64) / _LOG_SCALE)
+    budget = 2.0 ** float(system[SYSTEM_FEATURE_NAMES.index("log2_fast_budget_per_task_gib")]) * 2**30
+    return (nbytes / max(budget, 1.0)).astype(np.float32)
+
+
 def graph_input_from_obs(obs: dict[str, np.ndarray]) -> GraphInput:
-    """Build a `GraphInput` from an env observation (the Dict of HeteroMemPlacement-v0)."""
-    x = torch.as_tensor(np.asarray(obs["node_features"], dtype=np.float32))
+    """Build a `GraphInput` from an env observation (the Dict of HeteroMemPlacement-v0): node features,
+    each tensor's share of the fast budget (`budget_shares`), and the system vector on every node."""
+    feats = np.asarray(obs["node_features"], dtype=np.float32)
+    raw_system = np.asarray(obs.get("system", np.zeros(0)), dtype=np.float32)
+    x = torch.as_tensor(feats)
     n = x.shape[0]
-    system = torch.as_tensor(np.asarray(obs.get("system", np.zeros(0)), dtype=np.float32))
+    shares = budget_shares(feats, raw_system)
+    if shares is not None:
+        x = torch.cat([x, torch.from_numpy(shares)], dim=1)
+    system = torch.as_tensor(raw_system)
     system = system / (1.0 + system.abs())  # softsign: bounded, keeps sign and order
     x = torch.cat([x, system.expand(n, -1)], dim=1)
     edge_index = torch.as_tensor(np.asarray(obs["edge_index"], dtype=np.int64))
@@ -91,10 +120,28 @@ class _ResidualStack(nn.Module):
         return h
 
 
+class _GraphUNet(GraphUNet):
+    """PyG's Graph U-Net with the adjacency squaring done on COO tensors.
+
+    `GraphUNet.augment_adj` multiplies CSR tensors; on torch 2.13 (CPU) every CSR @ CSR product leaks
+    about 46 KB, so a long search grew by megabytes per generation. COO `torch.sparse.mm` gives the same
+    edges and weights (both sorted row-major) without the leak.
+    """
+
+    def augment_adj(self, edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+        from torch_geometric.utils import add_self_loops, remove_self_loops
+
+        edge_index, edge_weight = remove_self_loops(edge_index, edge_weight)
+        edge_index, edge_weight = add_self_loops(edge_index, edge_weight, num_nodes=num_nodes)
+        adj = torch.sparse_coo_tensor(edge_index, edge_weight, (num_nodes, num_nodes)).coalesce()
+        adj = torch.sparse.mm(adj, adj).coalesce()
+        return remove_self_loops(adj.indices(), adj.values())
+
+
 class _UNet(nn.Module):
     def __init__(self, in_channels: int, hidden: int, depth: int, pool_ratio: float) -> None:
         super().__init__()
-        self.unet = GraphUNet(in_channels, hidden, hidden, depth=depth, pool_ratios=pool_ratio)
+        self.unet = _GraphUNet(in_channels, hidden, hidden, depth=depth, pool_ratios=pool_ratio)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Tensor:
         return F.relu(self.unet(x, edge_index, batch))

@@ -7,8 +7,11 @@ alpha H(pi(.|s'))). HeteroMemPlacement episodes are one step, so done = 1 and y 
 critic (soft-updated with tau) only matters for multi-step variants, exactly as in EGRL.
 
 Actor: minimises alpha * (-H(pi(.|s))) - min_j Q_j(s, pi(s)) where pi(s) is the policy's (N, 2, 2)
-probabilities fed to the critic as a relaxed action (eq. 4). The entropy is the mean over existing
-decisions (a sum over hundreds of nodes would drown Q at alpha = 0.05). Adam, gradient-norm clip.
+probabilities fed to the critic as a relaxed action (eq. 4). The policy is a product of independent
+per-decision distributions, so its entropy is the sum of theirs (eq. 1); logs report the mean per
+decision. Alpha is fixed (published) or tuned to keep a target mean entropy per decision (SAC v2),
+starting from the published value so that it approaches the target from the exploring side. Adam,
+gradient-norm clip.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ def make_critic(in_channels: int, cfg: EGRLConfig) -> TwinQCritic:
     )
 
 
-def _masked_entropy(probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of the per-decision distributions that exist."""
+def _masked_entropy(probs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy (nats) of the policy, i.e. the sum over the decisions that exist, and its mean per decision."""
     ent = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)  # (N, 2)
     m = mask.to(ent.dtype)
-    return (ent * m).sum() / m.sum().clamp_min(1.0)
+    total = (ent * m).sum()
+    return total, total / m.sum().clamp_min(1.0)
 
 
 class DiscreteSAC:
@@ -66,7 +70,7 @@ class DiscreteSAC:
 
     @property
     def alpha(self) -> float:
-        return float(self.log_alpha.exp())
+        return self.log_alpha.detach().exp().item()
 
     # ------------------------------------------------------------------ pieces
     def noisy_actions(self, actions: np.ndarray, g: GraphInput, rng: np.random.Generator) -> torch.Tensor:
@@ -78,11 +82,12 @@ class DiscreteSAC:
             onehot = onehot * g.mask.repeat_interleave(2, dim=1)[None].to(onehot.dtype)
         return onehot
 
-    def policy_actions(self, g: GraphInput) -> tuple[torch.Tensor, torch.Tensor]:
-        """The actor's probabilities as a relaxed action (1, N, 4) and its mean entropy."""
+    def policy_actions(self, g: GraphInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The actor's probabilities as a relaxed action (1, N, 4), its entropy and mean entropy per decision."""
         probs = torch.softmax(self.actor(g.x, g.edge_index), dim=-1)  # (N, 2, 2)
         relaxed = (probs * g.mask[..., None].to(probs.dtype)).reshape(1, -1, ACTION_CHANNELS)
-        return relaxed, _masked_entropy(probs, g.mask)
+        total, mean = _masked_entropy(probs, g.mask)
+        return relaxed, total, mean
 
     def targets(self, g: GraphInput, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
         if self.cfg.reward_clip is not None:
@@ -90,7 +95,7 @@ class DiscreteSAC:
         if bool(dones.all()):
             return rewards
         with torch.no_grad():  # multi-step variants only: the next state is the same graph
-            relaxed, ent = self.policy_actions(g)
+            relaxed, ent, _ = self.policy_actions(g)
             q1, q2 = self.critic_target(g, relaxed.expand(len(rewards), -1, -1))
             return rewards + self.cfg.gamma * (1.0 - dones.float()) * (torch.min(q1, q2) + self.alpha * ent)
 
@@ -101,7 +106,8 @@ class DiscreteSAC:
         return F.mse_loss(q1, y) + F.mse_loss(q2, y)
 
     def actor_loss(self, g: GraphInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        relaxed, ent = self.policy_actions(g)
+        """(loss, Q of the policy, mean entropy per decision)."""
+        relaxed, ent, mean_ent = self.policy_actions(g)
         for p in self.critic.parameters():  # gradients flow through the critic to the action only
             p.requires_grad_(False)
         try:
@@ -110,7 +116,7 @@ class DiscreteSAC:
             for p in self.critic.parameters():
                 p.requires_grad_(True)
         q = torch.min(q1, q2).mean()
-        return -q - self.alpha * ent, q, ent
+        return -q - self.alpha * ent, q, mean_ent
 
     # ------------------------------------------------------------------ update
     def update(self, graphs: dict[int, GraphInput], buffer: ReplayBuffer, rng: np.random.Generator) -> dict[str, float]:
@@ -124,7 +130,7 @@ class DiscreteSAC:
             part = {k: v[sel] for k, v in batch.items()}
             loss = self.critic_loss(graphs[int(sid)], part, rng) * (sel.sum() / len(sel))
             loss.backward()
-            critic_losses.append(float(loss))
+            critic_losses.append(loss.item())
         torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
         self.critic_opt.step()
 
@@ -134,9 +140,9 @@ class DiscreteSAC:
         for sid in sids:
             loss, q, ent = self.actor_loss(graphs[int(sid)])
             (loss / len(sids)).backward()
-            stats["actor_loss"] += float(loss) / len(sids)
-            stats["q"] += float(q) / len(sids)
-            stats["entropy"] += float(ent) / len(sids)
+            stats["actor_loss"] += loss.item() / len(sids)
+            stats["q"] += q.item() / len(sids)
+            stats["entropy"] += ent.item() / len(sids)
         torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.actor_opt.step()
         if self.alpha_opt is not None and cfg.target_entropy is not None:
