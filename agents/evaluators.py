@@ -193,7 +193,7 @@ class EvaluationSession:
     `evaluate(actions)` masks the actions, serves repeats from the cache (deterministic evaluators
     only), evaluates as many new placements as the budget allows (in input order) and returns
     (rewards, infos, done) where `done[i]` is False for rows the budget did not cover (their reward
-    is NaN).
+    is NaN). `last_fresh` then marks the rows that were really evaluated (charged) by that call.
     """
 
     def __init__(self, evaluator: Any, budget: Budget, mask: np.ndarray, cache: bool | None = None) -> None:
@@ -203,6 +203,7 @@ class EvaluationSession:
         self.use_cache = bool(evaluator.deterministic) if cache is None else bool(cache)
         self.cache: dict[bytes, tuple[float, dict[str, Any]]] = {}
         self.tracker = BestTracker()
+        self.last_fresh = np.zeros(0, dtype=bool)
 
     def evaluate(self, actions: Any) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
         arr = apply_mask(_as_batch(actions), self.mask[None])
@@ -223,6 +224,8 @@ class EvaluationSession:
                 pending[key] = i
                 todo.append(i)
         todo = todo[: self.budget.allow(len(todo))]
+        self.last_fresh = np.zeros(n, dtype=bool)
+        self.last_fresh[todo] = True
         if todo:
             batch = self.evaluator.evaluate(arr[todo])
             self.budget.charge(len(todo))

@@ -1,6 +1,6 @@
 """Train EGRL on a workload and compare its placement with the memory-agnostic and hardware baselines.
 
-    python examples/train_egrl.py                                  # wide_resnet101_2, 32 tasks, 300 evaluations
+    python examples/train_egrl.py                                  # wide_resnet101_2, 16 tasks, 300 evaluations
     python examples/train_egrl.py --workload bert_base --n-tasks 48 --budget 500 --out runs/bert
     python examples/train_egrl.py --out runs/wrn --resume          # continue a killed run where it stopped
 
@@ -9,8 +9,9 @@ touch, random interleave and all-slow, and writes to --out: best_placement.json 
 examples/run_placement.py and the env accept), result.json, history.csv (best-so-far per
 evaluation), generations.csv, checkpoint.pt, TensorBoard logs (tb/) and training_curve.png.
 
-The default n_tasks (32) is one where DRAM binds: the per-task DRAM budget is a small fraction of
-a task's footprint, so what goes where matters.
+The default n_tasks (16) is one where DRAM binds: each task gets 128 MiB of DRAM for a 493 MiB
+footprint. Putting every activation in DRAM is not enough there (about 6% short of the optimum); the
+right few weights have to go in as well.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import warnings
 from pathlib import Path
 
 DEFAULT_WORKLOAD = "wide_resnet101_2"
-DEFAULT_N_TASKS = 32
+DEFAULT_N_TASKS = 16
 BASELINE_ROWS = ("dram_only", "memory_mode", "first_touch", "random", "all_slow")
 MIB = 2**20
 
@@ -100,18 +101,18 @@ def baseline_rows(env, best_eval) -> list[dict]:
 
 
 def format_table(rows: list[dict], baseline: str, budget_mib: float | None) -> str:
-    head = f"{'placement':<14} {'latency (ms)':>13} {'speedup vs ' + baseline:>24} {'DRAM/task (MiB)':>16} {'valid':>6}"
+    head = f"{'placement':<15} {'latency (ms)':>13} {'speedup vs ' + baseline:>24} {'DRAM/task (MiB)':>16} {'valid':>6}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lat = f"{r['latency_s'] * 1e3:13.2f}" if math.isfinite(r["latency_s"]) else f"{'does not fit':>13}"
         dram = f"{r['dram_mib']:16.1f}" if r["dram_mib"] is not None else f"{'-':>16}"
-        lines.append(f"{r['placement']:<14} {lat} {r['speedup']:24.3f} {dram} {'yes' if r['valid'] else 'no':>6}")
+        lines.append(f"{r['placement']:<15} {lat} {r['speedup']:24.3f} {dram} {'yes' if r['valid'] else 'no':>6}")
     if budget_mib is not None:
         lines.append(f"(per-task DRAM budget: {budget_mib:.1f} MiB; DRAM-only ignores it: it is the ideal)")
     return "\n".join(lines)
 
 
-def plot_curve(path: Path, history, env, random_history=None) -> None:
+def plot_curve(path: Path, history, env, random_history=None, optimum: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,22 +121,29 @@ def plot_curve(path: Path, history, env, random_history=None) -> None:
     base = env.unwrapped
     evals = [h[0] for h in history]
     best = [h[1] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.plot(evals, best, label="EGRL best so far", lw=2)
     if random_history:
         ax.plot([h[0] for h in random_history], [h[1] for h in random_history], label="random search", lw=1.2)
-    for mode, style in (("dram_only", ":"), ("first_touch", "-."), ("all_slow", "--")):
+    if optimum is not None:
+        ax.axhline(optimum, ls="-", c="tab:green", lw=1, label="optimum of the model (MILP)")
+    lines: dict[float, list[str]] = {}  # baselines closer than 0.03 share one labelled line
+    for mode in ("dram_only", base.baseline, "first_touch", "random", "all_slow"):
         lat = base.baselines_s.get(mode, math.inf)
         if math.isfinite(lat):
-            ax.axhline(base.baseline_s / lat, ls=style, c="grey", lw=1)
-            ax.annotate(mode, (evals[-1], base.baseline_s / lat), fontsize=8, ha="right", va="bottom", c="grey")
-    ax.axhline(1.0, ls="-", c="k", lw=0.6)
-    ax.annotate(base.baseline, (evals[-1], 1.0), fontsize=8, ha="right", va="bottom")
+            value = base.baseline_s / lat
+            near = next((v for v in lines if abs(v - value) < 0.03), value)
+            lines.setdefault(near, []).append(mode)
+    for value, modes in lines.items():
+        ax.axhline(value, ls=":", c="grey", lw=1)
+        ax.annotate(
+            " ≈ ".join(modes), (0.01, value), xycoords=("axes fraction", "data"), fontsize=8, va="bottom", c="dimgrey"
+        )
     lo = min(v for v in best if math.isfinite(v))
-    ax.set_ylim(bottom=max(lo, -2.0) - 0.1)
+    ax.set_ylim(bottom=max(lo, -2.0) - 0.1, top=max(max(lines, default=1.0), max(best)) * 1.05)
     ax.set_xlabel("evaluations")
-    ax.set_ylabel(f"reward (speedup over {base.baseline}; < 0 = does not fit)")
-    ax.set_title(f"{base.graph.name}, {base.n_tasks} tasks")
+    ax.set_ylabel(f"reward: speedup over {base.baseline}\n(< 0: does not fit in DRAM)")
+    ax.set_title(f"EGRL on {base.graph.name}, {base.n_tasks} tasks")
     ax.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +151,18 @@ def plot_curve(path: Path, history, env, random_history=None) -> None:
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
+
+
+def model_optimum(env):
+    """The exact optimum of the analytic model (agents.milp), or None when it cannot be had quickly."""
+    try:
+        from agents.greedy import analytic_model_of
+        from agents.milp import solve_milp
+
+        sol = solve_milp(analytic_model_of(env), time_limit_s=30)
+        return sol.placement if sol.valid else None
+    except Exception:  # noqa: BLE001 - the optimum is a courtesy line in the table, never a failure
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +216,24 @@ def main(argv: list[str] | None = None) -> int:
     _, best_eval = base.evaluate(best)
     rows = baseline_rows(env, best_eval)
     rs = RandomSearch(seed=args.seed).fit(env, budget=result.evaluations) if args.backend == "model" else None
+    opt = model_optimum(env) if args.backend == "model" else None
+    optimum_reward = None
+    if opt is not None:
+        optimum_reward, opt_eval = base.evaluate(opt)
+        rows.insert(
+            1,
+            {
+                "placement": "optimum (MILP)",
+                "latency_s": opt_eval.latency_s,
+                "speedup": base.baseline_s / opt_eval.latency_s,
+                "dram_mib": opt_eval.peak_fast_bytes / MIB,
+                "valid": bool(opt_eval.valid),
+            },
+        )
     if rs is not None:
         _, rs_eval = base.evaluate(rs.best_placement)
         rows.insert(
-            4,
+            len(rows) - 2,
             {
                 "placement": "random search",
                 "latency_s": rs_eval.latency_s,
@@ -217,13 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     if rs is not None:
         print(f"random search (same budget, {rs.evaluations} evaluations): best reward {rs.best_reward:.4f}")
+    if optimum_reward is not None:
+        print(f"EGRL's best is {result.best_reward / optimum_reward:.1%} of the model's optimum (MILP)")
     best.save(out / "best_placement.json", base.graph, reward=result.best_reward, found_by=result.agent)
     atomic_write_text(
         out / "comparison.json",
         json.dumps({"schema_version": 1, "rows": rows, "n_tasks": args.n_tasks, "workload": base.graph.name}, indent=1),
     )
     if not args.no_plot:
-        plot_curve(out / "training_curve.png", result.history, env, rs.history if rs is not None else None)
+        plot_curve(
+            out / "training_curve.png", result.history, env, rs.history if rs is not None else None, optimum_reward
+        )
         print(f"training curve: {out / 'training_curve.png'}")
     print(f"best placement: {out / 'best_placement.json'}")
     env.close()

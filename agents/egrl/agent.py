@@ -122,6 +122,7 @@ class EGRL:
         self.session: EvaluationSession | None = None
         self.rng = np.random.default_rng(self.seed)
         self._migrant: int | None = None
+        self._stall = 0
         self._workload = ""
 
     # ---------------------------------------------------------------- set-up
@@ -153,21 +154,36 @@ class EGRL:
         self.generation = 0
         self.generation_log = []
         self._migrant = None
+        self._stall = 0
 
     # ------------------------------------------------------------------ acting
     def _proposals(self) -> tuple[np.ndarray, int]:
         """Actions of every population member, then the learner's own rollouts; and the population size."""
         g, cfg = self.graph_input, self.config
         assert g is not None
-        acts = []
+        acts: list[np.ndarray] = []
+        proposed: set[bytes] = set()
         for ind in self.population:
             if isinstance(ind, GNNIndividual):
-                acts.append(ind.act(g, self.rng, cfg.gnn_rollout))
+                act = ind.act(g, self.rng, cfg.gnn_rollout)
             else:
-                acts.append(ind.act(self.rng))
+                act = ind.act(self.rng)
+                for _ in range(cfg.resample_duplicates):  # a known placement teaches nothing: draw again
+                    if not (self._seen(act) or self._key(act) in proposed):
+                        break
+                    act = ind.act(self.rng)
+            proposed.add(self._key(act))
+            acts.append(act)
         if self.learner is not None:
             acts.extend(self.learner.actor.sample(g, self.rng) for _ in range(cfg.learner_rollouts))
         return np.stack(acts).astype(np.int8), len(self.population)
+
+    def _key(self, act: np.ndarray) -> bytes:
+        assert self.session is not None
+        return np.packbits(act.astype(np.int8) * self.session.mask.astype(np.int8)).tobytes()
+
+    def _seen(self, act: np.ndarray) -> bool:
+        return self.session is not None and self.session.use_cache and self._key(act) in self.session.cache
 
     def best_member(self) -> Individual | None:
         if not self.population:
@@ -283,6 +299,7 @@ class EGRL:
 
         stats = _Stats()
         if self.learner is not None and self.buffer is not None:
+            # every rollout is a transition, as in EGRL (a repeat served from the cache included)
             self.buffer.add(actions[done], rewards[done])
             if len(self.buffer) >= cfg.learning_starts:
                 steps = int(round(done.sum() * cfg.gradient_steps_per_transition))
@@ -302,7 +319,7 @@ class EGRL:
             self._migrant = None
             if self.learner is not None and self.generation % max(cfg.migration_period, 1) == 0:
                 self._migrant = migrate(self.population, self.fitness, self.learner.actor, g, cfg)
-        self._stall = getattr(self, "_stall", 0) + 1 if new_evals == 0 else 0
+        self._stall = self._stall + 1 if new_evals == 0 else 0
         row["stalled"] = self._stall >= 20
         self.generation_log.append({k_: v for k_, v in row.items() if k_ != "stalled"})
         return row
@@ -394,7 +411,7 @@ class EGRL:
             "population": [ind.state_dict() for ind in self.population],
             "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
             "migrant": -1 if self._migrant is None else int(self._migrant),
-            "stall": int(getattr(self, "_stall", 0)),
+            "stall": self._stall,
             "learner": None if self.learner is None else self.learner.state_dict(),
             "replay": None if self.buffer is None else self.buffer.state_dict(),
             "generation_log": self.generation_log,

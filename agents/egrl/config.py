@@ -40,6 +40,9 @@ class EGRLConfig:
     keep_type_mix: bool = False
     """Keep the number of GNNs and chromosomes fixed (see `evolution.evolve`). False (published): the mix
     drifts with selection, and one type can take over the population."""
+    resample_duplicates: int = 0
+    """A chromosome whose sample was already evaluated draws again, up to this many times (0 = never, as
+    published). With a cache a repeat costs no evaluation but teaches nothing either."""
     gnn_rollout: str = "sample"
     """How population GNN actors act: "sample" from their policy or "greedy" (argmax)."""
 
@@ -240,6 +243,11 @@ FAST_DEVIATIONS: dict[str, tuple[Any, str]] = {
         1.0,
         "a chromosome's prior becomes the placement it sampled, so a lucky sample is inherited by its "
         "children instead of being lost (with 300 evaluations there is no time to rediscover it)",
+    ),
+    "resample_duplicates": (
+        3,
+        "near-deterministic chromosomes repeat their placement; redrawing keeps every generation's "
+        "evaluations new, so wall time stays proportional to evaluations",
     ),
     "gnn_rollout": (
         "greedy",

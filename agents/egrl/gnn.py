@@ -133,7 +133,8 @@ class _GraphUNet(GraphUNet):
 
         edge_index, edge_weight = remove_self_loops(edge_index, edge_weight)
         edge_index, edge_weight = add_self_loops(edge_index, edge_weight, num_nodes=num_nodes)
-        adj = torch.sparse_coo_tensor(edge_index, edge_weight, (num_nodes, num_nodes)).coalesce()
+        adj = torch.sparse_coo_tensor(edge_index, edge_weight, (num_nodes, num_nodes), check_invariants=False)
+        adj = adj.coalesce()
         adj = torch.sparse.mm(adj, adj).coalesce()
         return remove_self_loops(adj.indices(), adj.values())
 
