@@ -23,7 +23,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from agents.egrl.gnn import GraphInput, graph_input_from_obs
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from marl_gym.workloads.graph import atomic_write_text
+from marl_gym.workloads.graph import atomic_write, atomic_write_text
 
 CHECKPOINT_SCHEMA_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -68,20 +67,8 @@ GENERATION_COLUMNS = (
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """torch.save to a temp file in the same folder, fsync, then os.replace: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save through `atomic_write`: never a half-written checkpoint."""
+    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
 
 
 @dataclass
