@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from agents import _highs
 from agents.base import Budget, SearchResult, decision_mask_of
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
 from agents.greedy import analytic_model_of, model_greedy
@@ -156,33 +157,75 @@ class MILPSolution:
         )
 
 
-_banner_done = False
+class Decisions:
+    """One workload's binaries ``x = [w[w_idx], a[a_idx]]`` and the node-time reductions of the module docstring.
 
+    ``M = m0 + G @ x``. A `const` node costs ``C_i`` (its memory time never exceeds its compute time), a
+    `linear` node costs ``M_i`` (never below it); each of `t_nodes` needs a variable ``T_i >= max(C_i, M_i)``.
+    Shared by `solve_milp` and agents/milp_mixed.py (one block per workload).
+    """
 
-def _new_highs(highspy: Any, verbose: bool) -> Any:
-    """A `Highs` instance; the first one in a process prints a banner to fd 1, hidden unless `verbose`."""
-    global _banner_done
-    if verbose or _banner_done:
-        return highspy.Highs()
-    import ctypes
-    import sys
+    def __init__(self, model: AnalyticModel, form: LinearForm | None = None) -> None:
+        self.model = model
+        self.form = form = linear_form(model) if form is None else form
+        n = model.n
+        self.w_idx = np.flatnonzero(model.weight_bytes * model.has_weights > 0)
+        self.a_idx = np.flatnonzero((model.output_bytes > 0) | (np.abs(form.ja).sum(axis=1).A1 > 0))
+        self.nw, self.na = len(self.w_idx), len(self.a_idx)
+        self.nb = self.nw + self.na
+        self.G = (
+            sp.hstack([form.jw[self.w_idx].T, form.ja[self.a_idx].T], format="csr")
+            if self.nb
+            else sp.csr_matrix((n, 0))
+        )
+        C = form.compute_s
+        self.m_max = form.m0 + np.asarray(self.G.maximum(0).sum(axis=1)).ravel()
+        self.m_min = form.m0 + np.asarray(self.G.minimum(0).sum(axis=1)).ravel()
+        self.const = self.m_max <= C  # memory never the bottleneck: T = C
+        self.linear = ~self.const & (self.m_min >= C)  # memory always the bottleneck: T = M
+        self.t_nodes = np.flatnonzero(~self.const & ~self.linear)  # T = max(C, M): a variable
+        self.nt = len(self.t_nodes)
 
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        h = highspy.Highs()
-        try:
-            ctypes.CDLL(None).fflush(None)
-        except (OSError, AttributeError):  # pragma: no cover - no C library to flush
-            pass
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-    _banner_done = True
-    return h
+    def upper_time(self) -> float:
+        """An upper bound on the latency: sum_i max(C_i, max M_i)."""
+        return float(np.maximum(self.m_max, self.form.compute_s).sum())
+
+    def linear_cost(self) -> np.ndarray:
+        """(nb,) objective coefficients of x from the memory-bound nodes (in seconds)."""
+        return np.asarray(self.G[self.linear].sum(axis=0)).ravel()
+
+    def fixed_time(self) -> float:
+        """The objective's constant: compute-bound nodes' C plus memory-bound nodes' m0 (seconds)."""
+        return self.form.compute_s[self.const].sum() + self.form.m0[self.linear].sum()
+
+    def t_bounds(self, unit: float) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of the T variables, in `unit` seconds."""
+        C = self.form.compute_s
+        return np.maximum(C, self.m_min)[self.t_nodes] / unit, np.maximum(C, self.m_max)[self.t_nodes] / unit
+
+    def t_rows(self, unit: float) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+        """``T_i - G_i x >= m0_i`` for the T variables: the x block, the T block and the lower bounds."""
+        return -self.G[self.t_nodes] / unit, sp.identity(self.nt, format="csr"), self.form.m0[self.t_nodes] / unit
+
+    def x_of(self, placement: Placement) -> np.ndarray:
+        w = placement.weights_fast.astype(np.float64)[self.w_idx]
+        a = placement.activations_fast.astype(np.float64)[self.a_idx]
+        return np.concatenate([w, a])
+
+    def t_of(self, placement: Placement, unit: float) -> np.ndarray:
+        """The T variables' values for `placement` (``max(C, M)`` of the t_nodes, in `unit` seconds)."""
+        W = placement.weights_fast[None] * self.model.has_weights
+        M = self.form.memory_times(W, placement.activations_fast[None].astype(np.float64))[0]
+        return np.maximum(self.form.compute_s, M)[self.t_nodes] / unit
+
+    def placement_of(self, x: np.ndarray) -> Placement:
+        """The placement of (rounded) binaries x."""
+        n = self.model.n
+        w = np.zeros(n, bool)
+        a = np.zeros(n, bool)
+        w[self.w_idx] = x[: self.nw] > 0.5
+        a[self.a_idx] = x[self.nw :] > 0.5
+        return Placement(w, a)
 
 
 def _kept_capacity_steps(model: AnalyticModel, act_idx: np.ndarray) -> np.ndarray:
@@ -235,46 +278,29 @@ def solve_milp(
     proven gap are returned when it is hit. `mip_rel_gap` is the relative gap at which HiGHS stops and
     reports "Optimal". `warm_start` = True starts from `model_greedy(model)`, a `Placement` from that one.
     """
-    try:
-        import highspy
-    except ImportError as exc:  # pragma: no cover - highspy is in the `agents` extra
-        raise ImportError("the MILP needs HiGHS: pip install 'marl-gym[agents]' (or pip install highspy)") from exc
+    highspy = _highs.import_highspy()
 
     t_build = time.perf_counter()
-    n = model.n
-    form = linear_form(model)
-    w_idx = np.flatnonzero(model.weight_bytes * model.has_weights > 0)
-    a_idx = np.flatnonzero((model.output_bytes > 0) | (np.abs(form.ja).sum(axis=1).A1 > 0))
-    nw, na = len(w_idx), len(a_idx)
-    nb = nw + na
-    # M = m0 + G @ x for the binaries x = [w[w_idx], a[a_idx]]
-    G = sp.hstack([form.jw[w_idx].T, form.ja[a_idx].T], format="csr") if nb else sp.csr_matrix((n, 0))
-    C = form.compute_s
-    pos = np.asarray(G.maximum(0).sum(axis=1)).ravel()
-    neg = np.asarray(G.minimum(0).sum(axis=1)).ravel()
-    m_max, m_min = form.m0 + pos, form.m0 + neg
-    const = m_max <= C  # memory never the bottleneck: T = C
-    linear = ~const & (m_min >= C)  # memory always the bottleneck: T = M
-    free = ~const & ~linear  # T = max(C, M): a variable
-    t_nodes = np.flatnonzero(free)
-    nt = len(t_nodes)
+    d = Decisions(model)
+    w_idx, a_idx, nb, nt = d.w_idx, d.a_idx, d.nb, d.nt
 
     # time unit: an upper bound on the average node time, so node times are O(1) for the solver
-    upper = float(np.maximum(m_max, C).sum())
-    unit = upper / max(n, 1) if upper > 0 else 1.0
+    upper = d.upper_time()
+    unit = upper / max(model.n, 1) if upper > 0 else 1.0
 
     cost = np.zeros(nb + nt)
-    cost[:nb] = np.asarray(G[linear].sum(axis=0)).ravel() / unit
+    cost[:nb] = d.linear_cost() / unit
     cost[nb:] = 1.0
-    offset = (C[const].sum() + form.m0[linear].sum()) / unit
+    offset = d.fixed_time() / unit
 
     rows: list[sp.csr_matrix] = []
     lower: list[np.ndarray] = []
     upper_b: list[np.ndarray] = []
     # T_i - G_i x >= m0_i
     if nt:
-        rows.append(sp.hstack([-G[t_nodes] / unit, sp.identity(nt, format="csr")], format="csr"))
-        lower.append(form.m0[t_nodes] / unit)
+        gx, gt, lo = d.t_rows(unit)
+        rows.append(sp.hstack([gx, gt], format="csr"))
+        lower.append(lo)
         upper_b.append(np.full(nt, np.inf))
     # fast capacity at the kept steps, scaled to a budget of 1
     steps = _kept_capacity_steps(model, a_idx)
@@ -314,43 +340,19 @@ def solve_milp(
         upper_b.append(np.full(len(slow_steps), np.inf))
 
     A = sp.vstack(rows, format="csc") if rows else sp.csc_matrix((0, nb + nt))
-    row_lo = np.concatenate(lower) if lower else np.zeros(0)
-    row_hi = np.concatenate(upper_b) if upper_b else np.zeros(0)
-    col_lo = np.concatenate([np.zeros(nb), np.maximum(C, m_min)[t_nodes] / unit])
-    col_hi = np.concatenate([np.ones(nb), np.maximum(C, m_max)[t_nodes] / unit])
-
-    h = _new_highs(highspy, verbose)
-    h.setOptionValue("output_flag", bool(verbose))
-    if time_limit_s is not None:
-        h.setOptionValue("time_limit", float(time_limit_s))
-    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
-    if threads is not None:
-        h.setOptionValue("threads", int(threads))
+    t_lo, t_hi = d.t_bounds(unit)
+    program = _highs.Program(
+        cost=cost,
+        offset=float(offset),
+        col_lo=np.concatenate([np.zeros(nb), t_lo]),
+        col_hi=np.concatenate([np.ones(nb), t_hi]),
+        A=A,
+        row_lo=np.concatenate(lower) if lower else np.zeros(0),
+        row_hi=np.concatenate(upper_b) if upper_b else np.zeros(0),
+        integral=np.arange(nb + nt) < nb,
+    )
+    h = _highs.build_model(highspy, program, time_limit_s, mip_rel_gap, threads, verbose)
     inf = highspy.kHighsInf
-
-    lp = highspy.HighsLp()
-    lp.num_col_ = nb + nt
-    lp.num_row_ = A.shape[0]
-    lp.col_cost_ = cost
-    lp.offset_ = float(offset)
-    lp.col_lower_ = col_lo
-    lp.col_upper_ = col_hi
-    lp.row_lower_ = np.where(np.isfinite(row_lo), row_lo, -inf)
-    lp.row_upper_ = np.where(np.isfinite(row_hi), row_hi, inf)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = A.indices.astype(np.int32)
-    lp.a_matrix_.value_ = A.data.astype(np.float64)
-    lp.a_matrix_.num_col_ = nb + nt
-    lp.a_matrix_.num_row_ = A.shape[0]
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * nb + [highspy.HighsVarType.kContinuous] * nt
-    h.passModel(lp)
-
-    def x_of(placement: Placement) -> np.ndarray:
-        w = placement.weights_fast.astype(np.float64)[w_idx]
-        a = placement.activations_fast.astype(np.float64)[a_idx]
-        M = form.memory_times(placement.weights_fast[None] * model.has_weights, placement.activations_fast[None])[0]
-        return np.concatenate([w, a, np.maximum(C, M)[t_nodes] / unit])
 
     start: Placement | None
     if warm_start is True:
@@ -364,28 +366,18 @@ def solve_milp(
             "valid"
         ][0]
     ):
-        sol = highspy.HighsSolution()
-        sol.col_value = x_of(start).tolist()
-        sol.value_valid = True
-        h.setSolution(sol)
+        _highs.set_start(highspy, h, np.concatenate([d.x_of(start), d.t_of(start, unit)]))
     build_time = time.perf_counter() - t_build
 
     t0 = time.perf_counter()
     resolves = 0
     while True:
-        h.run()
-        status = h.modelStatusToString(h.getModelStatus())
-        info = h.getInfo()
-        has_x = info.primal_solution_status == highspy.kSolutionStatusFeasible
+        status, info, has_x = _highs.run(highspy, h)
         if not has_x:
-            placement = Placement.all_slow(n)
+            placement = Placement.all_slow(model.n)
             break
-        x = np.round(np.asarray(h.getSolution().col_value[:nb]))
-        w = np.zeros(n, bool)
-        a = np.zeros(n, bool)
-        w[w_idx] = x[:nw] > 0.5
-        a[a_idx] = x[nw:] > 0.5
-        placement = Placement(w, a)
+        placement = d.placement_of(np.round(np.asarray(h.getSolution().col_value[:nb])))
+        w, a = placement.weights_fast, placement.activations_fast
         cap_check = model.capacity(w[None] * model.has_weights, a[None].astype(float))
         if bool(cap_check["valid"][0]) or resolves >= max_resolves:
             break
@@ -401,32 +393,22 @@ def solve_milp(
     Aa = placement.activations_fast[None].astype(np.float64)
     latency = float(model.latencies(W, Aa)[0])
     valid = bool(model.capacity(W, Aa)["valid"][0]) and has_x
-    objective = float(info.objective_function_value) * unit if has_x else math.inf
-    bound = float(info.mip_dual_bound) * unit
-    gap = float(info.mip_gap) if has_x else math.inf
-    if has_x and objective > 0 and math.isfinite(bound):
-        gap = max(0.0, (objective - bound) / objective)
     return MILPSolution(
         placement=placement,
         latency_s=latency if has_x else math.inf,
-        objective_s=objective,
-        dual_bound_s=bound,
-        mip_gap=gap,
-        status=status,
-        optimal=status == "Optimal",
         valid=valid,
         solve_time_s=solve_time,
         build_time_s=build_time,
         n_binaries=nb,
         n_continuous=nt,
         n_rows=int(A.shape[0]),
-        bb_nodes=int(info.mip_node_count),
         resolves=resolves,
+        **_highs.solver_report(status, info, has_x, unit),
         extra={
             "capacity_rows": int(len(steps)),
             "slow_capacity_rows": int(len(slow_steps)),
-            "nodes_compute_bound": int(const.sum()),
-            "nodes_memory_bound": int(linear.sum()),
+            "nodes_compute_bound": int(d.const.sum()),
+            "nodes_memory_bound": int(d.linear.sum()),
             "nodes_either": int(nt),
             "mip_rel_gap_target": float(mip_rel_gap),
             "time_limit_s": time_limit_s,

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from agents import milp
-from agents.milp import MILP, MILPSolution, linear_form
+from agents import _highs
+from agents.milp import MILP, Decisions, MILPSolution
 from marl_gym.backends.mixed import MixedModelBackend
 from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
@@ -73,31 +73,12 @@ def _live(model: AnalyticModel, steps: np.ndarray, act_idx: np.ndarray) -> sp.cs
     return sp.csr_matrix(live * model.output_bytes[act_idx][None, :].astype(np.float64))
 
 
-class _Block:
+class _Block(Decisions):
     """One workload's part of the program: its decisions, node-time variables and capacity rows."""
 
     def __init__(self, model: AnalyticModel, share: float) -> None:
-        self.model = model
+        super().__init__(model)
         self.share = share  # count_k / n, the workload's weight in the mean latency
-        form = linear_form(model)
-        self.form = form
-        self.w_idx = np.flatnonzero(model.weight_bytes * model.has_weights > 0)
-        self.a_idx = np.flatnonzero((model.output_bytes > 0) | (np.abs(form.ja).sum(axis=1).A1 > 0))
-        self.nw, self.na = len(self.w_idx), len(self.a_idx)
-        self.nb = self.nw + self.na
-        n = model.n
-        self.G = (
-            sp.hstack([form.jw[self.w_idx].T, form.ja[self.a_idx].T], format="csr")
-            if self.nb
-            else sp.csr_matrix((n, 0))
-        )
-        C = form.compute_s
-        self.m_max = form.m0 + np.asarray(self.G.maximum(0).sum(axis=1)).ravel()
-        self.m_min = form.m0 + np.asarray(self.G.minimum(0).sum(axis=1)).ravel()
-        self.const = self.m_max <= C
-        self.linear = ~self.const & (self.m_min >= C)
-        self.t_nodes = np.flatnonzero(~self.const & ~self.linear)
-        self.nt = len(self.t_nodes)
         self.steps = _capacity_steps(model, self.a_idx)
         self.live = _live(model, self.steps, self.a_idx)
         self.wb = model.weight_bytes[self.w_idx].astype(np.float64)
@@ -110,22 +91,6 @@ class _Block:
         # slow bytes at step s = slow_const[s] - cap[s] @ x
         self.slow_const = model.total_weight_bytes + model.live_total[self.steps] + model.overhead_slow_bytes
         self.max_slow = float(self.slow_const.max()) if len(self.steps) else 0.0
-
-    def upper_time(self) -> float:
-        return float(np.maximum(self.m_max, self.form.compute_s).sum())
-
-    def x_of(self, placement: Placement) -> np.ndarray:
-        w = placement.weights_fast.astype(np.float64)[self.w_idx]
-        a = placement.activations_fast.astype(np.float64)[self.a_idx]
-        return np.concatenate([w, a])
-
-    def placement_of(self, x: np.ndarray) -> Placement:
-        n = self.model.n
-        w = np.zeros(n, bool)
-        a = np.zeros(n, bool)
-        w[self.w_idx] = x[: self.nw] > 0.5
-        a[self.a_idx] = x[self.nw :] > 0.5
-        return Placement(w, a)
 
 
 def solve_mixed_milp(
@@ -143,11 +108,7 @@ def solve_mixed_milp(
     ``placement`` over the union graph, ``latency_s`` the backend's mean latency of it, and in ``extra``
     each workload's latency, peak fast bytes and share of the DRAM.
     """
-    try:
-        import highspy
-    except ImportError as exc:  # pragma: no cover - highspy is in the `agents` extra
-        raise ImportError("the MILP needs HiGHS: pip install 'marl-gym[agents]' (or pip install highspy)") from exc
-
+    highspy = _highs.import_highspy()
     mixed = mixed_backend_of(backend)
     if mixed is None:
         raise TypeError(f"expected a MixedModelBackend or an env holding one, got {type(backend).__name__}")
@@ -206,17 +167,16 @@ def solve_mixed_milp(
         return sp.csr_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(nrows, ncol))
 
     for k, b in enumerate(blocks):
-        C, m0 = b.form.compute_s, b.form.m0
         xs, ts = slice(x_start[k], x_start[k] + b.nb), slice(t_start[k], t_start[k] + b.nt)
         integral[xs] = True
-        cost[xs] = b.share * np.asarray(b.G[b.linear].sum(axis=0)).ravel() / unit
+        cost[xs] = b.share * b.linear_cost() / unit
         cost[ts] = b.share  # T is in units already
-        offset += b.share * (C[b.const].sum() + m0[b.linear].sum()) / unit
-        col_lo[ts] = np.maximum(C, b.m_min)[b.t_nodes] / unit
-        col_hi[ts] = np.maximum(C, b.m_max)[b.t_nodes] / unit
+        offset += b.share * b.fixed_time() / unit
+        col_lo[ts], col_hi[ts] = b.t_bounds(unit)
         if b.nt:  # T_i - G_i x >= m0_i
-            rows.append(place(k, b.nt, -b.G[b.t_nodes] / unit, sp.identity(b.nt, format="csr")))
-            row_lo.append(m0[b.t_nodes] / unit)
+            gx, gt, lo = b.t_rows(unit)
+            rows.append(place(k, b.nt, gx, gt))
+            row_lo.append(lo)
             row_hi.append(np.full(b.nt, np.inf))
         # fast tensors at each kept step - P_k <= 0
         rows.append(place(k, len(b.steps), b.cap / byte_scale, extra={p_start + k: -np.ones(len(b.steps))}))
@@ -248,44 +208,16 @@ def solve_mixed_milp(
         row_hi.append(np.array([slow_room / byte_scale]))
 
     A = sp.vstack(rows, format="csc")
-    lo = np.concatenate(row_lo)
-    hi = np.concatenate(row_hi)
-
-    new_highs = getattr(milp, "_new_highs", None)  # agents.milp's constructor that hides HiGHS's banner
-    h = new_highs(highspy, verbose) if new_highs is not None else highspy.Highs()
-    h.setOptionValue("output_flag", bool(verbose))
-    if time_limit_s is not None:
-        h.setOptionValue("time_limit", float(time_limit_s))
-    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
-    if threads is not None:
-        h.setOptionValue("threads", int(threads))
+    program = _highs.Program(cost, offset, col_lo, col_hi, A, np.concatenate(row_lo), np.concatenate(row_hi), integral)
+    h = _highs.build_model(highspy, program, time_limit_s, mip_rel_gap, threads, verbose)
     inf = highspy.kHighsInf
-    lp = highspy.HighsLp()
-    lp.num_col_ = ncol
-    lp.num_row_ = A.shape[0]
-    lp.col_cost_ = cost
-    lp.offset_ = float(offset)
-    lp.col_lower_ = col_lo
-    lp.col_upper_ = col_hi
-    lp.row_lower_ = np.where(np.isfinite(lo), lo, -inf)
-    lp.row_upper_ = np.where(np.isfinite(hi), hi, inf)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = A.indices.astype(np.int32)
-    lp.a_matrix_.value_ = A.data.astype(np.float64)
-    lp.a_matrix_.num_col_ = ncol
-    lp.a_matrix_.num_row_ = A.shape[0]
-    lp.integrality_ = [highspy.HighsVarType.kInteger if f else highspy.HighsVarType.kContinuous for f in integral]
-    h.passModel(lp)
 
     def column_values(parts: list[Placement]) -> np.ndarray:
         v = np.zeros(ncol)
         for k, (b, p) in enumerate(zip(blocks, parts)):
             x = b.x_of(p)
             v[x_start[k] : x_start[k] + b.nb] = x
-            W = p.weights_fast[None] * b.model.has_weights
-            M = b.form.memory_times(W, p.activations_fast[None].astype(np.float64))[0]
-            v[t_start[k] : t_start[k] + b.nt] = np.maximum(b.form.compute_s, M)[b.t_nodes] / unit
+            v[t_start[k] : t_start[k] + b.nt] = b.t_of(p, unit)
             v[p_start + k] = float(b.cap.dot(x).max()) / byte_scale if len(b.steps) else 0.0
             if slow_binds:
                 v[s_start + k] = float((b.slow_const - b.cap.dot(x)).max()) / byte_scale
@@ -305,19 +237,13 @@ def solve_mixed_milp(
         ev = mixed.evaluate_batch(start.weights_fast[None], start.activations_fast[None])
         start_latency = float(ev.latency_s[0])
         if bool(ev.valid[0]):
-            sol = highspy.HighsSolution()
-            sol.col_value = column_values(list(mixed.split(start).values())).tolist()
-            sol.value_valid = True
-            h.setSolution(sol)
+            _highs.set_start(highspy, h, column_values(list(mixed.split(start).values())))
     build_time = time.perf_counter() - t_build
 
     t0 = time.perf_counter()
     resolves = 0
     while True:
-        h.run()
-        status = h.modelStatusToString(h.getModelStatus())
-        info = h.getInfo()
-        has_x = info.primal_solution_status == highspy.kSolutionStatusFeasible
+        status, info, has_x = _highs.run(highspy, h)
         if not has_x:
             placement = Placement.all_slow(mixed.graph.num_nodes)
             break
@@ -341,28 +267,18 @@ def solve_mixed_milp(
     solve_time = time.perf_counter() - t0
 
     ev = mixed.evaluate(placement)
-    objective = float(info.objective_function_value) * unit if has_x else math.inf
-    bound = float(info.mip_dual_bound) * unit
-    gap = float(info.mip_gap) if has_x else math.inf
-    if has_x and objective > 0 and math.isfinite(bound):
-        gap = max(0.0, (objective - bound) / objective)
     per = ev.extra["workloads"]
     return MILPSolution(
         placement=placement,
         latency_s=ev.latency_s if has_x else math.inf,
-        objective_s=objective,
-        dual_bound_s=bound,
-        mip_gap=gap,
-        status=status,
-        optimal=status == "Optimal",
         valid=ev.valid and has_x,
         solve_time_s=solve_time,
         build_time_s=build_time,
         n_binaries=int(integral.sum()),
         n_continuous=int(ncol - integral.sum()),
         n_rows=int(A.shape[0]),
-        bb_nodes=int(info.mip_node_count),
         resolves=resolves,
+        **_highs.solver_report(status, info, has_x, unit),
         extra={
             "mix": mixed.tasks,
             "workload_latency_s": {name: per[name]["latency_s"] for name in mixed.names},
