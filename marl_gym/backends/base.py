@@ -7,13 +7,17 @@ both implement `Backend`; the environment never needs to know which one it holds
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
+
+if TYPE_CHECKING:
+    from marl_gym.memory.systems import MemorySystem
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,57 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# ------------------------------------------------- shared by the analytic backends (model, mixed)
+def check_noise(noise: Any) -> float:
+    """`noise` as a float, or a ValueError when it is not a finite relative standard deviation >= 0."""
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a relative standard deviation >= 0, got {noise!r}")
+    return float(noise)
+
+
+def noise_factor(
+    noise: float, default_rng: np.random.Generator, shape: tuple[int, ...], rng: np.random.Generator | None
+) -> np.ndarray | float:
+    """Latency multiplier max(1 + noise * z, 0.05), z ~ N(0, 1) from `rng` or else `default_rng`; 1 without noise."""
+    if noise == 0:
+        return 1.0
+    gen = rng if rng is not None else default_rng
+    return np.maximum(1.0 + noise * gen.standard_normal(shape), 0.05)
+
+
+def placement_matrix(x: Any, label: str, n: int, of: str) -> np.ndarray:
+    """`x` as a (B, n) float 0/1 matrix (one row allowed); `of` names the graph in the shape error."""
+    arr = np.asarray(x)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != n:
+        raise ValueError(f"{label} must have shape (B, {n}) for {of}, got {arr.shape}")
+    if arr.dtype != bool and (
+        not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating))
+        or (arr.size and not np.isin(arr, (0, 1)).all())
+    ):
+        raise ValueError(f"{label} must hold booleans or 0/1 values")
+    return arr.astype(np.float64)
+
+
+def placement_matrices(weights_fast: Any, activations_fast: Any, n: int, of: str) -> tuple[np.ndarray, np.ndarray]:
+    """`placement_matrix` of both decisions, which must have the same shape."""
+    W = placement_matrix(weights_fast, "weights_fast", n, of)
+    A = placement_matrix(activations_fast, "activations_fast", n, of)
+    if W.shape != A.shape:
+        raise ValueError(f"weights_fast {W.shape} and activations_fast {A.shape} must have the same shape")
+    return W, A
+
+
+def slow_over_fast(system: MemorySystem, threads: int) -> dict[str, float]:
+    """Slow/fast ratios of sequential read and write bandwidth and of read latency, with `threads` active."""
+    s, t = system, threads
+    return {
+        "read_bandwidth": s.slow.bandwidth_gbps("read", "sequential", t)
+        / s.fast.bandwidth_gbps("read", "sequential", t),
+        "write_bandwidth": s.slow.bandwidth_gbps("write", "sequential", t)
+        / s.fast.bandwidth_gbps("write", "sequential", t),
+        "read_latency": s.slow.read_latency_ns / s.fast.read_latency_ns,
+    }

@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from marl_gym.backends.base import BatchEvaluation, Evaluation
+from marl_gym.backends.base import (
+    BatchEvaluation,
+    Evaluation,
+    check_noise,
+    noise_factor,
+    placement_matrices,
+    slow_over_fast,
+)
 from marl_gym.memory.model import MODES, AnalyticModel, memory_mode_hit_rate_of
 from marl_gym.memory.systems import MemorySystem, get_system
 from marl_gym.mix import Mix, TasksSpec
@@ -48,8 +55,7 @@ class MixedModelBackend:
         threads_per_task: int | None = None,
         rng: np.random.Generator | int | None = None,
     ) -> None:
-        if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise must be a relative standard deviation >= 0, got {noise!r}")
+        noise = check_noise(noise)
         self.mix = Mix.of(tasks, batch_size=batch_size)
         self.graph = self.mix.graph
         self.system: MemorySystem = get_system(system)
@@ -59,7 +65,7 @@ class MixedModelBackend:
             AnalyticModel(g, self.system, n_tasks=self.n_tasks, threads_per_task=threads_per_task)
             for g in self.mix.graphs
         ]
-        self.noise = float(noise)
+        self.noise = noise
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self._baselines: dict[str, dict[str, float]] | None = None
 
@@ -102,37 +108,11 @@ class MixedModelBackend:
 
     def slow_over_fast(self) -> dict[str, float]:
         """Slow/fast ratios of sequential read and write bandwidth and of read latency, at this load."""
-        s, t = self.system, self.models[0].active_threads
-        return {
-            "read_bandwidth": s.slow.bandwidth_gbps("read", "sequential", t)
-            / s.fast.bandwidth_gbps("read", "sequential", t),
-            "write_bandwidth": s.slow.bandwidth_gbps("write", "sequential", t)
-            / s.fast.bandwidth_gbps("write", "sequential", t),
-            "read_latency": s.slow.read_latency_ns / s.fast.read_latency_ns,
-        }
+        return slow_over_fast(self.system, self.models[0].active_threads)
 
     # -------------------------------------------------------------- helpers
-    def _as_matrix(self, x: np.ndarray, label: str) -> np.ndarray:
-        arr = np.asarray(x)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.graph.num_nodes:
-            raise ValueError(
-                f"{label} must have shape (B, {self.graph.num_nodes}) for the mix {self.mix.describe()} "
-                f"(the union of its workloads' nodes), got {arr.shape}"
-            )
-        if arr.dtype != bool and (
-            not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating))
-            or (arr.size and not np.isin(arr, (0, 1)).all())
-        ):
-            raise ValueError(f"{label} must hold booleans or 0/1 values")
-        return arr.astype(np.float64)
-
     def _noise_factor(self, shape: tuple[int, ...], rng: np.random.Generator | None) -> np.ndarray | float:
-        if self.noise == 0:
-            return 1.0
-        gen = rng if rng is not None else self.rng
-        return np.maximum(1.0 + self.noise * gen.standard_normal(shape), 0.05)
+        return noise_factor(self.noise, self.rng, shape, rng)
 
     def workload_terms(self, weights_fast: np.ndarray, activations_fast: np.ndarray) -> dict[str, np.ndarray]:
         """Per-workload terms of B placements over the union, each array of shape (K, B).
@@ -140,10 +120,12 @@ class MixedModelBackend:
         ``latency`` (one task of workload k while the whole mix runs), ``peak_fast`` / ``peak_slow``
         (bytes one task of workload k holds at its peak step), ``fast_weights``.
         """
-        W = self._as_matrix(weights_fast, "weights_fast")
-        A = self._as_matrix(activations_fast, "activations_fast")
-        if W.shape != A.shape:
-            raise ValueError(f"weights_fast {W.shape} and activations_fast {A.shape} must have the same shape")
+        W, A = placement_matrices(
+            weights_fast,
+            activations_fast,
+            self.graph.num_nodes,
+            f"the mix {self.mix.describe()} (the union of its workloads' nodes)",
+        )
         lat, pf, ps, fw = [], [], [], []
         for m, Wk, Ak in zip(self.models, self.mix.split(W), self.mix.split(A)):
             Wk = Wk * m.has_weights

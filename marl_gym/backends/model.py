@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from marl_gym.backends.base import BatchEvaluation, Evaluation
+from marl_gym.backends.base import (
+    BatchEvaluation,
+    Evaluation,
+    check_noise,
+    noise_factor,
+    placement_matrices,
+    slow_over_fast,
+)
 from marl_gym.memory.model import MODES, AnalyticModel
 from marl_gym.memory.systems import MemorySystem
 from marl_gym.placement import Placement, PlacementError
@@ -48,13 +55,12 @@ class ModelBackend:
         graph = resolve(graph)
         if batch_size is not None and batch_size != graph.batch_size:
             graph = graph.with_batch_size(batch_size)
-        if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise must be a relative standard deviation >= 0, got {noise!r}")
+        noise = check_noise(noise)
         self.graph = graph
         self.model = AnalyticModel(graph, system, n_tasks=n_tasks, threads_per_task=threads_per_task)
         self.system: MemorySystem = self.model.system
         self.n_tasks = self.model.n_tasks
-        self.noise = float(noise)
+        self.noise = noise
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self._baselines: dict[str, float] | None = None
 
@@ -75,45 +81,18 @@ class ModelBackend:
 
     def slow_over_fast(self) -> dict[str, float]:
         """Slow/fast ratios of sequential read and write bandwidth and of read latency, at this load."""
-        s, t = self.system, self.model.active_threads
-        return {
-            "read_bandwidth": s.slow.bandwidth_gbps("read", "sequential", t)
-            / s.fast.bandwidth_gbps("read", "sequential", t),
-            "write_bandwidth": s.slow.bandwidth_gbps("write", "sequential", t)
-            / s.fast.bandwidth_gbps("write", "sequential", t),
-            "read_latency": s.slow.read_latency_ns / s.fast.read_latency_ns,
-        }
+        return slow_over_fast(self.system, self.model.active_threads)
 
     # ------------------------------------------------------------ evaluation
     def _noise_factor(self, shape: tuple[int, ...], rng: np.random.Generator | None) -> np.ndarray | float:
-        if self.noise == 0:
-            return 1.0
-        gen = rng if rng is not None else self.rng
-        return np.maximum(1.0 + self.noise * gen.standard_normal(shape), 0.05)
-
-    def _as_matrix(self, x: np.ndarray, label: str) -> np.ndarray:
-        arr = np.asarray(x)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.model.n:
-            raise ValueError(
-                f"{label} must have shape (B, {self.model.n}) for workload {self.graph.name!r}, got {arr.shape}"
-            )
-        if arr.dtype != bool:
-            if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)) or (
-                arr.size and not np.isin(arr, (0, 1)).all()
-            ):
-                raise ValueError(f"{label} must hold booleans or 0/1 values")
-        return arr.astype(np.float64)
+        return noise_factor(self.noise, self.rng, shape, rng)
 
     def evaluate_batch(
         self, weights_fast: np.ndarray, activations_fast: np.ndarray, rng: np.random.Generator | None = None
     ) -> BatchEvaluation:
         """Evaluate B placements given as (B, n) boolean arrays, in one vectorised call."""
-        W = self._as_matrix(weights_fast, "weights_fast") * self.model.has_weights
-        A = self._as_matrix(activations_fast, "activations_fast")
-        if W.shape != A.shape:
-            raise ValueError(f"weights_fast {W.shape} and activations_fast {A.shape} must have the same shape")
+        W, A = placement_matrices(weights_fast, activations_fast, self.model.n, f"workload {self.graph.name!r}")
+        W = W * self.model.has_weights
         latency = self.model.latencies(W, A)
         cap = self.model.capacity(W, A)
         latency = latency * self._noise_factor(latency.shape, rng)
