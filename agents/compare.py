@@ -41,7 +41,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import SearchResult
-from marl_gym.workloads.graph import atomic_write_text
+from marl_gym.workloads.graph import atomic_write, atomic_write_text
 
 COMPARE_SCHEMA_VERSION = 1
 """Version of the CSV layout and of the per-run metadata written by `compare`."""
@@ -357,7 +356,7 @@ class Comparison:
 
         fig = Figure(figsize=(7, 4.2))
         self._draw(fig.subplots())
-        _atomic_savefig(fig, paths["png"])
+        atomic_write(paths["png"], lambda fh: fig.savefig(fh, format="png", dpi=120), binary=True)
         self.paths = paths
         return paths
 
@@ -386,17 +385,6 @@ def _csv_value(v: Any) -> Any:
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
     return v
-
-
-def _atomic_savefig(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ================================================================================ running

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import BestTracker, Budget, SearchResult, apply_mask, decision_mask_of
-from marl_gym.workloads.graph import atomic_write_text
+from marl_gym.workloads.graph import atomic_write, atomic_write_text
 
 ALGOS = ("ppo", "a2c")
 
@@ -171,15 +170,7 @@ class SB3Agent:
         if self.model is None:
             raise RuntimeError("nothing to save: fit() first")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".zip")
-        os.close(fd)
-        try:
-            self.model.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, self.model.save, binary=True)  # SB3 writes its zip to an open binary file too
         atomic_write_text(
             path.with_suffix(".json"),
             json.dumps({"agent": self.name, "seed": self.seed, "config": asdict(self.config)}),
