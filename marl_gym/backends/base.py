@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from marl_gym.placement import Placement
+from marl_gym.placement import Placement, PlacementError
 from marl_gym.workloads.graph import WorkloadGraph
 
 if TYPE_CHECKING:
@@ -66,6 +66,16 @@ class BatchEvaluation:
     def __len__(self) -> int:
         return len(self.latency_s)
 
+    @classmethod
+    def of(cls, latency_s: np.ndarray, capacity: dict[str, np.ndarray]) -> BatchEvaluation:
+        """From latencies and a capacity dict with ``valid``, ``overflow`` and ``peak_fast`` (analytic backends)."""
+        return cls(
+            latency_s,
+            capacity["valid"],
+            np.ceil(capacity["overflow"]).astype(np.int64),
+            capacity["peak_fast"].astype(np.int64),
+        )
+
 
 @runtime_checkable
 class Backend(Protocol):
@@ -106,6 +116,13 @@ def noise_factor(
         return 1.0
     gen = rng if rng is not None else default_rng
     return np.maximum(1.0 + noise * gen.standard_normal(shape), 0.05)
+
+
+def check_placement(placement: Any, graph: WorkloadGraph) -> None:
+    """PlacementError unless `placement` is a `Placement` that fits `graph`."""
+    if not isinstance(placement, Placement):
+        raise PlacementError(f"expected a Placement, got {type(placement).__name__}")
+    placement.check(graph)
 
 
 def placement_matrix(x: Any, label: str, n: int, of: str) -> np.ndarray:

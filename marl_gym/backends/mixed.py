@@ -28,6 +28,7 @@ from marl_gym.backends.base import (
     BatchEvaluation,
     Evaluation,
     check_noise,
+    check_placement,
     noise_factor,
     placement_matrices,
     slow_over_fast,
@@ -35,7 +36,7 @@ from marl_gym.backends.base import (
 from marl_gym.memory.model import MODES, AnalyticModel, memory_mode_hit_rate_of
 from marl_gym.memory.systems import MemorySystem, get_system
 from marl_gym.mix import Mix, TasksSpec
-from marl_gym.placement import Placement, PlacementError
+from marl_gym.placement import Placement
 
 
 class MixedModelBackend:
@@ -163,15 +164,11 @@ class MixedModelBackend:
         """Evaluate B placements over the union, given as (B, N_total) boolean arrays."""
         mix = self.combine(self.workload_terms(weights_fast, activations_fast))
         latency = mix["latency"] * self._noise_factor(mix["latency"].shape, rng)
-        return BatchEvaluation(
-            latency, mix["valid"], np.ceil(mix["overflow"]).astype(np.int64), mix["peak_fast"].astype(np.int64)
-        )
+        return BatchEvaluation.of(latency, mix)
 
     def evaluate(self, placement: Placement, rng: np.random.Generator | None = None) -> Evaluation:
         """Evaluate one placement over the union in full detail (per-workload results in ``extra``)."""
-        if not isinstance(placement, Placement):
-            raise PlacementError(f"expected a Placement, got {type(placement).__name__}")
-        placement.check(self.graph)
+        check_placement(placement, self.graph)
         W = placement.weights_fast[None, :]
         A = placement.activations_fast[None, :]
         terms = self.workload_terms(W, A)

@@ -25,13 +25,14 @@ from marl_gym.backends.base import (
     BatchEvaluation,
     Evaluation,
     check_noise,
+    check_placement,
     noise_factor,
     placement_matrices,
     slow_over_fast,
 )
 from marl_gym.memory.model import MODES, AnalyticModel
 from marl_gym.memory.systems import MemorySystem
-from marl_gym.placement import Placement, PlacementError
+from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
 from marl_gym.workloads.registry import resolve
 
@@ -96,15 +97,11 @@ class ModelBackend:
         latency = self.model.latencies(W, A)
         cap = self.model.capacity(W, A)
         latency = latency * self._noise_factor(latency.shape, rng)
-        return BatchEvaluation(
-            latency, cap["valid"], np.ceil(cap["overflow"]).astype(np.int64), cap["peak_fast"].astype(np.int64)
-        )
+        return BatchEvaluation.of(latency, cap)
 
     def evaluate(self, placement: Placement, rng: np.random.Generator | None = None) -> Evaluation:
         """Evaluate one placement in full detail."""
-        if not isinstance(placement, Placement):
-            raise PlacementError(f"expected a Placement, got {type(placement).__name__}")
-        placement.check(self.graph)
+        check_placement(placement, self.graph)
         m = self.model
         W = placement.weights_fast[None, :].astype(np.float64) * m.has_weights
         A = placement.activations_fast[None, :].astype(np.float64)
