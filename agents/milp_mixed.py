@@ -294,21 +294,8 @@ def solve_mixed_milp(
 
 
 class MixedMILP(MILP):
-    """`agents.milp.MILP` that also solves mixed-workload envs (`fit` is MILP's: solve, then one evaluation).
+    """`agents.milp.MILP`, by the name that says it solves mixed-workload envs too.
 
-    On a single-workload env it is exactly `MILP`.
+    `MILP.solve` already sends a mixed env to `solve_mixed_milp` (`fit` is MILP's: solve, then one
+    evaluation); on a single-workload env it is exactly `MILP`.
     """
-
-    def solve(self, env: Any) -> MILPSolution:
-        mixed = mixed_backend_of(env)
-        if mixed is None:
-            return super().solve(env)
-        cfg = self.config
-        self.solution = solve_mixed_milp(
-            mixed,
-            time_limit_s=cfg.time_limit_s,
-            mip_rel_gap=cfg.mip_rel_gap,
-            threads=cfg.threads,
-            warm_start=cfg.warm_start,
-        )
-        return self.solution
