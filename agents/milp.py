@@ -304,38 +304,31 @@ def solve_milp(
         upper_b.append(np.full(nt, np.inf))
     # fast capacity at the kept steps, scaled to a budget of 1
     steps = _kept_capacity_steps(model, a_idx)
-    live = _live_matrix(model, steps, a_idx)
     fast_room = float(model.fast_budget_bytes - model.model_input_bytes - model.overhead_fast_bytes)
     wb = model.weight_bytes[w_idx].astype(np.float64)
     ob = model.output_bytes[a_idx].astype(np.float64)
     byte_scale = max(abs(fast_room), 1.0)
-    cap = sp.hstack(
-        [
-            sp.csr_matrix(np.repeat(wb[None] / byte_scale, len(steps), axis=0)),
-            live.multiply(ob[None] / byte_scale).tocsr(),
-            sp.csr_matrix((len(steps), nt)),
-        ],
-        format="csr",
-    )
+
+    def tensor_bytes_at(at: np.ndarray) -> sp.csr_matrix:
+        """Rows ``bytes of the decided tensors (weights, live activations) at step s / byte_scale`` for s in `at`."""
+        return sp.hstack(
+            [
+                sp.csr_matrix(np.repeat(wb[None] / byte_scale, len(at), axis=0)),
+                _live_matrix(model, at, a_idx).multiply(ob[None] / byte_scale).tocsr(),
+                sp.csr_matrix((len(at), nt)),
+            ],
+            format="csr",
+        )
+
     cap_row0 = sum(r.shape[0] for r in rows)
-    rows.append(cap)
+    rows.append(tensor_bytes_at(steps))
     lower.append(np.full(len(steps), -np.inf))
     upper_b.append(np.full(len(steps), fast_room / byte_scale))
     # slow capacity, only at steps where the all-slow placement would overflow it
     slow_need = model.total_weight_bytes + model.live_total + model.overhead_slow_bytes - model.slow_budget_bytes
     slow_steps = np.flatnonzero(slow_need > 0)
     if len(slow_steps):
-        slow_live = _live_matrix(model, slow_steps, a_idx)
-        rows.append(
-            sp.hstack(
-                [
-                    sp.csr_matrix(np.repeat(wb[None] / byte_scale, len(slow_steps), axis=0)),
-                    slow_live.multiply(ob[None] / byte_scale).tocsr(),
-                    sp.csr_matrix((len(slow_steps), nt)),
-                ],
-                format="csr",
-            )
-        )
+        rows.append(tensor_bytes_at(slow_steps))
         lower.append(slow_need[slow_steps] / byte_scale)
         upper_b.append(np.full(len(slow_steps), np.inf))
 
