@@ -101,3 +101,21 @@ def small_env(n_blocks: int = 8, n_tasks: int = 128, seed: int = 0, **kwargs: An
     import marl_gym
 
     return gym.make(marl_gym.ENV_ID, workload=small_graph(n_blocks, seed), n_tasks=n_tasks, **kwargs)
+
+
+def tiny_egrl_config(**changes: Any) -> Any:
+    """`EGRLConfig.fast()` with small networks and population: the same search logic, cheaper generations."""
+    from dataclasses import replace
+
+    from agents.egrl.config import EGRLConfig
+
+    base = dict(
+        population_size=10,
+        hidden=16,
+        depth=2,
+        critic_hidden=16,
+        critic_head_hidden=32,
+        batch_size=16,
+        learning_starts=20,
+    )
+    return replace(EGRLConfig.fast(), **{**base, **changes})

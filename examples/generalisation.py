@@ -1,25 +1,25 @@
-"""Does EGRL's GNN generalise? Pre-train it on some zoo workloads, place unseen ones zero-shot and after a
-short fine-tune, against EGRL from scratch with the same short budget.
+"""Does EGRL's GNN generalise? Train it with EGRL on some zoo workloads, place unseen ones zero-shot and
+after a short fine-tune, against EGRL from scratch with the same short budget.
 
     python examples/generalisation.py                 # resnet50, resnet101, bert_base -> resnet152, wide_resnet50_2, gpt2
     python examples/generalisation.py --quick         # resnet50, bert_base -> resnet152, gpt2, tiny budgets
-    python examples/generalisation.py --out runs/gen  # also writes results.json and report.md there
+    python examples/generalisation.py --out runs/gen  # also writes results.json, report.md and actor.pt there
 
 The node features of a workload graph come from the graph alone and have a fixed width, and the system
-vector is appended to every node, so one GNN actor applies to any graph. EGRL's agent has no API (yet) to
-train across several envs or to start from a saved actor, so this example does both itself:
+vector is appended to every node, so one GNN actor applies to any graph.
 
-* **pre-training = behaviour cloning of the exact optimum.** For each training workload and task count the
-  MILP (agents/milp.py) gives the optimal placement; the actor (`agents.egrl.sac.make_actor`, the same
-  network EGRL evolves) is trained by cross-entropy on every existing decision of every training graph.
-  This is imitation, not reinforcement learning: it is cheap and shows what the *representation* can
-  transfer. (An RL pre-training would need EGRL to accept several envs.)
+* **pre-training = EGRL across the training envs** (`agents.egrl.multi.MultiWorkloadEGRL`): a population of
+  GNN actors scored by their mean reward over every training workload and task count, plus the SAC learner
+  on a replay buffer shared by all of them. Reinforcement learning from rewards only: no optimum is shown.
 * **zero-shot:** the pre-trained actor's greedy action on the unseen graph, evaluated once; **zero-shot + fit**:
   the same, keeping only the k most confident 'fast' decisions, k the largest that fits DRAM (sizes only).
-* **fine-tune:** EGRL with the pre-trained actor in every GNN slot of the population (one copy exact, the
-  others mutated), half the Boltzmann chromosomes seeded from its policy, and the SAC learner's actor
-  initialised from it; then the usual EGRL loop for the short budget.
+* **fine-tune:** `EGRL(init_actor=...)`: the pre-trained actor in every GNN slot of the population (one
+  copy exact, the others mutated), half the Boltzmann chromosomes seeded from its policy, and the SAC
+  learner's actor initialised from it; then the usual EGRL loop for the short budget.
 * **scratch:** EGRL as usual with the same budget and seed.
+* **reference, imitation:** the same actor architecture trained by behaviour cloning of the exact optimum
+  (the MILP's placements on the training envs), zero-shot + fit. It bounds what the representation can
+  carry over when the labels are perfect; the analytic model can compute them, a real machine cannot.
 
 All numbers are speedups over Memory Mode on the analytic model (docs/model.md), one thread per task.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -49,7 +48,8 @@ def settings(quick: bool, seed: int = 0) -> dict[str, Any]:
             test=["resnet152", "gpt2"],
             train_counts=[32],
             test_counts=[32],
-            bc_steps=120,
+            pretrain_budget=60,
+            bc_steps=60,
             budget=24,
             seed=seed,
             quick=True,
@@ -59,7 +59,8 @@ def settings(quick: bool, seed: int = 0) -> dict[str, Any]:
         test=["resnet152", "wide_resnet50_2", "gpt2"],
         train_counts=[8, 32],
         test_counts=[32],
-        bc_steps=600,
+        pretrain_budget=700,
+        bc_steps=300,
         budget=100,
         seed=seed,
         quick=False,
@@ -80,8 +81,15 @@ def _config(quick: bool) -> Any:
     return egrl_config(quick)
 
 
-def pretrain(cfg: Any, data: list[tuple[Any, np.ndarray]], steps: int, seed: int) -> tuple[Any, list[float]]:
-    """Behaviour cloning: cross-entropy of the actor's (N, 2, 2) logits against optimal placements."""
+def pretrain_egrl(cfg: Any, envs: list[Any], budget: int, seed: int) -> Any:
+    """EGRL across `envs` (`MultiWorkloadEGRL`): the returned result holds the best actor's weights."""
+    from agents.egrl.multi import MultiWorkloadEGRL
+
+    return MultiWorkloadEGRL(cfg, seed=seed, progress=False).fit(envs, budget=budget)
+
+
+def behaviour_clone(cfg: Any, data: list[tuple[Any, np.ndarray]], steps: int, seed: int) -> tuple[Any, list[float]]:
+    """The imitation reference: cross-entropy of the actor's (N, 2, 2) logits against optimal placements."""
     import torch
     import torch.nn.functional as F
 
@@ -127,75 +135,66 @@ def repaired_greedy(actor: Any, g: Any, env: Any, candidates: int = 64) -> np.nd
     return acts[ok[-1]] if len(ok) else acts[0]
 
 
-def pretrained_egrl(actor_state: dict[str, Any], cfg: Any, seed: int) -> Any:
-    """An EGRL agent whose initial population and learner start from a pre-trained actor."""
-    from agents.egrl import EGRL, GNNIndividual
-    from agents.egrl.boltzmann import BoltzmannChromosome
-    from agents.egrl.evolution import mutate_gnn, transfer
-    from agents.egrl.sac import make_actor
-
-    class PretrainedEGRL(EGRL):
-        def _init_state(self, g: Any) -> None:  # noqa: D401 - extends EGRL's private set-up (no public hook yet)
-            super()._init_state(g)
-            first = True
-            seeded = 0
-            for i, ind in enumerate(self.population):
-                if isinstance(ind, GNNIndividual):
-                    ind.actor.load_state_dict(actor_state)
-                    if not first:
-                        mutate_gnn(ind.actor, self.rng, self.config)
-                    first = False
-                elif isinstance(ind, BoltzmannChromosome) and seeded % 2 == 0:
-                    probe = GNNIndividual(make_actor(g.in_channels, self.config))
-                    probe.actor.load_state_dict(actor_state)
-                    self.population[i] = transfer(probe, g, self.config)
-                    if seeded:
-                        self.population[i].mutate(self.rng, self.config)
-                    seeded += 1
-                else:
-                    seeded += 1
-            if self.learner is not None:
-                self.learner.actor.load_state_dict(actor_state)
-
-    return PretrainedEGRL(cfg, seed=seed, progress=False, tensorboard=False)
-
-
-def run(s: dict[str, Any]) -> dict[str, Any]:
+def run(s: dict[str, Any], out: Path | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     from agents.egrl import EGRL, graph_input_from_obs
+    from agents.egrl.sac import make_actor
     from agents.milp import solve_milp
 
     t0 = time.perf_counter()
     cfg = _config(s["quick"])
-    data, train_rows = [], []
+
+    def optimum(env: Any) -> tuple[float, np.ndarray]:
+        base = env.unwrapped
+        sol = solve_milp(base.backend.model, time_limit_s=60.0)
+        latency = float(base.backend.evaluate(sol.placement).latency_s)
+        return base.baselines_s["memory_mode"] / latency, sol.placement.to_action().astype(np.int64)
+
+    def score(env: Any, action: np.ndarray) -> tuple[float, bool]:
+        rewards, batch = env.unwrapped.evaluate_batch(np.asarray(action)[None])
+        return float(rewards[0]), bool(batch.valid[0])
+
+    train = []
     for wl in s["train"]:
         for n in s["train_counts"]:
             env = _env(wl, n)
             obs, _ = env.reset(seed=0)
-            sol = solve_milp(env.unwrapped.backend.model, time_limit_s=60.0)
-            data.append((graph_input_from_obs(obs), sol.placement.to_action().astype(np.int64)))
-            train_rows.append((wl, n, env))
-    t_bc = time.perf_counter()
-    actor, losses = pretrain(cfg, data, s["bc_steps"], s["seed"])
-    bc_s = time.perf_counter() - t_bc
-    state = {k: v.clone() for k, v in actor.state_dict().items()}
+            opt, label = optimum(env)
+            train.append(dict(workload=wl, n_tasks=n, env=env, g=graph_input_from_obs(obs), opt=opt, label=label))
 
-    def score(env: Any, action: np.ndarray) -> tuple[float, float, bool]:
-        rewards, batch = env.unwrapped.evaluate_batch(np.asarray(action)[None])
-        return float(rewards[0]), float(batch.latency_s[0]), bool(batch.valid[0])
+    t = time.perf_counter()
+    pre = pretrain_egrl(cfg, [r["env"] for r in train], s["pretrain_budget"], s["seed"])
+    pre_s = time.perf_counter() - t
+    state = pre.best_actor_state
+    actor = make_actor(train[0]["g"].in_channels, cfg)
+    actor.load_state_dict(state)
+    if out is not None:
+        from agents.egrl.pretrained import save_actor
+
+        save_actor(out / "actor.pt", actor, cfg, train[0]["g"].in_channels, meta={"trained_on": s["train"]})
+    t = time.perf_counter()
+    bc_actor, losses = behaviour_clone(cfg, [(r["g"], r["label"]) for r in train], s["bc_steps"], s["seed"])
+    bc_s = time.perf_counter() - t
 
     rows = []
-    for (wl, n, env), (g, _) in zip(train_rows, data):
-        opt = env.unwrapped.baselines_s["memory_mode"] / float(
-            env.unwrapped.backend.evaluate(solve_milp(env.unwrapped.backend.model).placement).latency_s
-        )
-        r, _, v = score(env, actor.greedy(g))
-        rr, _, _ = score(env, repaired_greedy(actor, g, env))
+    for r, found in zip(train, pre.per_env):
+        env, g = r["env"], r["g"]
+        zs, zv = score(env, actor.greedy(g))
         rows.append(
-            dict(workload=wl, n_tasks=n, split="train", zero_shot=r, zero_shot_valid=v, repaired=rr, optimum=opt)
+            dict(
+                workload=r["workload"],
+                n_tasks=r["n_tasks"],
+                split="train",
+                zero_shot=zs,
+                zero_shot_valid=zv,
+                repaired=score(env, repaired_greedy(actor, g, env))[0],
+                pretrain_best=float(found.best_reward),
+                bc_repaired=score(env, repaired_greedy(bc_actor, g, env))[0],
+                optimum=r["opt"],
+            )
         )
     for wl in s["test"]:
         for n in s["test_counts"]:
@@ -203,17 +202,15 @@ def run(s: dict[str, Any]) -> dict[str, Any]:
             obs, _ = env.reset(seed=0)
             g = graph_input_from_obs(obs)
             base = env.unwrapped
-            sol = solve_milp(base.backend.model, time_limit_s=60.0)
-            opt = base.baselines_s["memory_mode"] / float(base.backend.evaluate(sol.placement).latency_s)
-            zs, _, zv = score(env, actor.greedy(g))
-            zr, _, _ = score(env, repaired_greedy(actor, g, env))
+            opt, _ = optimum(env)
+            zs, zv = score(env, actor.greedy(g))
             t = time.perf_counter()
-            ft = pretrained_egrl(state, cfg, s["seed"]).fit(env, budget=s["budget"])
+            agent = EGRL(cfg, seed=s["seed"], progress=False, tensorboard=False, init_actor=state)
+            ft = agent.fit(env, budget=s["budget"])
             ft_s = time.perf_counter() - t
             t = time.perf_counter()
             sc = EGRL(cfg, seed=s["seed"], progress=False, tensorboard=False).fit(env, budget=s["budget"])
             sc_s = time.perf_counter() - t
-            rand = base.baselines_s["memory_mode"] / base.baselines_s["random"]
             rows.append(
                 dict(
                     workload=wl,
@@ -222,13 +219,14 @@ def run(s: dict[str, Any]) -> dict[str, Any]:
                     nodes=base.graph.num_nodes,
                     zero_shot=zs,
                     zero_shot_valid=zv,
-                    repaired=zr,
+                    repaired=score(env, repaired_greedy(actor, g, env))[0],
                     fine_tune=float(ft.best_reward),
                     fine_tune_s=ft_s,
                     scratch=float(sc.best_reward),
                     scratch_s=sc_s,
+                    bc_repaired=score(env, repaired_greedy(bc_actor, g, env))[0],
                     optimum=opt,
-                    random=rand,
+                    random=base.baselines_s["memory_mode"] / base.baselines_s["random"],
                     fine_tune_curve=[h[1] for h in ft.history],
                     scratch_curve=[h[1] for h in sc.history],
                 )
@@ -236,6 +234,10 @@ def run(s: dict[str, Any]) -> dict[str, Any]:
     return dict(
         settings=s,
         rows=rows,
+        pretrain_s=pre_s,
+        pretrain_evaluations=pre.evaluations,
+        pretrain_generations=pre.generations,
+        pretrain_fitness=pre.best_fitness,
         bc_loss_first=losses[0],
         bc_loss_last=losses[-1],
         bc_s=bc_s,
@@ -251,23 +253,31 @@ def _f(x: float, valid: bool = True) -> str:
 
 def markdown(res: dict[str, Any], heading: str = "#") -> str:
     s = res["settings"]
-    L = [f"{heading} Generalisation: a GNN pre-trained on other workloads (issue #7, part 3)\n"]
+    train_opt = float(np.mean([r["optimum"] for r in res["rows"] if r["split"] == "train"]))
+    L = [f"{heading} Generalisation: a GNN trained by EGRL on other workloads (issue #7, part 3)\n"]
     L.append(
-        f"Pre-trained by behaviour cloning of the MILP optimum on {', '.join(s['train'])} at "
-        f"{', '.join(map(str, s['train_counts']))} tasks ({s['bc_steps']} Adam steps, {res['bc_s']:.0f} s, loss "
-        f"{res['bc_loss_first']:.3f} -> {res['bc_loss_last']:.3f}); tested on {', '.join(s['test'])} at "
+        f"Pre-trained by EGRL across {', '.join(s['train'])} at {', '.join(map(str, s['train_counts']))} tasks "
+        f"(`agents.egrl.multi.MultiWorkloadEGRL`: GNN population scored by mean reward over the training envs, SAC "
+        f"learner on a shared buffer; {res['pretrain_evaluations']} evaluations in {res['pretrain_generations']} "
+        f"generations, {res['pretrain_s']:.0f} s; best mean reward {res['pretrain_fitness']:.3f} against "
+        f"{train_opt:.3f} for the optimum of each env); tested on {', '.join(s['test'])} at "
         f"{', '.join(map(str, s['test_counts']))} tasks, `{SYSTEM}`, one thread per task. Cells are speedups over "
-        f"Memory Mode (the env's reward; negative = the placement overflows DRAM). Fine-tune and scratch: EGRL with "
-        f"{s['budget']} evaluations, seed {s['seed']}. Standalone: `python examples/generalisation.py"
-        f"{' --quick' if s['quick'] else ''}`.\n"
+        f"Memory Mode (the env's reward; negative = the placement overflows DRAM). Fine-tune (`EGRL(init_actor=...)`) "
+        f"and scratch: EGRL with {s['budget']} evaluations, seed {s['seed']}. *Imitation* is the reference "
+        f"actor trained by behaviour cloning of the MILP optimum on the same training envs ({s['bc_steps']} Adam "
+        f"steps, {res['bc_s']:.0f} s, loss {res['bc_loss_first']:.3f} -> {res['bc_loss_last']:.3f}), zero-shot + fit. "
+        f"Standalone: `python examples/generalisation.py{' --quick' if s['quick'] else ''}`.\n"
     )
-    hdr = "| workload | tasks | split | zero-shot | zero-shot + fit | fine-tune | scratch | MILP optimum | random |"
-    L += [hdr, "|---|---|---|---|---|---|---|---|---|"]
+    hdr = (
+        "| workload | tasks | split | zero-shot | zero-shot + fit | fine-tune | scratch | best in pre-training | "
+        "imitation, zero-shot + fit | MILP optimum | random |"
+    )
+    L += [hdr, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         L.append(
             f"| {r['workload']} | {r['n_tasks']} | {r['split']} | {_f(r['zero_shot'], r['zero_shot_valid'])} | "
-            f"{_f(r['repaired'])} | "
-            f"{_f(r.get('fine_tune', math.nan))} | {_f(r.get('scratch', math.nan))} | {r['optimum']:.3f} | "
+            f"{_f(r['repaired'])} | {_f(r.get('fine_tune', math.nan))} | {_f(r.get('scratch', math.nan))} | "
+            f"{_f(r.get('pretrain_best', math.nan))} | {_f(r['bc_repaired'])} | {r['optimum']:.3f} | "
             f"{_f(r.get('random', math.nan))} |"
         )
     test = [r for r in res["rows"] if r["split"] == "test"]
@@ -283,22 +293,24 @@ def markdown(res: dict[str, Any], heading: str = "#") -> str:
 
         L.append(
             "\nMean shortfall from the optimum on unseen workloads (speedup points): zero-shot "
-            f"{gap('zero_shot'):.3f}, zero-shot + fit {gap('repaired'):.3f}, fine-tune {gap('fine_tune'):.3f}, scratch {gap('scratch'):.3f}. Evaluations "
-            "to reach 99 % of the optimum (fine-tune / scratch): "
+            f"{gap('zero_shot'):.3f}, zero-shot + fit {gap('repaired'):.3f}, fine-tune {gap('fine_tune'):.3f}, "
+            f"scratch {gap('scratch'):.3f}, imitation reference {gap('bc_repaired'):.3f}. Evaluations to reach 99 % "
+            "of the optimum (fine-tune / scratch): "
             + "; ".join(
                 f"{r['workload']} {hit(r, 'fine_tune_curve', 0.99)} / {hit(r, 'scratch_curve', 0.99)}" for r in test
             )
             + ".\n"
         )
         L.append(
-            "Reading: zero-shot is one forward pass of the GNN, no evaluation of the new workload. What transfers is "
-            "the rule the optimum follows at batch 1 (activations first, then the weights of memory-bound layers, "
-            "within the per-task DRAM budget), which the node features (log sizes, arithmetic intensity, lifetimes) "
-            "expose. A zero-shot placement can overflow DRAM on a workload whose sizes differ from the training "
-            "ones: the GNN predicts per node, with no notion of the total. *zero-shot + fit* keeps the k decisions the "
-            "GNN is most confident should be fast, with k the largest that fits DRAM (a capacity check from sizes "
-            "alone, no latency of the new workload is measured); the fine-tune instead repairs it by search. This is imitation of an optimum the analytic model can compute; on a real machine "
-            "(native backend) the labels would have to come from search, i.e. from RL across workloads.\n"
+            "Reading: zero-shot is one forward pass of the GNN, no evaluation of the new workload. What can transfer "
+            "is the rule good placements follow at batch 1 (activations first, then the weights of memory-bound "
+            "layers, within the per-task DRAM budget), which the node features (log sizes, arithmetic intensity, "
+            "lifetimes, each tensor's share of the DRAM budget) expose. A zero-shot placement can still overflow DRAM "
+            "on a workload whose sizes differ from the training ones: the GNN decides per node. *zero-shot + fit* "
+            "keeps the k decisions the GNN is most confident should be fast, with k the largest that fits DRAM (a "
+            "capacity check from sizes alone, no latency of the new workload is measured); the fine-tune instead "
+            "repairs it by search. The imitation column shows how much better the same network transfers when "
+            "trained on perfect labels, which only a model that can be solved exactly provides.\n"
         )
     return "\n".join(L)
 
@@ -307,18 +319,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="folder for results.json and report.md (default: print only)")
+    p.add_argument("--out", default=None, help="folder for results.json, report.md, actor.pt (default: print only)")
     args = p.parse_args(argv)
-    res = run(settings(args.quick, args.seed))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    res = run(settings(args.quick, args.seed), out)
     text = markdown(res)
     print(text)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, content in (("results.json", json.dumps(res, default=float)), ("report.md", text)):
-            tmp = out / f".{name}.tmp"
-            tmp.write_text(content)
-            os.replace(tmp, out / name)
+    if out is not None:
+        from marl_gym.workloads.graph import atomic_write_text
+
+        atomic_write_text(out / "results.json", json.dumps(res, default=float))
+        atomic_write_text(out / "report.md", text)
     return 0
 
 

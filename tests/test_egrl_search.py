@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +17,17 @@ import pytest
 import torch
 
 from agents.base import SearchResult, read_history_csv
-from agents.egrl import EGRL, EGRLConfig
+from agents.egrl import EGRL
 from agents.egrl.agent import CHECKPOINT_NAME
 from agents.random_search import RandomSearch
-from agents.testing import small_env, small_graph
+from agents.testing import small_env, small_graph, tiny_egrl_config
 from marl_gym.placement import Placement
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 # The fast preset with small networks: the search logic is the same, each generation is cheaper.
-TINY = replace(
-    EGRLConfig.fast(),
-    population_size=10,
-    hidden=16,
-    depth=2,
-    critic_hidden=16,
-    critic_head_hidden=32,
-    batch_size=16,
-    learning_starts=20,
-)
+TINY = tiny_egrl_config()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,9 @@ With `out_dir`, every generation writes (atomically: temp file, then rename) `ch
 state: population, learner and optimisers, replay buffer, RNG states, cache, history),
 `history.csv` (best-so-far per evaluation), `generations.csv`, `best_placement.json`, and
 TensorBoard scalars under `tb/`. `fit(..., resume=True)` restarts from `checkpoint.pt`.
+
+`init_actor=` starts the population and the learner from a trained GNN actor (an actor file, e.g. one
+written by `save_actor` or by `agents.egrl.multi.MultiWorkloadEGRL`; see `agents.egrl.pretrained`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state
 from agents.egrl.gnn import GraphInput, graph_input_from_obs
+from agents.egrl.pretrained import InitActor, actor_state_for, save_actor, seed_population
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
@@ -93,8 +97,10 @@ class EGRL:
         out_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
         tensorboard: bool = True,
+        init_actor: InitActor | None = None,
     ) -> None:
         self.config = config or EGRLConfig()
+        self.init_actor = init_actor
         self.seed = int(seed)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -137,6 +143,11 @@ class EGRL:
                     self.population.append(GNNIndividual(actor))
         self.fitness = np.full(len(self.population), -np.inf)
         self.learner = DiscreteSAC(g.in_channels, cfg) if cfg.use_learner else None
+        if self.init_actor is not None:
+            state = actor_state_for(self.init_actor, cfg, g.in_channels)
+            self.population = seed_population(self.population, state, g, self.rng, cfg)
+            if self.learner is not None:
+                self.learner.actor.load_state_dict(state)
         self.buffer = ReplayBuffer(cfg.buffer_size, g.num_nodes) if cfg.use_learner else None
         self.generation = 0
         self.generation_log = []
@@ -261,6 +272,7 @@ class EGRL:
             "generations": self.generation,
             "ablation": self.config.ablation_name,
             "config": self.config.to_dict(),
+            "init_actor": _describe(self.init_actor),
         }
         return self.session.tracker.result(self.session.budget, self.name_with_ablation, self._workload, meta)
 
@@ -453,6 +465,21 @@ class EGRL:
         self.session.load_state_dict(state["session"])
 
     # ------------------------------------------------------------------ using
+    def best_actor(self) -> Any:
+        """The GNN actor to carry to other workloads: the fittest GNN member of the last generation,
+        else the learner's actor (None when the run had neither)."""
+        gnns = [(f, ind) for f, ind in zip(self.fitness, self.population) if isinstance(ind, GNNIndividual)]
+        if gnns:
+            return max(gnns, key=lambda pair: pair[0])[1].actor
+        return None if self.learner is None else self.learner.actor
+
+    def save_actor(self, path: str | os.PathLike[str]) -> None:
+        """Write `best_actor()` as an actor file (`agents.egrl.pretrained`), e.g. for `init_actor=`."""
+        actor = self.best_actor()
+        if actor is None or self.graph_input is None:
+            raise RuntimeError("no GNN actor to save: call fit() or load() first (and keep GNNs in the population)")
+        save_actor(path, actor, self.config, self.graph_input.in_channels, meta={"workload": self._workload})
+
     def predict(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The best placement found as an action (N, 2); with `obs`, the best member's greedy action
         on that observation (for a GNN member, this generalises to other graphs)."""
@@ -469,6 +496,14 @@ class EGRL:
         if isinstance(member, BoltzmannChromosome) and member.mask.shape[0] == g.num_nodes:
             return member.greedy()
         raise RuntimeError("no GNN policy to apply to a new graph")
+
+
+def _describe(init_actor: Any) -> str | None:
+    if init_actor is None:
+        return None
+    if isinstance(init_actor, (str, os.PathLike)):
+        return str(init_actor)
+    return type(init_actor).__name__
 
 
 class _NoEvaluator:

@@ -56,10 +56,21 @@ class ReplayBuffer:
             self.size = min(self.size + 1, self.capacity)
             self.total_added += 1
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+    def state_ids(self) -> np.ndarray:
+        """The distinct state ids of the stored transitions."""
+        return np.unique(self._states[: self.size])
+
+    def sample(self, rng: np.random.Generator, batch_size: int, state_id: int | None = None) -> dict[str, np.ndarray]:
+        """`batch_size` transitions drawn uniformly with replacement (only those of `state_id` if given)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        idx = rng.integers(0, self.size, size=batch_size)
+        if state_id is None:
+            idx = rng.integers(0, self.size, size=batch_size)
+        else:
+            rows = np.flatnonzero(self._states[: self.size] == state_id)
+            if len(rows) == 0:
+                raise ValueError(f"no transition of state {state_id} in the replay buffer")
+            idx = rows[rng.integers(0, len(rows), size=batch_size)]
         return {
             "actions": self._actions[idx],
             "rewards": self._rewards[idx],

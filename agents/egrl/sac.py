@@ -128,6 +128,7 @@ class DiscreteSAC:
         for sid in np.unique(batch["states"]):
             sel = batch["states"] == sid
             part = {k: v[sel] for k, v in batch.items()}
+            part["actions"] = part["actions"][:, : graphs[int(sid)].num_nodes]  # a shared buffer pads smaller graphs
             loss = self.critic_loss(graphs[int(sid)], part, rng) * (sel.sum() / len(sel))
             loss.backward()
             critic_losses.append(loss.item())

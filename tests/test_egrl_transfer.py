@@ -1,0 +1,132 @@
+"""Carrying a GNN actor across workloads: actor files, `EGRL(init_actor=...)`, and EGRL trained on
+several envs at once (`MultiWorkloadEGRL`), including its exact resume from a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from agents.egrl import EGRL, GNNIndividual, graph_input_from_obs
+from agents.egrl.multi import ACTOR_NAME, CHECKPOINT_NAME, MultiWorkloadEGRL
+from agents.egrl.pretrained import load_actor, save_actor, seed_population
+from agents.egrl.sac import make_actor
+from agents.testing import small_env, tiny_egrl_config
+
+torch.set_num_threads(1)
+
+TINY = tiny_egrl_config(population_size=8)
+
+
+@pytest.fixture(scope="module")
+def envs():
+    # different graphs (and node counts) at task counts where DRAM binds
+    return [small_env(n_blocks=12, n_tasks=96, seed=1), small_env(n_blocks=20, n_tasks=128, seed=2)]
+
+
+def _graph(env):
+    obs, _ = env.reset(seed=0)
+    return graph_input_from_obs(obs)
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_actor_file_round_trip_and_clear_errors(envs, tmp_path):
+    g = _graph(envs[0])
+    actor = make_actor(g.in_channels, TINY)
+    path = tmp_path / "actor.pt"
+    save_actor(path, actor, TINY, g.in_channels, meta={"trained_on": ["x"]})
+    loaded = load_actor(path)
+    assert _same_weights(loaded["state_dict"], actor.state_dict())
+    assert loaded["meta"] == {"trained_on": ["x"]} and loaded["in_channels"] == g.in_channels
+
+    wider = replace(TINY, hidden=32)
+    with pytest.raises(ValueError, match="hidden: file 16 vs config 32"):
+        EGRL(wider, progress=False, tensorboard=False, init_actor=path).fit(envs[0], budget=8)
+    with pytest.raises(FileNotFoundError):
+        EGRL(TINY, progress=False, tensorboard=False, init_actor=tmp_path / "missing.pt").fit(envs[0], budget=8)
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a marl-gym actor file"):
+        load_actor(tmp_path / "other.pt")
+    with pytest.raises(TypeError, match="init_actor must be"):
+        EGRL(TINY, progress=False, tensorboard=False, init_actor=3.5).fit(envs[0], budget=8)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not fit the actor"):
+        EGRL(TINY, progress=False, tensorboard=False, init_actor={"bogus": torch.zeros(1)}).fit(envs[0], budget=8)
+
+
+def test_seed_population_starts_every_gnn_and_half_the_chromosomes_from_the_actor(envs):
+    from agents.egrl.boltzmann import BoltzmannChromosome
+
+    g = _graph(envs[1])
+    source = make_actor(g.in_channels, TINY)
+    state = source.state_dict()
+    rng = np.random.default_rng(0)
+    pop = [BoltzmannChromosome.random(g.mask_np, rng, TINY) for _ in range(4)]
+    pop += [GNNIndividual(make_actor(g.in_channels, TINY)) for _ in range(4)]
+    seeded = seed_population(pop, state, g, rng, TINY)
+    gnns = [ind for ind in seeded if isinstance(ind, GNNIndividual)]
+    assert _same_weights(gnns[0].actor.state_dict(), state)  # the first copy is exact
+    assert all(not _same_weights(ind.actor.state_dict(), state) for ind in gnns[1:])  # the others mutated
+    # chromosomes 0 and 2 now sample around the actor's policy: the first one reproduces its greedy choice
+    assert seeded[0] is not pop[0] and seeded[2] is not pop[2]
+    assert seeded[1] is pop[1] and seeded[3] is pop[3]
+    np.testing.assert_array_equal(seeded[0].greedy(), source.greedy(g))
+
+
+def test_init_actor_starts_the_learner_from_the_file(envs, tmp_path):
+    g = _graph(envs[0])
+    actor = make_actor(g.in_channels, TINY)
+    save_actor(tmp_path / "a.pt", actor, TINY, g.in_channels)
+    cfg = replace(TINY, learning_starts=10_000)  # no gradient step: the learner keeps its start
+    agent = EGRL(cfg, seed=0, progress=False, tensorboard=False, init_actor=tmp_path / "a.pt")
+    res = agent.fit(envs[0], budget=40, max_generations=1)
+    assert _same_weights(agent.learner.actor.state_dict(), actor.state_dict())
+    assert res.meta["init_actor"] == str(tmp_path / "a.pt")
+
+
+def test_multi_workload_training_scores_actors_on_every_env(envs, tmp_path):
+    trainer = MultiWorkloadEGRL(TINY, seed=0, progress=False, out_dir=tmp_path)
+    res = trainer.fit(envs, budget=160)
+    assert res.evaluations == 160 == sum(r.evaluations for r in res.per_env)
+    assert [r.workload for r in res.per_env] == [e.unwrapped.graph.name for e in envs]
+    assert trainer.buffer.num_nodes == max(_graph(e).num_nodes for e in envs)
+    assert set(trainer.buffer.state_ids().tolist()) == {0, 1}
+    assert any(row["gradient_steps"] > 0 for row in res.log)
+    # the recorded best fitness is the best actor's mean greedy reward over the envs
+    actor = trainer.best_actor()
+    rewards = [e.unwrapped.evaluate_batch(actor.greedy(_graph(e))[None])[0][0] for e in envs]
+    assert res.best_fitness == pytest.approx(float(np.mean(rewards)))
+    # the written actor file starts a search on another workload
+    assert load_actor(tmp_path / ACTOR_NAME)["meta"]["trained_on"] == res.workloads
+    third = small_env(n_blocks=16, n_tasks=96, seed=3)
+    tuned = EGRL(TINY, seed=0, progress=False, tensorboard=False, init_actor=tmp_path / ACTOR_NAME)
+    assert tuned.fit(third, budget=30).evaluations == 30
+
+
+def test_multi_workload_resume_continues_exactly(envs, tmp_path):
+    full = MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "full").fit(envs, budget=120)
+    MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "cut").fit(envs, budget=120, max_generations=3)
+    state = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)
+    assert state["generation"] == 3
+    resumed = MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "cut").fit(
+        envs, budget=120, resume=True
+    )
+    assert [(r["evaluations"], r["best_fitness"]) for r in resumed.log] == [
+        (r["evaluations"], r["best_fitness"]) for r in full.log
+    ]
+    assert _same_weights(resumed.best_actor_state, full.best_actor_state)
+    with pytest.raises(ValueError, match="checkpoint is for workloads"):
+        MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "cut").fit(
+            envs[::-1], budget=120, resume=True
+        )
+
+
+def test_multi_workload_rejects_bad_input(envs):
+    with pytest.raises(ValueError, match="at least one env"):
+        MultiWorkloadEGRL(TINY, progress=False).fit([], budget=10)
+    with pytest.raises(ValueError, match="budget must be"):
+        MultiWorkloadEGRL(TINY, progress=False).fit(envs, budget=0)
