@@ -1,4 +1,4 @@
-"""The MARL paper's comparisons, reproduced on the analytic model: ``python -m marl_gym.memory.paper``.
+"""The MARL paper's comparisons, reproduced on the analytic model: ``python -m marl_gym.paper``.
 
 Prints, for wide_resnet101_2 on optane-16g-128g (by default), the latency of every baseline and of a
 greedy placement (`marl_gym.memory.search`, a stand-in for a learned one) for 1..32 concurrent tasks,
@@ -77,7 +77,7 @@ def run(workload: str, system: str, n_tasks_list: list[int], batch_size: int, ov
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m marl_gym.memory.paper", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m marl_gym.paper", description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="wide_resnet101_2")
     ap.add_argument("--system", default="optane-16g-128g")
     ap.add_argument("--batch-size", type=int, default=1)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"schema_version": 1, "paper": PAPER, **res}, indent=1, default=float))
         return 0
     print(f"# {res['workload']} (batch {res['batch_size']}) on {res['system']}")
-    print(f"# command: python -m marl_gym.memory.paper {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print(f"# command: python -m marl_gym.paper {' '.join(sys.argv[1:] if argv is None else argv)}")
     hdr = (
         "n_tasks  dram_only  memory_mode  random  first_touch  all_slow  greedy |  hit   greedy/dram  vs MM  vs random"
     )
