@@ -1,6 +1,6 @@
 """Regenerate docs/results.md: every zoo workload on optane-16g-128g and on a CXL preset, agents vs the optimum.
 
-    python examples/make_results.py                                   # defaults below, about 10 minutes on 2 cores
+    python examples/make_results.py --workers 2                       # defaults below, on both cores
     python examples/make_results.py --budget 2000 --seeds 5 --agents egrl,ppo,a2c,random,greedy,milp
     python examples/make_results.py --resume                          # reuse finished runs in --runs-dir
 
@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
 import os
 import platform
 import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_AGENTS = "ppo,a2c,random,greedy,milp"
-"""EGRL is left out by default while it is slow (see the note written into the page); add it with --agents."""
+DEFAULT_AGENTS = "egrl,ppo,a2c,random,greedy,milp"
 
 
 def _git_commit() -> str:
@@ -52,6 +54,18 @@ def _binds(workload: str, system: str, n_tasks: int) -> bool:
     return not bool(b.evaluate_batch(np.ones((1, n), bool), np.ones((1, n), bool)).valid[0])
 
 
+def _compare_one(workload: str, system: str, kwargs: dict) -> Any:
+    import warnings
+
+    import torch
+
+    from agents.compare import compare
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    return compare(workload, system=system, **kwargs)
+
+
 def _mean(values) -> float:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -70,6 +84,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     parser.add_argument("--resume", action="store_true", help="reuse runs already in --runs-dir")
     parser.add_argument("--milp-time-limit", type=float, default=60.0)
+    parser.add_argument("--workers", type=int, default=1, help="comparisons run side by side in worker processes")
     args = parser.parse_args()
 
     from agents.compare import compare
@@ -79,24 +94,33 @@ def main() -> int:
     workloads = args.workloads or names()
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     t0 = time.perf_counter()
-    results = []
-    for system in args.systems:
-        for workload in workloads:
-            if not _binds(workload, system, args.n_tasks):
-                print(f"warning: {workload} fits in DRAM on {system} at {args.n_tasks} tasks", file=sys.stderr)
-            results.append(
-                compare(
-                    workload,
-                    agents=agents,
-                    budget=args.budget,
-                    seeds=args.seeds,
-                    system=system,
-                    n_tasks=args.n_tasks,
-                    out_dir=args.runs_dir,
-                    milp_time_limit_s=args.milp_time_limit,
-                    resume=args.resume,
-                )
-            )
+    configs = [(system, workload) for system in args.systems for workload in workloads]
+    for system, workload in configs:
+        if not _binds(workload, system, args.n_tasks):
+            print(f"warning: {workload} fits in DRAM on {system} at {args.n_tasks} tasks", file=sys.stderr)
+    kwargs = dict(
+        agents=agents,
+        budget=args.budget,
+        seeds=args.seeds,
+        n_tasks=args.n_tasks,
+        out_dir=args.runs_dir,
+        milp_time_limit_s=args.milp_time_limit,
+        resume=args.resume,
+    )
+    if args.workers <= 1:
+        results = [compare(workload, system=system, **kwargs) for system, workload in configs]
+    else:
+        # one comparison per worker process, each on one thread: the comparisons are independent
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(_compare_one, workload, system, {**kwargs, "progress": False})
+                for system, workload in configs
+            ]
+            results = []
+            for (system, workload), fut in zip(configs, futures):
+                results.append(fut.result())
+                print(f"  {workload} on {system}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     elapsed = time.perf_counter() - t0
 
     command = "python examples/make_results.py " + " ".join(
@@ -113,13 +137,14 @@ def main() -> int:
             "--systems",
             *args.systems,
             *(["--workloads", *workloads] if args.workloads else []),
+            *(["--workers", str(args.workers)] if args.workers > 1 else []),
         ]
     )
     lines = [
         "# Results: agents against the exact optimum of the analytic model",
         "",
         "Produced by this one command (about "
-        f"{elapsed / 60:.0f} minutes on {os.cpu_count()} cores shared with other jobs):",
+        f"{elapsed / 60:.1f} minutes on {os.cpu_count()} cores{', resumed: earlier runs reused' if args.resume else ''}):",
         "",
         f"    {command}",
         "",
@@ -136,14 +161,6 @@ def main() -> int:
         "`agents/milp.py` (HiGHS), proven optimal in every row unless said otherwise.",
         "",
     ]
-    if not any(a.startswith("egrl") for a in agents):
-        lines += [
-            "EGRL is not in these tables: it is still being finished (agents/egrl) and is far slower per evaluation "
-            "than the other agents on 2 shared cores (while this page was made, 100 evaluations of wide_resnet101_2 "
-            "took 160 s and a 1000-evaluation run did not finish within 15 minutes), so it does not fit this page's "
-            "~10-minute run. Add it with `--agents egrl,ppo,a2c,random,greedy,milp`.",
-            "",
-        ]
     lines += [
         "## Overview: best speedup over Memory Mode (mean over seeds)",
         "",
