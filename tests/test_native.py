@@ -186,3 +186,62 @@ def test_bad_model_is_a_clear_error(tiny) -> None:
         NativeBackend(load("resnet50"), None, model=tiny[0], fast_limit_bytes=None)
     with pytest.raises(ValueError, match="fast_limit_bytes"):
         NativeBackend(graph, None, model=tiny[0], fast_limit_bytes=-1)
+
+
+def test_tensor_graph_call_bookkeeping_counts_layer_nodes_only() -> None:
+    """Parameter nodes carry their layer's module and call but are no calls of their own: resnet50 at tensor
+    granularity expects the same module calls, maps every call to the same layer, and places the same
+    activation-tier hooks as at layer granularity (without running a model)."""
+    from types import SimpleNamespace
+
+    from marl_gym.backends._native_worker import Worker, call_index, expected_calls
+    from marl_gym.workloads import lift_decisions
+
+    layer, tensor = load("resnet50"), load("resnet50@tensor")
+    assert any(n.part_of is not None and n.module is not None for n in tensor.nodes)
+    assert expected_calls(tensor.nodes) == expected_calls(layer.nodes)
+    assert sum(expected_calls(tensor.nodes).values()) == sum(n.module is not None for n in layer.nodes)
+    by_call = call_index(tensor.nodes)
+    assert {k: tensor.nodes[i].name for k, i in by_call.items()} == {
+        k: layer.nodes[i].name for k, i in call_index(layer.nodes).items()
+    }
+    rng = np.random.default_rng(0)
+    act = rng.random(layer.num_nodes) < 0.5
+    lifted = lift_decisions(act, layer, tensor)
+    parts = np.array([n.part_of is not None for n in tensor.nodes])
+    lifted[parts] = rng.random(parts.sum()) < 0.5  # a parameter node's activation bit has no effect
+    events = Worker._events(SimpleNamespace(graph=tensor), lifted.tolist())
+    assert events == Worker._events(SimpleNamespace(graph=layer), act.tolist())
+
+
+def test_functional_layer_parameter_and_output_nodes_take_no_tier_of_their_own() -> None:
+    """A functional layer (no module) after its parameter nodes, and an output node after a module layer:
+    the gap's tier is the functional layer's, never a part's."""
+    from types import SimpleNamespace
+
+    from marl_gym.backends._native_worker import Worker, call_index, expected_calls
+    from marl_gym.workloads import build_graph
+
+    def rec(name, module=None, part_of=None, out=64, inp=64, w=0):
+        return dict(
+            name=name, op="linear", weight_bytes=w, output_bytes=out, input_bytes=inp, flops=10, module=module
+        ) | ({"part_of": part_of} if part_of else {})
+
+    nodes = [
+        rec("proj", module="proj"),
+        rec("proj/output1", part_of="proj", inp=0),  # an output node: module None
+        rec("attn/in_bias", part_of="attn", out=0, inp=0, w=64),  # parameter node of a functional layer
+        rec("attn"),
+        rec("head", module="head"),
+    ]
+    g = build_graph("parts", nodes, [(0, 1), (0, 3), (1, 4), (2, 3), (3, 4)], output_nodes=[4])
+    assert expected_calls(g.nodes) == {"proj": 1, "head": 1}
+    assert call_index(g.nodes) == {("proj", 0): 0, ("head", 0): 4}
+    #            proj  out1   bias   attn   head
+    act = [True, False, False, True, False]
+    events, start = Worker._events(SimpleNamespace(graph=g), act)
+    assert start is None
+    # proj runs fast; after it the tier is attn's (fast: no change, so no event), then head is slow
+    assert events == {("proj", 0, "pre"): 1, ("head", 0, "pre"): 2}
+    events, _ = Worker._events(SimpleNamespace(graph=g), [True, True, True, False, False])
+    assert events == {("proj", 0, "pre"): 1, ("proj", 0, "post"): 2}  # attn slow, head slow

@@ -17,6 +17,12 @@ A module node sets it in a forward pre-hook. A functional node (residual add, at
 of its own) runs in the code of an enclosing, non-leaf module: the forward hook of the module node just
 before it sets the functional node's tier; consecutive functional nodes share the tier of the first.
 After the model's forward the tier is reset to "default". Only tier *changes* get hooks in timed runs.
+
+Tensor granularity (`marl_gym.workloads.granularity`): a node with ``part_of`` (a parameter node split from
+its layer, or an output node) is not a module call of its own. Its weights move like any node's, but it
+is skipped when counting the calls each module should see (`expected_calls`), when mapping a
+(module, call) to a node (`call_index`), and when placing activation-tier hooks and charging time and
+bytes: its layer's call does the work, in the layer's activation tier.
 In-place modules (ReLU(inplace=True)) write into their input's storage, so their output lives wherever
 the producer of that input put it (reported as `inplace` per node). Allocations made by other threads
 (OpenMP workers) use the default tier.
@@ -73,6 +79,40 @@ def load_factory(spec: str) -> Any:
     return getattr(module, func)
 
 
+def is_layer_node(node: Any) -> bool:
+    """A node that is a call of its own: not split off a layer (`part_of` is None)."""
+    return getattr(node, "part_of", None) is None
+
+
+def expected_calls(nodes: Any) -> dict[str, int]:
+    """How many times each module should run in one forward: once per layer node naming it."""
+    calls: dict[str, int] = defaultdict(int)
+    for node in nodes:
+        if node.module is not None and is_layer_node(node):
+            calls[node.module] += 1
+    return dict(calls)
+
+
+def call_index(nodes: Any) -> dict[tuple[str, int], int]:
+    """(module, call) -> index of the layer node that call runs (parameter and output nodes excluded)."""
+    return {(n.module, n.call): i for i, n in enumerate(nodes) if n.module is not None and is_layer_node(n)}
+
+
+def next_layer_nodes(nodes: Any) -> list[int | None]:
+    """For each node, the index of the next layer node after it (None at the end)."""
+    out: list[int | None] = [None] * len(nodes)
+    nxt: int | None = None
+    for i in range(len(nodes) - 1, -1, -1):
+        out[i] = nxt
+        if is_layer_node(nodes[i]):
+            nxt = i
+    return out
+
+
+def first_layer_node(nodes: Any) -> int | None:
+    return next((i for i, n in enumerate(nodes) if is_layer_node(n)), None)
+
+
 class Worker:
     def __init__(self, msg: dict[str, Any]) -> None:
         import torch
@@ -111,7 +151,6 @@ class Worker:
         params = dict(self.model.named_parameters())
         self.params = params
         self.node_modules: dict[str, Any] = {}
-        self.calls_expected: dict[str, int] = defaultdict(int)
         missing = []
         for node in nodes:
             if node.module is not None:
@@ -119,8 +158,8 @@ class Worker:
                     missing.append(f"module {node.module!r}")
                 else:
                     self.node_modules[node.module] = modules[node.module]
-                    self.calls_expected[node.module] += 1
             missing.extend(f"parameter {p!r}" for p in node.weight_names if p not in params)
+        self.calls_expected = expected_calls(nodes)
         if missing:
             raise ValueError(
                 f"the model does not match workload graph {self.graph.name!r}: missing {', '.join(missing[:8])}"
@@ -187,15 +226,18 @@ class Worker:
         events: dict[tuple[str, int, str], int] = {}
         current = 0
         start = None
-        if nodes and nodes[0].module is None:
-            start = current = tiers[0]
+        first = first_layer_node(nodes)
+        if first is not None and nodes[first].module is None:
+            start = current = tiers[first]
+        following = next_layer_nodes(nodes)
         for i, node in enumerate(nodes):
-            if node.module is None:
+            if node.module is None or not is_layer_node(node):
                 continue
             if tiers[i] != current:
                 events[(node.module, node.call, "pre")] = current = tiers[i]
-            if i + 1 < len(nodes) and nodes[i + 1].module is None and tiers[i + 1] != current:
-                events[(node.module, node.call, "post")] = current = tiers[i + 1]
+            j = following[i]
+            if j is not None and nodes[j].module is None and tiers[j] != current:
+                events[(node.module, node.call, "post")] = current = tiers[j]
         return events, start
 
     def _install(self, act_fast: list[bool], trace: list | None) -> list:
@@ -283,7 +325,9 @@ class Worker:
                 h.remove()
         digest = _digest(self.torch, out)
         del out
-        index = {(n.module, n.call): i for i, n in enumerate(nodes) if n.module is not None}
+        index = call_index(nodes)
+        following = next_layer_nodes(nodes)
+        first = first_layer_node(nodes)
         n = len(nodes)
         act = [{"fast": 0, "slow": 0} for _ in range(n)]
         times = [0.0] * n
@@ -310,10 +354,11 @@ class Worker:
                     act[i]["fast"] += snap[0] - s0[0]
                     act[i]["slow"] += snap[1] - s0[1]
                     out_tier[i], inplace[i] = info
-                nxt = i + 1 if i is not None and i + 1 < n and nodes[i + 1].module is None else None
+                j = following[i] if i is not None else None
+                nxt = j if j is not None and nodes[j].module is None else None
                 last_event = (t, snap, nxt)
             elif kind == "start":
-                last_event = (t, snap, 0 if n and nodes[0].module is None else None)
+                last_event = (t, snap, first if first is not None and nodes[first].module is None else None)
         mismatched = sorted(m for m, k in self.calls_expected.items() if calls_seen[m] != k)
         stats = self.A.stats() if self.lib is not None else None
         return {
