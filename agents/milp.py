@@ -11,17 +11,22 @@ tier of its producer j). Latency is ``sum_i T_i``; a placement is valid when, at
 
     sum_i weight_bytes_i w_i + sum_{j live at s} output_bytes_j a_j + model inputs (+ overhead) <= fast budget
 
-(and the symmetric slow-tier condition). So the optimum is the MILP
+(and the symmetric slow-tier condition). At tensor granularity a layer and its ``part_of`` nodes (split-off
+parameter and output tensors) share one roofline, ``T_g = max(C_g, M_g)`` with ``C_g``, ``M_g`` the sums over
+the group (marl_gym/memory/model.py); the model reports the group's terms in its layer node's column and
+zeros in its parts' columns, so "node i" below reads "roofline group i", a part's ``T_i`` is the constant 0,
+and there is one time variable per group. So the optimum is the MILP
 
     minimise  sum_i T_i
-    s.t.      T_i >= C_i,   T_i >= M_i(w, a)          for every node i
+    s.t.      T_i >= C_i,   T_i >= M_i(w, a)          for every node (roofline group) i
               capacity at every step s                 (fast tier, and slow tier where it can bind)
               w, a binary
 
 Coefficients. The affine map ``M(w, a) = m0 + w @ Jw + a @ Ja`` is read off the model object itself
 (`linear_form`): the model evaluates the all-slow placement and every single-decision placement, in
-batches, through its own `memory_times`; the differences are the exact per-node, per-tier cost-table
-entries (fast cost - slow cost of each weight read, output write and edge read). Nothing here repeats a
+batches, through its own `memory_times`; the differences are the exact per-group, per-tier cost-table
+entries (fast cost - slow cost of each weight read, output write and edge read; a split-off tensor's
+entry lands in its layer's column). Nothing here repeats a
 device constant or a formula, so the MILP stays exact whatever calibration the model carries; a check
 on random placements raises if the model ever stops being affine. Capacity uses the model's byte
 attributes (weight/output bytes, lifetimes, budgets).
@@ -162,6 +167,8 @@ class Decisions:
 
     ``M = m0 + G @ x``. A `const` node costs ``C_i`` (its memory time never exceeds its compute time), a
     `linear` node costs ``M_i`` (never below it); each of `t_nodes` needs a variable ``T_i >= max(C_i, M_i)``.
+    At tensor granularity node i stands for its roofline group; a ``part_of`` node has ``C_i = M_i = 0``
+    (its terms are in its layer's column), so it is `const` at 0 and gets no variable.
     Shared by `solve_milp` and agents/milp_mixed.py (one block per workload).
     """
 
@@ -400,6 +407,7 @@ def solve_milp(
         extra={
             "capacity_rows": int(len(steps)),
             "slow_capacity_rows": int(len(slow_steps)),
+            "roofline_groups": int((model.group_of == np.arange(model.n)).sum()),
             "nodes_compute_bound": int(d.const.sum()),
             "nodes_memory_bound": int(d.linear.sum()),
             "nodes_either": int(nt),

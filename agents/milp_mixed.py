@@ -19,7 +19,8 @@ tiers (docs/model.md, "Mixed workloads"):
 ``P_k`` is one task's peak fast bytes (a max over steps, linearised: minimising never needs it larger
 than the max, and any feasible P_k bounds it). Each ``M_ki`` is the affine map read off workload k's
 `AnalyticModel` (built with ``n_tasks = n``, so bandwidth and cores are shared by all the mix's tasks) by
-`agents.milp.linear_form`. The reductions of agents/milp.py apply per workload: a node whose memory
+`agents.milp.linear_form` (per roofline group at tensor granularity, as in agents/milp.py: one ``T`` per
+layer and its ``part_of`` nodes). The reductions of agents/milp.py apply per workload: a node whose memory
 time can never exceed its compute time costs ``C_ki``; one whose memory time can never fall below it
 costs ``M_ki`` (no ``T`` variable). Capacity rows are kept only at steps where an activation starts (the
 live set at any other step is contained in the one before it).

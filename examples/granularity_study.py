@@ -9,20 +9,18 @@ tensor): the greedy of `marl_gym.memory.search.greedy_placement` and, when `agen
 are available, the exact optimum of the analytic model (`agents.milp.solve_milp`).
 
 Every layer placement is also a tensor placement (each tensor in its layer's tier, `lift_placement`),
-so both granularities' placements are scored on the tensor graph, two ways:
+so both granularities' placements are scored on the tensor graph's model (`ModelBackend` on the tensor
+graph), which takes one roofline per layer over the layer node and its parameter nodes,
+max(compute, sum of their memory times) (marl_gym/memory/model.py). On a lifted placement it differs
+from the layer graph's model only by each split-off tensor's own access cost (one more access latency,
+line rounding, the "tiny" pattern for sub-4-KiB tensors): compare a layer row's *own* and *tensor model*
+columns. For reference the report also scores every placement the way the model did before the grouping
+(*per-node*: one roofline per node, so a split-off tensor's read is added to its layer's time).
 
-* additive: `ModelBackend` on the tensor graph as is; a split-off tensor's read is a node of its own, so
-  its time is added to the latency (the approximation of `marl_gym.workloads.granularity`). This is the
-  model the tensor-granularity searches optimise.
-* grouped: the same per-node memory times, but each layer's roofline is taken over the layer and its
-  parameter nodes together, max(compute, sum of their memory times), as the layer graph's model does. It
-  differs from the layer model on a lifted placement only by each split-off tensor's own access cost (one
-  more access latency, and the "tiny" pattern for sub-4-KiB tensors).
-
-A gain on the additive model alone could be an artefact (moving a small tensor to DRAM shortens a read
-that the layer model would have hidden under compute); a gain on the grouped model is not. Task counts
-default to the first count at which the workload's weights no longer fit a task's DRAM budget (so
-placement matters) and 32 (the paper's largest). Output: a markdown report on stdout (and in `--out`).
+A gain of the tensor placement over the lifted layer placement on the tensor model is what tensor
+granularity buys. Task counts default to the first count at which the workload's weights no longer fit
+a task's DRAM budget (so placement matters) and 32 (the paper's largest). Output: a markdown report on
+stdout (and in `--out`).
 """
 
 from __future__ import annotations
@@ -60,14 +58,16 @@ class Row:
     split_layers: int
     own_s: float
     """Latency on the model of the graph the search ran on."""
-    additive_s: float
-    grouped_s: float
+    tensor_s: float
+    """Latency on the tensor graph's model (layer placements lifted)."""
+    per_node_s: float
+    """The same placement with one roofline per node (the model before the grouping)."""
     memory_mode_s: float
     valid: bool
     search_s: float
     note: str = ""
     single_moves: tuple[int, float] | None = None
-    """Layer rows: (valid single-tensor moves within multi-tensor layers, best grouped gain in seconds)."""
+    """Layer rows: (valid single-tensor moves within multi-tensor layers, best gain on the tensor model in seconds)."""
 
 
 TORCH_ENCODER = "torch_encoder"
@@ -129,18 +129,16 @@ def milp_solver() -> Callable | None:
     return solve_milp
 
 
-def grouped_latency(backend: ModelBackend, placement: Placement, groups: np.ndarray) -> float:
-    """Tensor-graph latency with one roofline per layer: sum over layers of max(compute, summed memory time)."""
+def per_node_latency(backend: ModelBackend, placement: Placement) -> float:
+    """Tensor-graph latency with one roofline per node (no grouping): how the model scored it before."""
     m = backend.model
     W = placement.weights_fast[None, :].astype(float) * m.has_weights
     A = placement.activations_fast[None, :].astype(float)
-    memory = np.bincount(groups, weights=m.memory_times(W, A)[0])
-    compute = np.bincount(groups, weights=m.compute_s)
-    return float(np.maximum(memory, compute).sum())
+    return float(np.maximum(m.tensor_memory_times(W, A), m.node_compute_s).sum())
 
 
 def best_single_move(backend: ModelBackend, placement: Placement, groups: np.ndarray) -> tuple[int, float]:
-    """Flip one tensor of a multi-tensor layer (either way): how many such flips stay valid, best grouped gain."""
+    """Flip one tensor of a multi-tensor layer (either way): how many such flips stay valid, best gain."""
     m = backend.model
     weighted = m.has_weights > 0
     per_layer = np.bincount(groups, weights=weighted.astype(float))
@@ -150,10 +148,10 @@ def best_single_move(backend: ModelBackend, placement: Placement, groups: np.nda
     W = np.repeat(placement.weights_fast[None, :], len(candidates), axis=0)
     W[np.arange(len(candidates)), candidates] ^= True
     A = np.repeat(placement.activations_fast[None, :], len(candidates), axis=0)
-    valid = m.capacity(W.astype(float), A.astype(float))["valid"]
-    base = grouped_latency(backend, placement, groups)
-    gains = [base - grouped_latency(backend, Placement(W[k], A[k]), groups) for k in np.flatnonzero(valid)]
-    return int(valid.sum()), max(gains, default=0.0)
+    ev = backend.evaluate_batch(W, A)
+    base = backend.evaluate(placement).latency_s
+    gains = base - ev.latency_s[ev.valid]
+    return int(ev.valid.sum()), float(gains.max()) if len(gains) else 0.0
 
 
 def split_layers(placement: Placement, tensor: WorkloadGraph, groups: np.ndarray) -> int:
@@ -204,8 +202,8 @@ def run(name: str, n_tasks: int, system: str, use_milp: bool, milp_time_s: float
                     weight_decisions=backend.graph.num_weight_decisions,
                     split_layers=split_layers(lifted, tensor, groups),
                     own_s=backend.evaluate(placement).latency_s,
-                    additive_s=scored.latency_s,
-                    grouped_s=grouped_latency(scorer, lifted, groups),
+                    tensor_s=scored.latency_s,
+                    per_node_s=per_node_latency(scorer, lifted),
                     memory_mode_s=memory_mode_s,
                     valid=scored.valid,
                     search_s=elapsed,
@@ -227,13 +225,14 @@ def report(rows: list[Row], command: str, system: str, milp_used: bool) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"System `{system}`, analytic model (`ModelBackend`), one inference while all tasks run. Each "
-        "placement is scored on the tensor graph (layer placements lifted: every tensor in its layer's tier): "
-        "*additive* = the tensor graph's model as is (what the tensor searches optimise), *grouped* = one "
-        "roofline per layer over the layer and its parameter nodes (see the script's docstring). *own* = on "
-        "the graph the search ran on. Speedup = Memory Mode (layer model) / grouped latency. Gain = latency "
-        "saved by the tensor-granularity placement over the layer one found by the same search. Layers split "
-        "= layers whose tensors the placement puts in different tiers.",
+        f"System `{system}`, analytic model (`ModelBackend`), one inference while all tasks run. *own* = latency "
+        "on the model of the graph the search ran on; *tensor model* = on the tensor graph's model, which takes "
+        "one roofline per layer and its parameter nodes (layer placements lifted: every tensor in its layer's "
+        "tier); *per-node* = the same placement with one roofline per node, as the model scored tensor graphs "
+        "before the grouping (a split-off tensor's read added to its layer's time). Speedup = Memory Mode "
+        "(layer model) / tensor-model latency. Gain = latency saved by the tensor-granularity placement over the "
+        "layer one found by the same search. Layers split = layers whose tensors the placement puts in "
+        "different tiers.",
         "",
     ]
     if not milp_used:
@@ -250,25 +249,26 @@ def report(rows: list[Row], command: str, system: str, milp_used: bool) -> str:
     lines += [
         "",
         "| workload | tasks | DRAM/task | search | granularity | weight decisions | layers split "
-        "| own (ms) | additive (ms) | grouped (ms) | speedup vs Memory Mode | gain, additive | gain, grouped | search time |",
+        "| own (ms) | tensor model (ms) | per-node (ms) | speedup vs Memory Mode | gain, tensor model "
+        "| gain, per-node | search time |",
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {(r.workload, r.n_tasks, r.search): r for r in rows if r.granularity == "layer"}
     for r in rows:
         b = base[(r.workload, r.n_tasks, r.search)]
-        gains = ("", "") if r is b else (_gain(b.additive_s, r.additive_s), _gain(b.grouped_s, r.grouped_s))
+        gains = ("", "") if r is b else (_gain(b.tensor_s, r.tensor_s), _gain(b.per_node_s, r.per_node_s))
         note = f" ({r.note})" if r.note else ""
         invalid = "" if r.valid else " INVALID"
         lines.append(
             f"| {r.workload} | {r.n_tasks} | {r.budget_bytes / MIB:.1f} MiB | {r.search}{note} | {r.granularity}{invalid} "
-            f"| {r.weight_decisions} | {r.split_layers} | {r.own_s * 1e3:.3f} | {r.additive_s * 1e3:.3f} "
-            f"| {r.grouped_s * 1e3:.3f} | {r.memory_mode_s / r.grouped_s:.4f} | {gains[0]} | {gains[1]} | {r.search_s:.1f} s |"
+            f"| {r.weight_decisions} | {r.split_layers} | {r.own_s * 1e3:.3f} | {r.tensor_s * 1e3:.3f} "
+            f"| {r.per_node_s * 1e3:.3f} | {r.memory_mode_s / r.tensor_s:.4f} | {gains[0]} | {gains[1]} | {r.search_s:.1f} s |"
         )
     best_search = "MILP" if milp_used else "greedy"
     lines += [
         "",
         f"Local check, from the {best_search} layer placement: flip one tensor of a layer with several tensors "
-        "(either tier, keeping the placement valid) and score it on the grouped model:",
+        "(either tier, keeping the placement valid) and score it on the tensor model:",
         "",
     ]
     for r in rows:

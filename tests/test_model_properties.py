@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from marl_gym.backends.model import ModelBackend
 from marl_gym.memory import MODES, get_system
 from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
+from marl_gym.workloads import WorkloadGraph, to_tensor_granularity
 from marl_gym.workloads.graph import build_graph
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -58,8 +60,22 @@ def graphs(draw, max_nodes: int = 24):
 
 
 @st.composite
+def split_graphs(draw, max_nodes: int = 16):
+    """A random graph at tensor granularity: some layers' weights split in two tensors (parameter nodes)."""
+    g = draw(graphs(max_nodes))
+    nodes = []
+    for node in g.nodes:
+        if node.weight_bytes > 1 and draw(st.booleans()):
+            second = draw(st.integers(1, node.weight_bytes - 1))
+            sizes = (node.weight_bytes - second, second)
+            node = replace(node, weight_names=(f"{node.name}.weight", f"{node.name}.bias"), weight_tensor_bytes=sizes)
+        nodes.append(node)
+    return to_tensor_granularity(WorkloadGraph(g.name, tuple(nodes), g.edges, g.batch_size, dict(g.meta)))
+
+
+@st.composite
 def cases(draw, systems=SYSTEM_NAMES + [TINY_OPTANE]):
-    g = draw(graphs())
+    g = draw(st.one_of(graphs(), split_graphs()))
     n = g.num_nodes
     w = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     a = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
@@ -162,6 +178,43 @@ def test_batch_evaluation_equals_one_by_one(g, system, n_tasks, batch, seed):
 
 
 @SETTINGS
+@given(
+    st.one_of(graphs(), split_graphs()),
+    st.sampled_from(SYSTEM_NAMES + [TINY_OPTANE]),
+    st.integers(1, 64),
+    st.integers(0, 2**31),
+)
+def test_one_roofline_per_layer_and_its_parts(g, system, n_tasks, seed):
+    """latency = sum over layers of max(compute, summed memory time of the layer and its part_of nodes)."""
+    m = AnalyticModel(g, system, n_tasks=n_tasks)
+    rng = np.random.default_rng(seed)
+    W = (rng.random((6, g.num_nodes)) < rng.random((6, 1))) * m.has_weights
+    A = (rng.random((6, g.num_nodes)) < rng.random((6, 1))).astype(float)
+    index = {node.name: i for i, node in enumerate(g.nodes)}
+    layer = np.array([index[node.part_of or node.name] for node in g.nodes])
+    parts = layer != np.arange(g.num_nodes)
+    per_node = m.tensor_memory_times(W, A)
+    expect = [
+        np.maximum(
+            np.bincount(layer, weights=per_node[k], minlength=g.num_nodes),
+            np.bincount(layer, weights=m.node_compute_s, minlength=g.num_nodes),
+        ).sum()
+        for k in range(len(W))
+    ]
+    np.testing.assert_allclose(m.latencies(W, A), expect, rtol=1e-12)
+    times = m.node_times(W, A)
+    assert np.all(times[:, parts] == 0) and np.all(m.memory_times(W, A)[:, parts] == 0)
+    np.testing.assert_allclose(times.sum(axis=1), m.latencies(W, A), rtol=1e-15)
+    if not parts.any():  # a layer graph is its own grouping, bit for bit
+        np.testing.assert_array_equal(m.memory_times(W, A), per_node)
+        np.testing.assert_array_equal(m.compute_s, m.node_compute_s)
+    for mode in ("dram_only", "all_slow", "first_touch"):  # mode times are grouped the same way
+        assert np.all(m.mode_node_times_for(mode)[parts] == 0)
+    # the split is never charged more than one roofline per node would charge
+    assert np.all(m.latencies(W, A) <= np.maximum(per_node, m.node_compute_s).sum(axis=1) * (1 + 1e-12))
+
+
+@SETTINGS
 @given(graphs(), st.integers(0, 2**31))
 def test_capacity_by_cumulative_sums_matches_the_live_matrix(g, seed):
     m = AnalyticModel(g, TINY_OPTANE, n_tasks=1)
@@ -243,7 +296,7 @@ def test_interface_fields_used_by_the_env():
 
 
 @settings(max_examples=15, deadline=None)
-@given(graphs(), st.integers(0, 2**31))
+@given(st.one_of(graphs(), split_graphs()), st.integers(0, 2**31))
 def test_sparse_and_dense_paths_agree(g, seed):
     import marl_gym.memory.model as model_mod
 

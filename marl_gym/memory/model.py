@@ -16,10 +16,21 @@ Per node i with binary decisions ``w_i`` (weights fast) and ``a_i`` (output acti
         + sum_{e=(j->i)} ce_s[e] + a_j * (ce_f[e] - ce_s[e])   # read each input activation, in its producer's tier
         + co_s[i] + a_i * (co_f[i] - co_s[i])                  # write its output activation
     C_i = flops_i / F
-    T_i = max(C_i, M_i)                                        # roofline
-    latency = sum_i T_i
 
-``M_i`` is linear in the binaries, so ``min sum T_i`` with ``T_i >= C_i, T_i >= M_i`` is a MILP.
+Roofline groups. A layer split at tensor granularity (`marl_gym.workloads.granularity`) is one layer node
+plus its ``part_of`` nodes (parameter nodes, output nodes); they run as one layer, so they share one
+roofline. Each group g (a node and the nodes whose ``part_of`` names it; a node of a layer graph is a
+group of one) takes::
+
+    T_g = max(sum_{i in g} C_i, sum_{i in g} M_i)              # roofline of the layer
+    latency = sum_g T_g
+
+Per-node reporting (`memory_times`, `compute_s`, `node_times`, hence `Evaluation.node_times_s`) gives
+the group's sums and time to its layer node and 0 to its parts, so per-node times still add up to the
+latency; `tensor_memory_times` and `node_compute_s` are the per-node terms before grouping. On a graph
+without ``part_of`` nodes no grouping happens at all (the arrays are the per-node ones, bit for bit).
+
+``M_g`` is linear in the binaries, so ``min sum T_g`` with ``T_g >= C_g, T_g >= M_g`` is a MILP.
 
 Capacity. Per step s (the graph's steps are its nodes): fast bytes =
 ``sum_i w_i W_i + sum_j a_j O_j [produced_j <= s <= last_use_j] + inputs (+ overhead if in fast)``; the
@@ -118,7 +129,20 @@ class AnalyticModel:
         self.output_bytes = graph.array("output_bytes")
         input_bytes = graph.array("input_bytes")
         self.flops = graph.array("flops")
-        self.compute_s = self.flops / self.flops_per_s
+        self.node_compute_s = self.flops / self.flops_per_s
+        """(n,) compute time of each node on its own (before roofline grouping)."""
+
+        # Roofline groups: a part_of node (a parameter or output tensor split from its layer) shares its
+        # layer node's roofline; its terms are added into the layer node's column (module docstring).
+        index = {node.name: i for i, node in enumerate(graph.nodes)}
+        self.group_of = np.array(
+            [index[nd.part_of] if nd.part_of is not None else i for i, nd in enumerate(graph.nodes)], dtype=np.int64
+        )
+        """(n,) index of the node whose column carries node i's roofline group (i itself for a layer node)."""
+        self._parts = np.flatnonzero(self.group_of != np.arange(n))
+        self._part_layer = self.group_of[self._parts]
+        self.compute_s = self._grouped(self.node_compute_s[None, :])[0] if len(self._parts) else self.node_compute_s
+        """(n,) compute time of each roofline group, in its layer node's column (0 for a part_of node)."""
 
         # Edges: node i reads each producer's output; scaled down if the producers' outputs exceed
         # what the node reads; the rest of input_bytes comes from model inputs (in the fast tier).
@@ -230,8 +254,19 @@ class AnalyticModel:
             self._live_delta_T = sp.csr_matrix((data, (c, r)), shape=(n, n))  # (steps, nodes)
 
     # ---------------------------------------------------------------- timing
-    def memory_times(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
-        """(B, n) memory time per node for fast fractions W (weights) and A (activations)."""
+    def _grouped(self, X: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """(B, n) per-node terms -> per roofline group: parts' columns added into their layer's, then zeroed.
+
+        Only called when the graph has part_of nodes (a graph without them is its own grouping). `inplace`
+        reuses X (a float64 array the caller owns).
+        """
+        G = X if inplace else np.array(X, dtype=np.float64, copy=True)
+        np.add.at(G, (slice(None), self._part_layer), G[:, self._parts])
+        G[:, self._parts] = 0.0
+        return G
+
+    def tensor_memory_times(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
+        """(B, n) memory time of each node's own tensors (before roofline grouping)."""
         M = self._m0 + W * self._dw + A * self._do
         if self._De_dense is not None:
             M += A @ self._De_dense
@@ -239,7 +274,17 @@ class AnalyticModel:
             M += np.asarray(self._De.T.dot(A.T)).T
         return M
 
+    def memory_times(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
+        """(B, n) memory time per roofline group (in its layer node's column, 0 for a part_of node).
+
+        For fast fractions W (weights) and A (activations); affine in (W, A). Equal to
+        `tensor_memory_times` on a graph without part_of nodes.
+        """
+        M = self.tensor_memory_times(W, A)  # a fresh array
+        return self._grouped(M, inplace=True) if len(self._parts) else M
+
     def node_times(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
+        """(B, n) roofline time per group max(compute, memory), in its layer node's column (0 for parts)."""
         return np.maximum(self.memory_times(W, A), self.compute_s)
 
     def latencies(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
@@ -250,6 +295,8 @@ class AnalyticModel:
         f = self.fast_costs
         m = f.model_input + fast_share * (f.weights + f.output) + (1 - fast_share) * (slow.weights + slow.output)
         np.add.at(m, self.edge_dst, fast_share * f.edges + (1 - fast_share) * slow.edges)
+        if len(self._parts):
+            m = self._grouped(m[None, :])[0]
         return np.maximum(m, self.compute_s)
 
     # -------------------------------------------------------------- capacity

@@ -24,26 +24,25 @@ node**, placed right before the layer node, in the layer's parameter order:
 * ``weight_bytes`` = the tensor's bytes, ``weight_names`` = that one parameter, FLOPs = output bytes =
   input bytes = 0, ``access`` classified from its own size (a small bias is "tiny");
 * ``module`` and ``call`` = the layer's, ``part_of`` = the layer node's name (so the native backend finds
-  and moves exactly that parameter; it runs tensor graphs unchanged, but until it skips ``part_of`` nodes
-  when counting module calls its ``call_mismatch`` diagnostic lists every split module);
+  and moves exactly that parameter; it counts, hooks and times only the layer node as the module's call,
+  so a tensor graph runs with the layer graph's activation tiers and no ``call_mismatch``);
 * one edge to its layer node, carrying no bytes (it tells a GNN which layer reads the tensor and keeps
   the graph connected). Its activation bit has no bytes and no effect; only its weight tier matters.
 
-Approximation. The analytic model's per-node roofline, max(compute, memory), now counts a parameter
-node's read time (its bytes / bandwidth + one access latency) as the time of a node of its own: it is
-*added* to the latency instead of overlapping with its layer's compute or other transfers inside one
-max. For a memory-bound layer the two agree up to the extra access latency; for a compute-bound one the
-tensor graph overstates the time by the split-off tensors' read time. Keeping the largest tensor in the
-layer node keeps that error small in the zoo, where the split-off tensors are biases and norm
-scales/shifts (about 0.1 % of ResNet-50's and BERT-base's weight bytes): lifting a layer placement to
-tensor granularity (`lift_placement`) keeps the fast-tier bytes exactly and the modelled latency within
-0.1 % (random placements of resnet50 and bert_base). It is not small for a compute-bound layer with a
-second large tensor: torch's own `nn.MultiheadAttention` is one node holding in_proj (12 MiB) and
-out_proj (4 MiB) weights, and a 12-layer `nn.TransformerEncoder` reads about 4-6 % slower at tensor
-granularity. The error is one-sided and an optimiser exploits it (it moves split-off tensors to DRAM to
-shorten reads the layer model hides under compute); docs/granularity.md measures it. The fix belongs in
-the model: one roofline per layer over the layer node and its ``part_of`` nodes,
-max(compute, sum of their memory times), which keeps the MILP linear.
+Timing. A layer and its ``part_of`` nodes (parameter nodes, and the output nodes below) run as one
+layer, so the analytic model (`marl_gym.memory.model`) takes one roofline per such group:
+max(compute of the layer, sum of the memory times of the layer node and its parts). A split-off
+tensor's read overlaps with its layer's compute as it does at layer granularity; per-node times report
+the group's time at the layer node and 0 at its parts. The MILP stays linear and exact (one time
+variable per group). What still differs from the layer graph is each split-off tensor's own access cost:
+its read pays one more access latency and its own line rounding, and a tensor under 4 KiB is read with the
+"tiny" (random-access) pattern. So a layer placement lifted to tensor granularity (`lift_placement`) keeps
+the fast-tier bytes exactly and its modelled latency is the same for compute-bound layers and at most
+slightly longer for memory-bound ones: under 0.05 % on random placements of resnet50 and bert_base at 24
+tasks, 0.2 % at 1 task (docs/granularity.md). Before this grouping (one roofline per node) a split-off
+tensor's read was *added* to its layer's time, which made compute-bound layers with a second large
+tensor (torch's ``nn.MultiheadAttention``: in_proj 12 MiB, out_proj 4 MiB) look 4-6 % slower and let an
+optimiser gain by moving split-off tensors to DRAM.
 
 Outputs (``extract(..., granularity="tensor")`` only: a graph does not record which of a node's outputs
 each reader reads, so only extraction can split them). A node returning several fresh tensors keeps its
@@ -53,8 +52,9 @@ FLOPs, weights and input bytes, an edge from the layer (carrying no bytes: the m
 it), the layer's op, ``part_of`` = the layer, and ``module`` = None (no module runs it; were it given the
 layer's module and call, the native backend, which maps a (module, call) to one node, would take the
 output node's tier for the layer's own output); readers of that tensor read it from the output node.
-Its write is charged to the output node (the same additive approximation). The native backend sets one
-activation tier per module call, so it keeps all outputs of a call in the layer's tier. No zoo graph
+Its write is charged to the output node's own memory time, inside its layer's roofline. The native
+backend sets one activation tier per module call, so it keeps all outputs of a call in the layer's tier
+(it gives an output node no tier of its own). No zoo graph
 has such a node (views such as split/chunk are aliases, not nodes; SDPA attention returns one tensor),
 so for the zoo, tensor granularity splits parameters only.
 
