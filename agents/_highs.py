@@ -88,6 +88,9 @@ def build_model(
         h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     if threads is not None:
+        # HiGHS starts one scheduler per process with the first solve's thread count and refuses to run
+        # (status "Not Set") when a later solve asks for another: restart it with the count asked for
+        highspy.Highs.resetGlobalScheduler(True)
         h.setOptionValue("threads", int(threads))
     inf = highspy.kHighsInf
     A = program.A
@@ -124,8 +127,10 @@ def set_start(highspy: Any, h: Any, values: np.ndarray) -> None:
 
 def run(highspy: Any, h: Any) -> tuple[str, Any, bool]:
     """Solve; return HiGHS's model status string, its info and whether it holds a feasible solution."""
-    h.run()
+    run_status = h.run()
     status = h.modelStatusToString(h.getModelStatus())
+    if run_status == highspy.HighsStatus.kError:
+        raise RuntimeError(f"HiGHS could not solve the placement program (model status {status!r})")
     info = h.getInfo()
     return status, info, info.primal_solution_status == highspy.kSolutionStatusFeasible
 

@@ -242,3 +242,14 @@ def test_milp_agent_spends_one_evaluation_and_reports_the_solver():
     assert reward == pytest.approx(result.best_reward)
     assert ev.latency_s == pytest.approx(report["latency_s"], rel=1e-12)
     env.close()
+
+
+def test_a_different_thread_count_later_in_the_process_still_solves():
+    # HiGHS keeps one scheduler per process; a solve asking for another thread count used to come back
+    # "Not Set" with no solution
+    b = ModelBackend("resnet50", "optane-16g-128g", n_tasks=32)
+    first = solve_milp(b.model)
+    for threads in (1, 2, None):
+        again = solve_milp(b.model, threads=threads)
+        assert again.status == "Optimal", (threads, again.status)
+        assert b.evaluate(again.placement).latency_s == pytest.approx(b.evaluate(first.placement).latency_s)
