@@ -297,6 +297,121 @@ def test_noisy_actions_are_clipped_one_hot_and_masked(graph):
     assert 0.05 < (noisy - encode_actions(torch.from_numpy(acts), graph.mask)).abs().mean() < 0.2
 
 
+# ------------------------------------------------------------------- exact fast paths of the GNNs
+def two_graphs():
+    """Two different graphs (undirected, no self-loops, some nodes isolated), as (edge_index, n)."""
+    from torch_geometric.utils import remove_self_loops, to_undirected
+
+    gen = torch.Generator().manual_seed(3)
+    out = []
+    for n, e in ((23, 30), (37, 70)):
+        ei = remove_self_loops(torch.randint(0, n - 2, (2, e), generator=gen))[0]
+        out.append((to_undirected(ei, num_nodes=n), n))
+    return out
+
+
+def test_cached_gcn_norm_is_pygs_for_each_graph_used_alternately():
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    from agents.egrl.gnn import cached_gcn_norm
+
+    graphs = two_graphs()
+    for _ in range(2):
+        for ei, n in graphs:
+            for improved, unit in ((False, False), (True, True)):
+                norm = cached_gcn_norm(ei, n, improved=improved, unit_weight=unit)
+                assert cached_gcn_norm(ei, n, improved=improved, unit_weight=unit) is norm  # cached
+                weight = torch.ones(ei.shape[1]) if unit else None
+                ref_ei, ref_w = gcn_norm(ei, weight, n, improved, True)
+                assert norm.loop_weight is not None  # self-loops split off, appended last
+                assert torch.equal(torch.cat([norm.edge_index, torch.arange(n).expand(2, -1)], 1), ref_ei)
+                assert torch.equal(torch.cat([norm.weight, norm.loop_weight]), ref_w)
+    ei, n = graphs[0]
+    twin = ei.clone()  # equal values, another tensor: its own entry
+    first = cached_gcn_norm(twin, n)
+    assert first is not cached_gcn_norm(ei, n)
+    twin.add_(0)  # an in-place change (version bump) invalidates the entry
+    assert cached_gcn_norm(twin, n) is not first
+    assert torch.equal(cached_gcn_norm(twin, n).weight, cached_gcn_norm(ei, n).weight)
+
+
+@pytest.mark.parametrize("copies", [1, 5])
+def test_gcn_conv_is_bit_identical_to_pyg_on_two_graphs(copies):
+    from torch_geometric.nn import GCNConv
+
+    from agents.egrl.gnn import cached_gcn_norm, gcn_conv
+
+    torch.manual_seed(0)
+    conv = GCNConv(8, 8)
+    with torch.no_grad():
+        conv.bias.normal_()
+    for ei, n in two_graphs() * 2:
+        batched = ei.repeat(1, copies) + (torch.arange(copies) * n).repeat_interleave(ei.shape[1])
+        x0, w = torch.randn(copies * n, 8), torch.randn(copies * n, 8)
+        grads = []
+        for fast in (False, True):
+            conv.zero_grad()
+            x = x0.clone().requires_grad_(True)
+            out = gcn_conv(conv, x, cached_gcn_norm(ei, n), copies) if fast else conv(x, batched)
+            (out * w).square().sum().backward()
+            grads.append([out.detach(), x.grad, conv.lin.weight.grad.clone(), conv.bias.grad.clone()])
+        assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_graph_unet_is_bit_identical_to_pygs_on_two_graphs():
+    from torch_geometric.nn import GraphUNet
+
+    from agents.egrl.gnn import _GraphUNet
+
+    torch.manual_seed(0)
+    net = _GraphUNet(6, 8, 8, depth=3, pool_ratios=0.5)
+    for ei, n in two_graphs() * 2:
+        x0 = torch.randn(n, 6)
+        for weight in (None, torch.rand(ei.shape[1]) + 0.5):
+            grads = []
+            for forward in (GraphUNet.forward, _GraphUNet.forward):  # PyG's vs the cached one
+                net.zero_grad()
+                x = x0.clone().requires_grad_(True)
+                out = forward(net, x, ei, None, weight)
+                out.square().sum().backward()
+                grads.append([out.detach(), x.grad] + [p.grad.clone() for p in net.parameters()])
+            assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_late_fusion_critic_equals_its_block_diagonal_form(graph):
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    critic = TwinQCritic(graph.in_channels, hidden=16, depth=2, encoder="gcn", fusion="late", pool="meanmax")
+    acts = torch.rand(6, graph.num_nodes, 4)
+    q1, q2 = critic(graph, acts)
+    # the reference: PyG's GCNConv layers, the mixing round on the block-diagonal graph of the batch
+    enc = critic.encoder
+    h = F.relu(enc.inp(graph.x))
+    for conv in enc.convs:
+        h = F.relu(h + conv(h, graph.edge_index))
+    z = critic.mix(torch.cat([h.expand(6, -1, -1), acts], dim=2)).reshape(6 * graph.num_nodes, -1)
+    ei, _ = critic._batched_edges(graph, 6)
+    pooled = critic._pool(F.relu(z + critic.mix_conv(z, ei)), 6, graph.num_nodes)
+    assert torch.equal(q1, critic.q1(pooled).squeeze(-1)) and torch.equal(q2, critic.q2(pooled).squeeze(-1))
+
+
+@pytest.mark.parametrize("encoder", ["unet", "gatv2", "gcn"])
+def test_clone_module_is_an_independent_deep_copy(graph, encoder):
+    from agents.egrl.gnn import clone_module
+
+    a = actor(graph, encoder)
+    b, c = clone_module(a), copy.deepcopy(a)
+    assert type(b) is type(a) and list(b.state_dict()) == list(a.state_dict())
+    assert all(torch.equal(p, q) and p is not q for p, q in zip(a.parameters(), b.parameters()))
+    assert torch.equal(b.logits(graph), c.logits(graph))
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(1.0)
+    assert torch.equal(a.logits(graph), c.logits(graph)) and not torch.equal(b.logits(graph), c.logits(graph))
+    assert all(x is not y for x, y in zip(a.modules(), b.modules()))
+
+
 # -------------------------------------------------------------------------------------- config
 def test_config_presets_and_ablations():
     pub = EGRLConfig()

@@ -17,7 +17,6 @@ All randomness comes from one numpy Generator, so a run replays exactly from a c
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 
 from agents.egrl.boltzmann import BoltzmannChromosome, crossover_boltzmann
 from agents.egrl.config import EGRLConfig
-from agents.egrl.gnn import GNNActor, GraphInput
+from agents.egrl.gnn import GNNActor, GraphInput, clone_module
 
 
 class GNNIndividual:
@@ -44,7 +43,7 @@ class GNNIndividual:
         return self.actor.logits(g)
 
     def clone(self) -> GNNIndividual:
-        return GNNIndividual(copy.deepcopy(self.actor))
+        return GNNIndividual(clone_module(self.actor))  # = copy.deepcopy, faster
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "actor": {k: v.clone() for k, v in self.actor.state_dict().items()}}
@@ -203,7 +202,7 @@ def migrate(
         if len(gnns):
             candidates = gnns
     weakest = int(candidates[rank(fitness[candidates])[-1]])
-    incoming = GNNIndividual(copy.deepcopy(learner_actor))
+    incoming = GNNIndividual(clone_module(learner_actor))
     population[weakest] = transfer(incoming, g, cfg) if cfg.migrate_as_boltzmann else incoming
     return weakest
 
