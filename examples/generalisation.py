@@ -301,16 +301,24 @@ def markdown(res: dict[str, Any], heading: str = "#") -> str:
             )
             + ".\n"
         )
+        invalid = [r["workload"] for r in test if not r["zero_shot_valid"]]
+        overflow = (
+            f"Here it overflowed on {', '.join(invalid)}. "
+            if invalid
+            else f"Here every zero-shot placement of the {len(test)} unseen workloads fit. "
+        )
         L.append(
             "Reading: zero-shot is one forward pass of the GNN, no evaluation of the new workload. What can transfer "
             "is the rule good placements follow at batch 1 (activations first, then the weights of memory-bound "
             "layers, within the per-task DRAM budget), which the node features (log sizes, arithmetic intensity, "
-            "lifetimes, each tensor's share of the DRAM budget) expose. A zero-shot placement can still overflow DRAM "
-            "on a workload whose sizes differ from the training ones: the GNN decides per node. *zero-shot + fit* "
-            "keeps the k decisions the GNN is most confident should be fast, with k the largest that fits DRAM (a "
-            "capacity check from sizes alone, no latency of the new workload is measured); the fine-tune instead "
-            "repairs it by search. The imitation column shows how much better the same network transfers when "
-            "trained on perfect labels, which only a model that can be solved exactly provides.\n"
+            "lifetimes, each tensor's share of the DRAM budget) expose. A zero-shot placement can overflow DRAM on a "
+            "workload whose sizes differ from the training ones, since the GNN decides per node. "
+            + overflow
+            + "*zero-shot + fit* keeps the k decisions the GNN is most confident should be fast, with k the largest "
+            "that fits DRAM (a capacity check from sizes alone, no latency of the new workload is measured); the "
+            "fine-tune instead repairs a placement by search. The imitation column is the same network trained on "
+            "perfect labels, which only a model that can be solved exactly provides: the reference for how much of "
+            "the transfer the representation allows, against which the RL pre-training is read.\n"
         )
     return "\n".join(L)
 
