@@ -3,11 +3,13 @@
     python examples/train_egrl.py                                  # wide_resnet101_2, 16 tasks, 300 evaluations
     python examples/train_egrl.py --workload bert_base --n-tasks 48 --budget 500 --out runs/bert
     python examples/train_egrl.py --out runs/wrn --resume          # continue a killed run where it stopped
+    python examples/train_egrl.py --workload resnet152 --init-actor runs/wrn/actor.pt --budget 100   # start from a trained GNN
 
 It prints a table of the best placement found against DRAM-only (the ideal), Memory Mode, first
 touch, random interleave and all-slow, and writes to --out: best_placement.json (what
 examples/run_placement.py and the env accept), result.json, history.csv (best-so-far per
-evaluation), generations.csv, checkpoint.pt, TensorBoard logs (tb/) and training_curve.png.
+evaluation), generations.csv, checkpoint.pt, actor.pt (the best GNN actor, for --init-actor on
+another workload), TensorBoard logs (tb/) and training_curve.png.
 
 The default n_tasks (16) is one where DRAM binds: each task gets 128 MiB of DRAM for a 493 MiB
 footprint. Putting every activation in DRAM is not enough there (about 6% short of the optimum); the
@@ -47,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="egrl",
         choices=("egrl", "ea_only", "pg_only", "boltzmann_only", "gnn_only"),
         help="switch parts of EGRL off (default %(default)s)",
+    )
+    p.add_argument(
+        "--init-actor",
+        default=None,
+        help="start the population and the learner from a trained GNN actor file (an actor.pt of an earlier run "
+        "or of agents.egrl.MultiWorkloadEGRL)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 = reproducible; default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -203,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     evaluator = evaluator_from_args(args, env_kwargs, env=env)
-    agent = EGRL(config, seed=args.seed, out_dir=out, progress=not args.no_progress)
+    try:
+        agent = EGRL(config, seed=args.seed, out_dir=out, progress=not args.no_progress, init_actor=args.init_actor)
+    except (OSError, ValueError) as exc:
+        evaluator.close()
+        print(f"error: --init-actor: {exc}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
         result = agent.fit(env, budget=args.budget, evaluator=evaluator, resume=args.resume)

@@ -75,7 +75,7 @@ def test_resume_from_a_checkpoint_continues_exactly(env, tmp_path):
 def test_outputs_are_written_and_readable(env, tmp_path):
     out = tmp_path / "run"
     res = EGRL(TINY, seed=0, progress=False, out_dir=out).fit(env, budget=40)
-    for name in (CHECKPOINT_NAME, "history.csv", "generations.csv", "best_placement.json", "result.json"):
+    for name in (CHECKPOINT_NAME, "history.csv", "generations.csv", "best_placement.json", "result.json", "actor.pt"):
         assert (out / name).is_file(), name
     assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events"
     assert [r[:2] for r in read_history_csv(out / "history.csv")] == [h[:2] for h in res.history]

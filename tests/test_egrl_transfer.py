@@ -46,9 +46,9 @@ def test_actor_file_round_trip_and_clear_errors(envs, tmp_path):
 
     wider = replace(TINY, hidden=32)
     with pytest.raises(ValueError, match="hidden: file 16 vs config 32"):
-        EGRL(wider, progress=False, tensorboard=False, init_actor=path).fit(envs[0], budget=8)
+        EGRL(wider, progress=False, tensorboard=False, init_actor=path)  # at construction, before any work
     with pytest.raises(FileNotFoundError):
-        EGRL(TINY, progress=False, tensorboard=False, init_actor=tmp_path / "missing.pt").fit(envs[0], budget=8)
+        EGRL(TINY, progress=False, tensorboard=False, init_actor=tmp_path / "missing.pt")
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a marl-gym actor file"):
         load_actor(tmp_path / "other.pt")
@@ -130,3 +130,34 @@ def test_multi_workload_rejects_bad_input(envs):
         MultiWorkloadEGRL(TINY, progress=False).fit([], budget=10)
     with pytest.raises(ValueError, match="budget must be"):
         MultiWorkloadEGRL(TINY, progress=False).fit(envs, budget=0)
+
+
+def test_train_egrl_starts_from_the_actor_of_an_earlier_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from agents.testing import small_graph
+
+    root = Path(__file__).resolve().parents[1]
+    graphs = []
+    for i, blocks in enumerate((10, 14)):
+        graphs.append(tmp_path / f"g{i}.json")
+        small_graph(blocks, seed=i).to_json(graphs[-1])
+
+    def train(graph: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(root / "examples" / "train_egrl.py"), "--workload", str(graph)]
+        cmd += ["--n-tasks", "128", "--budget", "40", "--out", str(out), "--no-progress", "--no-plot", *extra]
+        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+
+    first = train(graphs[0], tmp_path / "a")
+    assert first.returncode == 0, first.stderr[-2000:]
+    actor = tmp_path / "a" / "actor.pt"
+    assert load_actor(actor)["meta"]["workload"]
+    second = train(graphs[1], tmp_path / "b", "--init-actor", str(actor))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["meta"]["init_actor"] == str(actor)
+    bad = train(graphs[1], tmp_path / "c", "--init-actor", str(tmp_path / "nope.pt"))
+    assert bad.returncode == 2 and "error: --init-actor: no actor file at" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -13,8 +13,8 @@ member. The best placement ever evaluated is the answer.
 
 With `out_dir`, every generation writes (atomically: temp file, then rename) `checkpoint.pt` (all
 state: population, learner and optimisers, replay buffer, RNG states, cache, history),
-`history.csv` (best-so-far per evaluation), `generations.csv`, `best_placement.json`, and
-TensorBoard scalars under `tb/`. `fit(..., resume=True)` restarts from `checkpoint.pt`.
+`history.csv` (best-so-far per evaluation), `generations.csv`, `best_placement.json`, `actor.pt` (the
+best GNN actor, see `save_actor`) and TensorBoard scalars under `tb/`. `fit(..., resume=True)` restarts from `checkpoint.pt`.
 
 `init_actor=` starts the population and the learner from a trained GNN actor (an actor file, e.g. one
 written by `save_actor` or by `agents.egrl.multi.MultiWorkloadEGRL`; see `agents.egrl.pretrained`).
@@ -40,7 +40,7 @@ from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state
 from agents.egrl.gnn import GraphInput, graph_input_from_obs
-from agents.egrl.pretrained import InitActor, actor_state_for, save_actor, seed_population
+from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file, save_actor, seed_population
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
@@ -48,6 +48,7 @@ from marl_gym.workloads.graph import atomic_write, atomic_write_text
 
 CHECKPOINT_SCHEMA_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+ACTOR_NAME = "actor.pt"
 GENERATION_COLUMNS = (
     "generation",
     "evaluations",
@@ -100,6 +101,8 @@ class EGRL:
         init_actor: InitActor | None = None,
     ) -> None:
         self.config = config or EGRLConfig()
+        if isinstance(init_actor, (str, os.PathLike)):
+            check_actor_file(init_actor, self.config)  # a wrong path or architecture fails here, not mid-run
         self.init_actor = init_actor
         self.seed = int(seed)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -386,6 +389,8 @@ class EGRL:
         if self.session.tracker.best_action is not None:
             result.save_placement(out / "best_placement.json", graph)
             result.save(out / "result.json")
+        if self.best_actor() is not None:
+            self.save_actor(out / ACTOR_NAME)
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from agents.base import Budget, SearchResult, decision_mask_of
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, evolve, migrate, mutate_gnn, population_from_state
 from agents.egrl.gnn import GraphInput, graph_input_from_obs
-from agents.egrl.pretrained import InitActor, actor_state_for, save_actor
+from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file, save_actor
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
@@ -94,6 +94,8 @@ class MultiWorkloadEGRL:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.learner_rollouts = int(learner_rollouts) if cfg.use_learner else 0
+        if isinstance(init_actor, (str, os.PathLike)):
+            check_actor_file(init_actor, self.config)  # fail before any work
         self.init_actor = init_actor
         self.population: list[GNNIndividual] = []
         self.fitness = np.zeros(0)

@@ -80,6 +80,17 @@ def load_actor(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
+def check_actor_file(path: str | os.PathLike[str], config: EGRLConfig) -> dict[str, Any]:
+    """`load_actor(path)`, checked against the architecture `config` builds (a clear error otherwise)."""
+    file = load_actor(path)
+    want, have = architecture_of(config), dict(file["architecture"])
+    diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+    if diff:
+        detail = ", ".join(f"{k}: file {a!r} vs config {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{path}: actor architecture differs from the config ({detail})")
+    return file
+
+
 def actor_state_for(init_actor: InitActor, config: EGRLConfig, in_channels: int) -> dict[str, torch.Tensor]:
     """The weights of `init_actor` (an actor, a state dict or an actor file), checked against the
     architecture `config` builds for graphs with `in_channels` features; a clear error otherwise."""
@@ -90,13 +101,8 @@ def actor_state_for(init_actor: InitActor, config: EGRLConfig, in_channels: int)
         state = dict(init_actor)
         source = "the given state dict"
     elif isinstance(init_actor, (str, os.PathLike)):
-        file = load_actor(init_actor)
+        file = check_actor_file(init_actor, config)
         source = str(init_actor)
-        want, have = architecture_of(config), dict(file["architecture"])
-        diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
-        if diff:
-            detail = ", ".join(f"{k}: file {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"{source}: actor architecture differs from the config ({detail})")
         if int(file["in_channels"]) != in_channels:
             raise ValueError(
                 f"{source}: actor reads {file['in_channels']} node features, this env's graph has {in_channels}"
