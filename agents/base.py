@@ -281,11 +281,11 @@ class Agent(Protocol):
 
 
 def decision_mask_of(env: Any) -> np.ndarray:
-    """The (N, 2) boolean decision mask of an env (graph weight mask + every activation)."""
+    """The (N, 2) boolean decision mask of an env (`WorkloadGraph.decision_mask`)."""
     base = getattr(env, "unwrapped", env)
     graph = getattr(base, "graph", None)
     if graph is not None:
-        return np.stack([graph.weight_mask, np.ones(graph.num_nodes, bool)], axis=1)
+        return graph.decision_mask
     obs, _ = env.reset(seed=0)
     return np.asarray(obs["decision_mask"], dtype=bool)
 

@@ -211,6 +211,12 @@ def test_env_accepts_tensor_graph_and_suffix():
     obs, _ = env.reset(seed=0)
     assert obs["node_features"].shape == (graph.num_nodes, NUM_NODE_FEATURES)
     assert obs["decision_mask"][:, 0].sum() == RESNET50_PARAMETER_TENSORS
+    # a parameter node writes no output: no activation decision; every other node has one
+    params = np.array([n.part_of is not None and n.output_bytes == 0 for n in graph.nodes])
+    assert params.sum() > 0
+    np.testing.assert_array_equal(obs["decision_mask"][:, 1], (~params).astype(np.int8))
+    layer_env = gym.make("HeteroMemPlacement-v0", workload="resnet50", n_tasks=4).unwrapped
+    assert layer_env.reset(seed=0)[0]["decision_mask"][:, 1].all()
     _, reward, *_ = env.step(np.ones((graph.num_nodes, 2), np.int8))
     assert np.isfinite(reward)
     by_name = gym.make("HeteroMemPlacement-v0", workload="resnet50@tensor", n_tasks=4).unwrapped

@@ -7,7 +7,8 @@ Observation (`Dict`):
   - ``node_features``  float32 (N, F): `marl_gym.workloads.FEATURE_NAMES`, derived from the graph;
   - ``edge_index``     int64 (2, E): data-flow edges (source row, destination row), PyG layout;
   - ``decision_mask``  int8 (N, 2): 1 where a decision exists. Column 0 (weights) is 0 for nodes without
-    weights (ReLU, pooling, residual adds); their weight bit is ignored. Column 1 is always 1;
+    weights (ReLU, pooling, residual adds); their weight bit is ignored. Column 1 is 0 only for the
+    parameter nodes of per-tensor graphs (they write no output);
   - ``system``         float32 (S,): `SYSTEM_FEATURE_NAMES`, the memory system and n_tasks.
 
 Action: `MultiBinary((N, 2))`; column 0 = the node's weights, column 1 = its output activation;
@@ -157,7 +158,7 @@ class HeteroMemPlacementEnv(gym.Env):
         e = len(self.graph.edges)
         self._node_features = self.graph.node_features() if self.mix is None else self.mix.node_features()
         self._edge_index = self.graph.edge_index()
-        self._decision_mask = np.stack([self.graph.weight_mask, np.ones(n, bool)], axis=1).astype(np.int8)
+        self._decision_mask = self.graph.decision_mask.astype(np.int8)
         self._system_features = self._system_vector()
         obs_spaces = {
             "node_features": spaces.Box(0.0, np.inf, (n, NUM_NODE_FEATURES), np.float32),

@@ -27,7 +27,7 @@ node**, placed right before the layer node, in the layer's parameter order:
   and moves exactly that parameter; it counts, hooks and times only the layer node as the module's call,
   so a tensor graph runs with the layer graph's activation tiers and no ``call_mismatch``);
 * one edge to its layer node, carrying no bytes (it tells a GNN which layer reads the tensor and keeps
-  the graph connected). Its activation bit has no bytes and no effect; only its weight tier matters.
+  the graph connected). It writes no output, so the env masks its activation decision (`decision_mask[:, 1] = 0`); only its weight tier matters.
 
 Timing. A layer and its ``part_of`` nodes (parameter nodes, and the output nodes below) run as one
 layer, so the analytic model (`marl_gym.memory.model`) takes one roofline per such group:

@@ -100,6 +100,11 @@ class Node:
         return self.weight_bytes > 0
 
     @property
+    def has_activation_decision(self) -> bool:
+        """False for a parameter node of a per-tensor graph: it writes no output, so no tier to choose."""
+        return not (self.part_of is not None and self.output_bytes == 0)
+
+    @property
     def lifetime(self) -> int:
         """Number of steps the output activation stays live, counting its own step."""
         return self.last_use - self.produced_at + 1
@@ -227,6 +232,12 @@ class WorkloadGraph:
     def weight_mask(self) -> np.ndarray:
         """True where a node has a weight decision to make (nodes without weights ignore it)."""
         return np.array([node.has_weights for node in self.nodes], dtype=bool)
+
+    @property
+    def decision_mask(self) -> np.ndarray:
+        """(N, 2) bool: which decisions exist, column 0 for the weights, column 1 for the output activation."""
+        acts = np.array([node.has_activation_decision for node in self.nodes], dtype=bool)
+        return np.stack([self.weight_mask, acts], axis=1)
 
     def array(self, attr: str, dtype: Any = np.float64) -> np.ndarray:
         """A per-node attribute as a numpy vector, e.g. `graph.array("weight_bytes")`."""
