@@ -125,6 +125,14 @@ def test_multi_workload_resume_continues_exactly(envs, tmp_path):
         )
 
 
+def test_multi_workload_learner_alone_keeps_its_best_policy(envs):
+    trainer = MultiWorkloadEGRL(TINY.ablation("pg_only"), seed=1, progress=False, learner_rollouts=4)
+    res = trainer.fit(envs, budget=96)
+    assert trainer.population == [] and res.evaluations == 96
+    scores = [row["gen_mean"] for row in res.log]
+    assert np.isfinite(res.best_fitness) and res.best_fitness == pytest.approx(max(scores))
+
+
 def test_multi_workload_rejects_bad_input(envs):
     with pytest.raises(ValueError, match="at least one env"):
         MultiWorkloadEGRL(TINY, progress=False).fit([], budget=10)

@@ -211,6 +211,7 @@ class MultiWorkloadEGRL:
         per_env = np.full((len(self.graphs), k), -np.inf)
         complete, fresh = True, 0
         gen_rewards: list[float] = []
+        learner_means: list[float] = []
         for i, (g, session) in enumerate(zip(self.graphs, self.sessions)):
             acts = [ind.act(g, self.rng, cfg.gnn_rollout) for ind in self.population]
             if self.learner is not None:
@@ -223,6 +224,7 @@ class MultiWorkloadEGRL:
             complete &= bool(done[:k].all())
             per_env[i] = np.where(done[:k], rewards[:k], -np.inf)
             gen_rewards += [float(r) for r in rewards[done]]
+            learner_means.append(float(rewards[k:].mean()) if len(rewards) > k and done[k:].all() else -math.inf)
             if self.buffer is not None and done.any():
                 padded = np.zeros((int(done.sum()), self.buffer.num_nodes, 2), np.int8)
                 padded[:, : g.num_nodes] = actions[done]
@@ -234,6 +236,10 @@ class MultiWorkloadEGRL:
                 self.best_fitness = float(self.fitness[champion])
                 actor = self.population[champion].actor
                 self.best_actor_state = {n: v.detach().clone() for n, v in actor.state_dict().items()}
+        elif not k and self.learner is not None and np.mean(learner_means) > self.best_fitness:
+            # no population (pg_only): the learner's own rollouts score the actor that sampled them
+            self.best_fitness = float(np.mean(learner_means))
+            self.best_actor_state = {n: v.detach().clone() for n, v in self.learner.actor.state_dict().items()}
 
         steps, losses = 0, {"critic_loss": math.nan, "actor_loss": math.nan}
         if self.learner is not None and self.buffer is not None and len(self.buffer) >= cfg.learning_starts:
@@ -247,8 +253,6 @@ class MultiWorkloadEGRL:
                 outs.append(self.learner.update(graphs, _OneState(self.buffer, sid), self.rng))
             if outs:
                 losses = {key: float(np.mean([o[key] for o in outs])) for key in losses}
-        if self.learner is not None and not k and self.best_actor_state is None:
-            self.best_actor_state = {n: v.detach().clone() for n, v in self.learner.actor.state_dict().items()}
 
         self.generation += 1
         if cfg.use_ea and k and complete:
