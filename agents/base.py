@@ -79,14 +79,14 @@ class Budget:
         return self.elapsed_offset_s + (time.perf_counter() - self._t0)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Turn numpy scalars/arrays and nested containers into plain JSON values (inf/nan as strings)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer, int)):
@@ -143,11 +143,11 @@ class SearchResult:
             "workload": self.workload,
             "best_reward": self.best_reward,
             "best_action": np.asarray(self.best_action, dtype=int).tolist(),
-            "best_info": _jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
+            "best_info": jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
             "evaluations": self.evaluations,
             "wall_time_s": self.wall_time_s,
             "history": [list(row) for row in self.history],
-            "meta": _jsonable(self.meta),
+            "meta": jsonable(self.meta),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -185,7 +185,7 @@ class SearchResult:
             reward=float(self.best_reward),
             found_by=self.agent,
             evaluations=int(self.evaluations),
-            evaluation=_jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
+            evaluation=jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
         )
 
 
@@ -235,7 +235,7 @@ class BestTracker:
         return {
             "best_reward": self.best_reward,
             "best_action": None if self.best_action is None else self.best_action.astype(int).tolist(),
-            "best_info": _jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
+            "best_info": jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
             "history": [list(row) for row in self.history],
         }
 

@@ -37,6 +37,10 @@ from typing import Any
 
 import numpy as np
 
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the env and EGRL settings are reproduce_paper's
+
 SYSTEM = "optane-16g-128g"
 THREADS_PER_TASK = 1
 
@@ -68,24 +72,23 @@ def settings(quick: bool, seed: int = 0) -> dict[str, Any]:
 
 
 def _env(workload: str, n: int) -> Any:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from reproduce_paper import make_env
 
     return make_env(workload, SYSTEM, n, THREADS_PER_TASK)
 
 
 def _config(quick: bool) -> Any:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from reproduce_paper import egrl_config
 
     return egrl_config(quick)
 
 
-def pretrain_egrl(cfg: Any, envs: list[Any], budget: int, seed: int) -> Any:
-    """EGRL across `envs` (`MultiWorkloadEGRL`): the returned result holds the best actor's weights."""
+def pretrain_egrl(cfg: Any, envs: list[Any], budget: int, seed: int) -> tuple[Any, Any]:
+    """EGRL across `envs` (`MultiWorkloadEGRL`): the trainer (for `save_actor`) and its result."""
     from agents.egrl.multi import MultiWorkloadEGRL
 
-    return MultiWorkloadEGRL(cfg, seed=seed, progress=False).fit(envs, budget=budget)
+    trainer = MultiWorkloadEGRL(cfg, seed=seed, progress=False)
+    return trainer, trainer.fit(envs, budget=budget)
 
 
 def behaviour_clone(cfg: Any, data: list[tuple[Any, np.ndarray]], steps: int, seed: int) -> tuple[Any, list[float]]:
@@ -166,21 +169,19 @@ def run(s: dict[str, Any], out: Path | None = None) -> dict[str, Any]:
             train.append(dict(workload=wl, n_tasks=n, env=env, g=graph_input_from_obs(obs), opt=opt, label=label))
 
     t = time.perf_counter()
-    pre = pretrain_egrl(cfg, [r["env"] for r in train], s["pretrain_budget"], s["seed"])
+    trainer, pre = pretrain_egrl(cfg, [r["env"] for r in train], s["pretrain_budget"], s["seed"])
     pre_s = time.perf_counter() - t
     state = pre.best_actor_state
     actor = make_actor(train[0]["g"].in_channels, cfg)
     actor.load_state_dict(state)
     if out is not None:
-        from agents.egrl.pretrained import save_actor
-
-        save_actor(out / "actor.pt", actor, cfg, train[0]["g"].in_channels, meta={"trained_on": s["train"]})
+        trainer.save_actor(out / "actor.pt")
     t = time.perf_counter()
     bc_actor, losses = behaviour_clone(cfg, [(r["g"], r["label"]) for r in train], s["bc_steps"], s["seed"])
     bc_s = time.perf_counter() - t
 
     rows = []
-    for r, found in zip(train, pre.per_env):
+    for r, found in zip(train, pre.per_env, strict=True):
         env, g = r["env"], r["g"]
         zs, zv = score(env, actor.greedy(g))
         rows.append(
@@ -254,7 +255,7 @@ def _f(x: float, valid: bool = True) -> str:
 def markdown(res: dict[str, Any], heading: str = "#") -> str:
     s = res["settings"]
     train_opt = float(np.mean([r["optimum"] for r in res["rows"] if r["split"] == "train"]))
-    L = [f"{heading} Generalisation: a GNN trained by EGRL on other workloads (issue #7, part 3)\n"]
+    L = [f"{heading} Generalisation: a GNN trained by EGRL on other workloads\n"]
     L.append(
         f"Pre-trained by EGRL across {', '.join(s['train'])} at {', '.join(map(str, s['train_counts']))} tasks "
         f"(`agents.egrl.multi.MultiWorkloadEGRL`: GNN population scored by mean reward over the training envs, SAC "

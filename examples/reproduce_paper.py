@@ -714,8 +714,8 @@ def write_report(res: dict[str, Any], out: Path, cmd: str) -> str:
         L.append(generalisation.markdown(res["generalisation"], heading="##"))
     L.append("## Related\n")
     L.append(
-        "- Mixed co-located workloads (issue #7 part 2): [docs/mixed_workloads.md](mixed_workloads.md)\n"
-        "- Per-tensor granularity (part 4): [docs/granularity.md](granularity.md)\n"
+        "- Mixed co-located workloads: [docs/mixed_workloads.md](mixed_workloads.md)\n"
+        "- Per-tensor granularity: [docs/granularity.md](granularity.md)\n"
         "- The model and its constants: [docs/model.md](model.md)\n"
     )
     text = "\n".join(L)

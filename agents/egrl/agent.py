@@ -120,6 +120,7 @@ class EGRL:
         self._migrant: int | None = None
         self._stall = 0
         self._workload = ""
+        self._best_gnn: tuple[float, dict[str, torch.Tensor]] | None = None
 
     # ---------------------------------------------------------------- set-up
     @property
@@ -156,6 +157,7 @@ class EGRL:
         self.generation_log = []
         self._migrant = None
         self._stall = 0
+        self._best_gnn = None
 
     # ------------------------------------------------------------------ acting
     def _proposals(self) -> tuple[np.ndarray, int]:
@@ -178,6 +180,16 @@ class EGRL:
         if self.learner is not None:
             acts.extend(self.learner.actor.sample(g, self.rng) for _ in range(cfg.learner_rollouts))
         return np.stack(acts).astype(np.int8), len(self.population)
+
+    def _remember_best_gnn(self) -> None:
+        """Keep the weights of the fittest GNN evaluated so far: evolution overwrites all but the elites,
+        so after a generation the population may no longer hold it."""
+        scored = [(f, ind) for f, ind in zip(self.fitness, self.population) if isinstance(ind, GNNIndividual)]
+        scored = [(f, ind) for f, ind in scored if np.isfinite(f)]
+        if scored:
+            fit, ind = max(scored, key=lambda pair: pair[0])
+            if self._best_gnn is None or fit > self._best_gnn[0]:
+                self._best_gnn = (float(fit), {k: v.detach().clone() for k, v in ind.actor.state_dict().items()})
 
     def _key(self, act: np.ndarray) -> bytes:
         assert self.session is not None
@@ -293,6 +305,7 @@ class EGRL:
                 for i, ind in enumerate(self.population):
                     if done[i] and isinstance(ind, BoltzmannChromosome):
                         ind.absorb(actions[i], cfg.lamarckian)
+            self._remember_best_gnn()
         learner_reward = math.nan
         if self._migrant is not None and k and done[self._migrant]:
             learner_reward = float(rewards[self._migrant])
@@ -416,6 +429,7 @@ class EGRL:
             "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
             "migrant": -1 if self._migrant is None else int(self._migrant),
             "stall": self._stall,
+            "best_gnn": None if self._best_gnn is None else {"fitness": self._best_gnn[0], "actor": self._best_gnn[1]},
             "learner": None if self.learner is None else self.learner.state_dict(),
             "replay": None if self.buffer is None else self.buffer.state_dict(),
             "generation_log": self.generation_log,
@@ -458,6 +472,8 @@ class EGRL:
         self.fitness = state["fitness"].numpy().copy()
         self._migrant = None if int(state["migrant"]) < 0 else int(state["migrant"])
         self._stall = int(state["stall"])
+        best = state.get("best_gnn")  # absent in checkpoints written before it was kept
+        self._best_gnn = None if best is None else (float(best["fitness"]), dict(best["actor"]))
         self.learner = None
         if state["learner"] is not None:
             self.learner = DiscreteSAC(in_ch, self.config)
@@ -471,12 +487,19 @@ class EGRL:
 
     # ------------------------------------------------------------------ using
     def best_actor(self) -> Any:
-        """The GNN actor to carry to other workloads: the fittest GNN member of the last generation,
-        else the learner's actor (None when the run had neither)."""
-        gnns = [(f, ind) for f, ind in zip(self.fitness, self.population) if isinstance(ind, GNNIndividual)]
-        if gnns:
-            return max(gnns, key=lambda pair: pair[0])[1].actor
+        """The GNN actor to carry to other workloads: the fittest GNN member ever evaluated (with
+        `gnn_rollout="greedy"`, its greedy placement earned that fitness), else the learner's actor
+        (None when there is neither)."""
+        if self._best_gnn is not None and self.graph_input is not None:
+            actor = make_actor(self.graph_input.in_channels, self.config)
+            actor.load_state_dict(self._best_gnn[1])
+            return actor
         return None if self.learner is None else self.learner.actor
+
+    @property
+    def best_actor_fitness(self) -> float | None:
+        """The fitness `best_actor()` earned (None when it is the learner's, which is not scored alone)."""
+        return None if self._best_gnn is None else self._best_gnn[0]
 
     def save_actor(self, path: str | os.PathLike[str]) -> None:
         """Write `best_actor()` as an actor file (`agents.egrl.pretrained`), e.g. for `init_actor=`."""
@@ -486,18 +509,17 @@ class EGRL:
         save_actor(path, actor, self.config, self.graph_input.in_channels, meta={"workload": self._workload})
 
     def predict(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """The best placement found as an action (N, 2); with `obs`, the best member's greedy action
-        on that observation (for a GNN member, this generalises to other graphs)."""
+        """The best placement found as an action (N, 2); with `obs`, `best_actor()`'s greedy action on
+        that observation (a GNN reads any graph)."""
         if obs is None:
             if self.session is None or self.session.tracker.best_action is None:
                 raise RuntimeError("nothing found yet: call fit() or load() first")
             return self.session.tracker.best_action.copy()
         g = graph_input_from_obs(obs)
+        actor = self.best_actor()
+        if actor is not None:
+            return actor.greedy(g)
         member = self.best_member()
-        if isinstance(member, GNNIndividual):
-            return member.actor.greedy(g)
-        if self.learner is not None:
-            return self.learner.actor.greedy(g)
         if isinstance(member, BoltzmannChromosome) and member.mask.shape[0] == g.num_nodes:
             return member.greedy()
         raise RuntimeError("no GNN policy to apply to a new graph")

@@ -9,15 +9,20 @@
 What differs from `EGRL` on one env, and why:
   - the population holds GNN actors only: a Boltzmann chromosome is a table over one graph's nodes and
     has no meaning on another graph, a GNN reads any graph;
-  - every generation each member proposes a placement for every env (as `config.gnn_rollout` says),
-    and the learner adds `learner_rollouts` samples of its own per env; a member's fitness is its mean
-    reward over the envs (rewards are speedups over each env's baseline, so they share a scale);
+  - every generation each member proposes a placement for every env (as `config.gnn_rollout` says:
+    greedy in the fast preset, so a member's fitness is exactly what its greedy placements earn and
+    exploration comes from mutation and from the learner), and the learner adds `learner_rollouts`
+    samples of its own per env; a member's fitness is its mean reward over the envs (rewards are
+    speedups over each env's baseline, so they share a scale);
+  - the learner takes one gradient step per new evaluation (repeats served by the cache add nothing),
+    each on a batch from one env in turn;
   - the shared replay buffer tags each transition with its env (graphs of different sizes are padded),
     and each SAC update trains critic and actor on the graphs its batch came from;
   - selection, crossover, mutation and migration are `EGRL`'s (`evolution.evolve`, `evolution.migrate`).
 The result is the actor with the best mean fitness seen (`actor.pt`, for `EGRL(init_actor=...)`), and
-the best placement found for each env. With `out_dir` every generation writes a checkpoint
-atomically, and `fit(..., resume=True)` continues a killed run from it.
+the best placement found for each env. With `out_dir` a checkpoint is written atomically every
+`config.checkpoint_every` generations (and at the end), and `fit(..., resume=True)` continues a killed
+run from it, with the same envs (checked).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import csv
 import io
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,7 +54,17 @@ CHECKPOINT_KIND = "marl_gym.EGRLMultiCheckpoint"
 CHECKPOINT_SCHEMA_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 ACTOR_NAME = "actor.pt"
-LOG_COLUMNS = ("generation", "evaluations", "best_fitness", "gen_max", "gen_mean", "gradient_steps", "wall_time_s")
+LOG_COLUMNS = (
+    "generation",
+    "evaluations",
+    "best_fitness",
+    "gen_max",
+    "gen_mean",
+    "gradient_steps",
+    "critic_loss",
+    "actor_loss",
+    "wall_time_s",
+)
 
 
 @dataclass
@@ -80,20 +96,23 @@ class MultiWorkloadEGRL:
         seed: int = 0,
         out_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
-        learner_rollouts: int = 2,
+        learner_rollouts: int | None = None,
         init_actor: InitActor | None = None,
     ) -> None:
         cfg = config or EGRLConfig.fast()
-        if not (cfg.use_ea or cfg.use_learner):
-            raise ValueError("at least one of use_ea / use_learner must be on")
-        if learner_rollouts < 0:
-            raise ValueError(f"learner_rollouts must be >= 0, got {learner_rollouts}")
+        if cfg.ablation_name == "boltzmann_only":
+            raise ValueError("boltzmann_only has no GNN to carry across workloads; use egrl, gnn_only or pg_only")
+        rollouts = (cfg.learner_rollouts or 2) if learner_rollouts is None else int(learner_rollouts)
+        if rollouts < 0:
+            raise ValueError(f"learner_rollouts must be >= 0, got {rollouts}")
+        if not cfg.use_ea and rollouts == 0:
+            raise ValueError("with no population (use_ea=False) the learner's rollouts are all there is: give >= 1")
         # GNN members only: chromosomes are tables over one graph's nodes
         self.config = replace(cfg, boltzmann_fraction=0.0)
         self.seed = int(seed)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
-        self.learner_rollouts = int(learner_rollouts) if cfg.use_learner else 0
+        self.learner_rollouts = rollouts if cfg.use_learner else 0
         if isinstance(init_actor, (str, os.PathLike)):
             check_actor_file(init_actor, self.config)  # fail before any work
         self.init_actor = init_actor
@@ -104,19 +123,19 @@ class MultiWorkloadEGRL:
         self.graphs: list[GraphInput] = []
         self.sessions: list[EvaluationSession] = []
         self.workloads: list[str] = []
+        self.fingerprints: list[str] = []
         self.generation = 0
         self.best_fitness = -math.inf
         self.best_actor_state: dict[str, torch.Tensor] | None = None
         self.log: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(self.seed)
-        self._migrant: int | None = None
         self._stall = 0
 
     # ---------------------------------------------------------------- set-up
     def _read_envs(self, envs: Sequence[Any]) -> None:
         if len(envs) == 0:
             raise ValueError("give at least one env to train on")
-        self.graphs, self.sessions, self.workloads = [], [], []
+        self.graphs, self.sessions, self.workloads, self.fingerprints = [], [], [], []
         for i, env in enumerate(envs):
             obs, _ = env.reset(seed=self.seed)
             g = graph_input_from_obs(obs)
@@ -128,6 +147,7 @@ class MultiWorkloadEGRL:
             self.graphs.append(g)
             graph = getattr(getattr(env, "unwrapped", env), "graph", None)
             self.workloads.append(getattr(graph, "name", f"env{i}"))
+            self.fingerprints.append(_fingerprint(env, g))
             evaluator = InProcessBatchEvaluator(env)
             self.sessions.append(
                 EvaluationSession(evaluator, Budget(None), decision_mask_of(env), cache=self.config.cache_evaluations)
@@ -155,7 +175,7 @@ class MultiWorkloadEGRL:
         max_nodes = max(g.num_nodes for g in self.graphs)
         self.buffer = ReplayBuffer(cfg.buffer_size, max_nodes) if cfg.use_learner else None
         self.generation, self.best_fitness, self.best_actor_state = 0, -math.inf, None
-        self.log, self._migrant, self._stall = [], None, 0
+        self.log, self._stall = [], 0
 
     # -------------------------------------------------------------------- fit
     @property
@@ -192,7 +212,7 @@ class MultiWorkloadEGRL:
                 if bar is not None:
                     bar.update(self.evaluations - before)
                     bar.set_postfix(gen=self.generation, best=f"{self.best_fitness:.4f}")
-                if self.out_dir is not None:
+                if self.out_dir is not None and self.generation % max(self.config.checkpoint_every, 1) == 0:
                     self._write_outputs()
                 if callback is not None:
                     callback(self, row)
@@ -258,7 +278,7 @@ class MultiWorkloadEGRL:
         if cfg.use_ea and k and complete:
             self.population, _ = evolve(self.population, self.fitness, self.rng, cfg, self.graphs[0])  # type: ignore[arg-type]
             if self.learner is not None and self.generation % max(cfg.migration_period, 1) == 0:
-                self._migrant = migrate(self.population, self.fitness, self.learner.actor, self.graphs[0], cfg)  # type: ignore[arg-type]
+                migrate(self.population, self.fitness, self.learner.actor, self.graphs[0], cfg)  # type: ignore[arg-type]
         self._stall = self._stall + 1 if fresh == 0 else 0
         row = {
             "generation": self.generation,
@@ -318,6 +338,7 @@ class MultiWorkloadEGRL:
         if self.best_actor_state is not None:
             self.save_actor(out / ACTOR_NAME)
         buf = io.StringIO()
+        buf.write(f"# schema_version={CHECKPOINT_SCHEMA_VERSION}\n")
         writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.log)
@@ -332,14 +353,13 @@ class MultiWorkloadEGRL:
             "seed": self.seed,
             "learner_rollouts": self.learner_rollouts,
             "workloads": list(self.workloads),
-            "num_nodes": [g.num_nodes for g in self.graphs],
+            "fingerprints": list(self.fingerprints),
             "generation": self.generation,
             "sessions": [s.state_dict() for s in self.sessions],
             "np_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "population": [ind.state_dict() for ind in self.population],
             "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
-            "migrant": -1 if self._migrant is None else int(self._migrant),
             "stall": self._stall,
             "best_fitness": self.best_fitness,
             "best_actor_state": self.best_actor_state,
@@ -352,13 +372,15 @@ class MultiWorkloadEGRL:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("kind") != CHECKPOINT_KIND or state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
             raise ValueError(f"{path}: not a multi-workload EGRL checkpoint of schema {CHECKPOINT_SCHEMA_VERSION}")
-        nodes = [g.num_nodes for g in self.graphs]
-        if list(state["workloads"]) != self.workloads or list(state["num_nodes"]) != nodes:
+        if list(state["fingerprints"]) != self.fingerprints:
             raise ValueError(
-                f"{path}: checkpoint is for workloads {state['workloads']} ({state['num_nodes']} nodes), "
-                f"these envs are {self.workloads} ({nodes} nodes)"
+                f"{path}: checkpoint is for workloads {state['workloads']}, these envs ({self.workloads}) differ "
+                "in graph, system, task count, baseline or reward: resume with the envs the run started with"
             )
-        self.config = EGRLConfig.from_dict(state["config"])
+        stored = EGRLConfig.from_dict(state["config"])
+        if stored != self.config:
+            warnings.warn(f"{path}: resuming with the checkpoint's config, not the one given", stacklevel=3)
+        self.config = stored
         self.seed, self.learner_rollouts = int(state["seed"]), int(state["learner_rollouts"])
         self.generation = int(state["generation"])
         for session, s in zip(self.sessions, state["sessions"]):
@@ -369,7 +391,6 @@ class MultiWorkloadEGRL:
         in_ch = self.graphs[0].in_channels
         self.population = population_from_state(state["population"], lambda: make_actor(in_ch, self.config))  # type: ignore[assignment]
         self.fitness = state["fitness"].numpy().copy()
-        self._migrant = None if int(state["migrant"]) < 0 else int(state["migrant"])
         self._stall = int(state["stall"])
         self.best_fitness = float(state["best_fitness"])
         self.best_actor_state = state["best_actor_state"]
@@ -379,6 +400,21 @@ class MultiWorkloadEGRL:
             self.learner.load_state_dict(state["learner"])
         self.buffer = None if state["replay"] is None else ReplayBuffer.from_state_dict(state["replay"])
         self.log = list(state["log"])
+
+
+def _fingerprint(env: Any, g: GraphInput) -> str:
+    """What must match for a checkpoint's cache and best-so-far to hold for an env: its graph (features and
+    edges), and its system, task count, baseline and reward (through the observed system vector and the
+    baseline latencies, which depend on all of them)."""
+    import hashlib
+
+    base = getattr(env, "unwrapped", env)
+    h = hashlib.sha256()
+    for t in (g.x, g.edge_index, g.mask):
+        h.update(t.numpy().tobytes())
+    h.update(repr(sorted(getattr(base, "baselines_s", {}).items())).encode())
+    h.update(repr((getattr(base, "baseline", None), getattr(base, "reward_name", None))).encode())
+    return h.hexdigest()
 
 
 class _OneState:

@@ -5,7 +5,7 @@ workloads (`agents.egrl.multi.MultiWorkloadEGRL`, or a finished `EGRL` run) can 
 another one. An actor file is a torch file holding the actor's weights and the architecture fields
 of the config that built it, so a mismatch is reported by name instead of as a shape error:
 
-    save_actor("runs/pre/actor.pt", actor, config)
+    save_actor("runs/pre/actor.pt", actor, config, in_channels=graph_input.in_channels)
     EGRL(EGRLConfig.fast(), init_actor="runs/pre/actor.pt").fit(env, budget=100)
 
 `seed_population` is what `EGRL(init_actor=...)` does with it: every GNN member starts from the actor
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.base import jsonable
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, Individual, mutate_gnn, transfer
@@ -58,7 +59,7 @@ def save_actor(
         "architecture": architecture_of(config),
         "in_channels": int(in_channels),
         "state_dict": {k: v.detach().clone() for k, v in actor.state_dict().items()},
-        "meta": dict(meta or {}),
+        "meta": jsonable(dict(meta or {})),  # plain types: the file loads with weights_only=True
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: torch.save(state, fh), binary=True)
@@ -130,7 +131,8 @@ def seed_population(
     rng: np.random.Generator,
     config: EGRLConfig,
 ) -> list[Individual]:
-    """A copy of `population` started from the actor weights `state` (see the module docstring)."""
+    """`population` started from the actor weights `state` (see the module docstring): GNN members are
+    loaded in place, seeded chromosomes replace theirs in the returned list."""
     out: list[Individual] = list(population)
     first_gnn, chromosomes = True, 0
     for i, ind in enumerate(out):

@@ -44,8 +44,15 @@ class ReplayBuffer:
             setattr(self, name, arr)
 
     def add(self, actions: np.ndarray, rewards: np.ndarray, state_id: int = 0, done: bool = True) -> None:
-        actions = np.asarray(actions, dtype=np.int8).reshape(-1, self.num_nodes, 2)
+        actions = np.asarray(actions, dtype=np.int8)
+        if actions.ndim == 2:
+            actions = actions[None]
         rewards = np.asarray(rewards, dtype=np.float32).reshape(-1)
+        if actions.shape[1:] != (self.num_nodes, 2) or len(actions) != len(rewards):
+            raise ValueError(
+                f"expected actions of shape (B, {self.num_nodes}, 2) with B rewards (pad smaller graphs), got "
+                f"actions {actions.shape} and {len(rewards)} rewards"
+            )
         for a, r in zip(actions, rewards):
             self._grow(min(self.size + 1, self.capacity))
             self._actions[self.pos] = a
