@@ -223,3 +223,37 @@ def test_train_egrl_starts_from_the_actor_of_an_earlier_run(tmp_path):
     bad = train(graphs[1], tmp_path / "c", "--init-actor", str(tmp_path / "nope.pt"))
     assert bad.returncode == 2 and "error: --init-actor: no actor file at" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_pretrain_script_writes_an_actor_and_resumes(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from agents.testing import small_graph
+
+    root = Path(__file__).resolve().parents[1]
+    graphs = []
+    for i, blocks in enumerate((8, 12)):
+        graphs.append(tmp_path / f"p{i}.json")
+        small_graph(blocks, seed=i).to_json(graphs[-1])
+    out = tmp_path / "pre"
+
+    def pretrain(budget: int, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(root / "examples" / "pretrain_egrl.py"), "--workloads", ",".join(map(str, graphs))]
+        cmd += ["--n-tasks", "96,128", "--budget", str(budget), "--out", str(out), "--no-progress", *extra]
+        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+
+    first = pretrain(60)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads((out / "pretrain.json").read_text())
+    assert summary["evaluations"] == 60 and len(summary["envs"]) == 4
+    for row in summary["envs"]:  # nothing beats the optimum of the model
+        assert row["actor_greedy"] <= row["optimum"] + 1e-9 and row["best_in_training"] <= row["optimum"] + 1e-9
+    assert load_actor(out / "actor.pt")["meta"]["trained_on"]
+    more = pretrain(90, "--resume")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert json.loads((out / "pretrain.json").read_text())["evaluations"] == 90
+    bad = pretrain(10, "--n-tasks", "eight")
+    assert bad.returncode == 2 and "--n-tasks takes comma-separated integers" in bad.stderr

@@ -26,6 +26,7 @@ same floating-point operations in the same order as PyG's, so results are bit-id
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -271,7 +272,9 @@ class _GraphUNet(GraphUNet):
         edge_index, edge_weight = add_self_loops(edge_index, edge_weight, num_nodes=num_nodes)
         adj = torch.sparse_coo_tensor(edge_index, edge_weight, (num_nodes, num_nodes), check_invariants=False)
         adj = adj.coalesce()
-        adj = torch.sparse.mm(adj, adj).coalesce()
+        with warnings.catch_warnings():  # torch multiplies via CSR internally and warns that CSR is "beta"
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            adj = torch.sparse.mm(adj, adj).coalesce()
         return remove_self_loops(adj.indices(), adj.values())
 
     def forward(
