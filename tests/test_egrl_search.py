@@ -72,6 +72,16 @@ def test_resume_from_a_checkpoint_continues_exactly(env, tmp_path):
     np.testing.assert_array_equal(loaded.predict(), full.best_action)
 
 
+def test_resume_of_a_noisy_search_continues_the_noise_exactly(tmp_path):
+    def noisy():
+        return small_env(n_blocks=12, n_tasks=96, noise=0.05)
+
+    full = EGRL(TINY, seed=2, progress=False, out_dir=tmp_path / "full").fit(noisy(), budget=80)
+    EGRL(TINY, seed=2, progress=False, out_dir=tmp_path / "cut").fit(noisy(), budget=80, max_generations=3)
+    resumed = EGRL(TINY, seed=2, progress=False, out_dir=tmp_path / "cut").fit(noisy(), budget=80, resume=True)
+    assert [h[:2] for h in resumed.history] == [h[:2] for h in full.history]
+
+
 def test_outputs_are_written_and_readable(env, tmp_path):
     out = tmp_path / "run"
     res = EGRL(TINY, seed=0, progress=False, out_dir=out).fit(env, budget=40)

@@ -167,6 +167,20 @@ def test_multi_workload_resume_continues_exactly(envs, tmp_path):
         MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "cut").fit(other, budget=120, resume=True)
 
 
+def test_multi_workload_resume_with_noisy_envs_replays_the_noise(tmp_path):
+    def noisy():
+        return [small_env(n_blocks=12, n_tasks=96, seed=1, noise=0.05), small_env(n_blocks=20, seed=2, noise=0.05)]
+
+    full = MultiWorkloadEGRL(TINY, seed=1, progress=False, out_dir=tmp_path / "full").fit(noisy(), budget=100)
+    MultiWorkloadEGRL(TINY, seed=1, progress=False, out_dir=tmp_path / "cut").fit(
+        noisy(), budget=100, max_generations=2
+    )
+    resumed = MultiWorkloadEGRL(TINY, seed=1, progress=False, out_dir=tmp_path / "cut").fit(
+        noisy(), budget=100, resume=True
+    )
+    assert [r["gen_mean"] for r in resumed.log] == [r["gen_mean"] for r in full.log]
+
+
 def test_multi_workload_learner_alone_keeps_its_best_policy(envs):
     trainer = MultiWorkloadEGRL(TINY.ablation("pg_only"), seed=1, progress=False, learner_rollouts=4)
     res = trainer.fit(envs, budget=96)

@@ -14,7 +14,8 @@ member. The best placement ever evaluated is the answer.
 With `out_dir`, every generation writes (atomically: temp file, then rename) `checkpoint.pt` (all
 state: population, learner and optimisers, replay buffer, RNG states, cache, history),
 `history.csv` (best-so-far per evaluation), `generations.csv`, `best_placement.json`, `actor.pt` (the
-best GNN actor, see `save_actor`) and TensorBoard scalars under `tb/`. `fit(..., resume=True)` restarts from `checkpoint.pt`.
+best GNN actor, see `save_actor`) and TensorBoard scalars under `tb/`. `fit(..., resume=True)` restarts from `checkpoint.pt` (with a noisy
+env evaluated in-process, the env's RNG is restored too, so the resumed run replays exactly).
 
 `init_actor=` starts the population and the learner from a trained GNN actor (an actor file, e.g. one
 written by `save_actor` or by `agents.egrl.multi.MultiWorkloadEGRL`; see `agents.egrl.pretrained`).
@@ -121,6 +122,7 @@ class EGRL:
         self._stall = 0
         self._workload = ""
         self._best_gnn: tuple[float, dict[str, torch.Tensor]] | None = None
+        self._env: Any = None  # the env searched in-process, whose RNG draws the model's noise
 
     # ---------------------------------------------------------------- set-up
     @property
@@ -218,6 +220,7 @@ class EGRL:
             raise ValueError("give a budget (evaluations) or max_generations, or the search never ends")
         evaluator = evaluator or InProcessBatchEvaluator(env)
         base = getattr(env, "unwrapped", env)
+        self._env = base
         graph = getattr(base, "graph", None)
         self._workload = graph.name if graph is not None else ""
         obs, _ = env.reset(seed=self.seed)
@@ -227,7 +230,9 @@ class EGRL:
         self.session = EvaluationSession(evaluator, Budget(budget), mask, cache=cfg.cache_evaluations)
         ckpt = self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
         if resume and ckpt is not None and ckpt.exists():
-            self._load(ckpt, expect_nodes=g.num_nodes)
+            env_rng = self._load(ckpt, expect_nodes=g.num_nodes)
+            if env_rng is not None and hasattr(base, "np_random"):
+                base.np_random.bit_generator.state = env_rng  # the noise continues where it stopped
             self.graph_input = g
             resumed = True
         else:
@@ -429,11 +434,19 @@ class EGRL:
             "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
             "migrant": -1 if self._migrant is None else int(self._migrant),
             "stall": self._stall,
+            "env_rng": self._env_rng_state(),
             "best_gnn": None if self._best_gnn is None else {"fitness": self._best_gnn[0], "actor": self._best_gnn[1]},
             "learner": None if self.learner is None else self.learner.state_dict(),
             "replay": None if self.buffer is None else self.buffer.state_dict(),
             "generation_log": self.generation_log,
         }
+
+    def _env_rng_state(self) -> dict[str, Any] | None:
+        """The searched env's RNG when it draws measurement noise (so a resumed noisy run replays exactly)."""
+        base = self._env
+        if base is None or not float(getattr(base, "noise", 0.0)) or not hasattr(base, "np_random"):
+            return None
+        return base.np_random.bit_generator.state
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the whole search state (a checkpoint) atomically."""
@@ -443,7 +456,8 @@ class EGRL:
         """Restore a checkpoint written by `save` (or by `fit` with `out_dir`)."""
         self._load(Path(path), warn_config=False)
 
-    def _load(self, path: Path, expect_nodes: int | None = None, warn_config: bool = True) -> None:
+    def _load(self, path: Path, expect_nodes: int | None = None, warn_config: bool = True) -> dict[str, Any] | None:
+        """Restore the search state; returns the env's RNG state to restore (None when it draws no noise)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("kind") != "marl_gym.EGRLCheckpoint" or state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
             raise ValueError(
@@ -484,6 +498,7 @@ class EGRL:
             mask = self.graph_input.mask_np
             self.session = EvaluationSession(_NoEvaluator(), Budget(None), mask)
         self.session.load_state_dict(state["session"])
+        return state.get("env_rng")
 
     # ------------------------------------------------------------------ using
     def best_actor(self) -> Any:

@@ -124,6 +124,7 @@ class MultiWorkloadEGRL:
         self.sessions: list[EvaluationSession] = []
         self.workloads: list[str] = []
         self.fingerprints: list[str] = []
+        self._envs: list[Any] = []
         self.generation = 0
         self.best_fitness = -math.inf
         self.best_actor_state: dict[str, torch.Tensor] | None = None
@@ -136,6 +137,7 @@ class MultiWorkloadEGRL:
         if len(envs) == 0:
             raise ValueError("give at least one env to train on")
         self.graphs, self.sessions, self.workloads, self.fingerprints = [], [], [], []
+        self._envs = [getattr(env, "unwrapped", env) for env in envs]
         for i, env in enumerate(envs):
             obs, _ = env.reset(seed=self.seed)
             g = graph_input_from_obs(obs)
@@ -354,6 +356,11 @@ class MultiWorkloadEGRL:
             "learner_rollouts": self.learner_rollouts,
             "workloads": list(self.workloads),
             "fingerprints": list(self.fingerprints),
+            # envs with measurement noise: their RNGs, so that a resumed run draws the same noise
+            "env_rngs": [
+                base.np_random.bit_generator.state if float(getattr(base, "noise", 0.0)) else None
+                for base in self._envs
+            ],
             "generation": self.generation,
             "sessions": [s.state_dict() for s in self.sessions],
             "np_rng": self.rng.bit_generator.state,
@@ -385,6 +392,9 @@ class MultiWorkloadEGRL:
         self.generation = int(state["generation"])
         for session, s in zip(self.sessions, state["sessions"]):
             session.load_state_dict(s)
+        for base, rng_state in zip(self._envs, state["env_rngs"]):
+            if rng_state is not None:
+                base.np_random.bit_generator.state = rng_state
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["np_rng"]
         torch.set_rng_state(state["torch_rng"])
