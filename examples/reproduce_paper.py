@@ -2,6 +2,7 @@
 
     python examples/reproduce_paper.py --out runs/repro              # full: about 5 minutes on 2 idle cores
     python examples/reproduce_paper.py --out /tmp/repro --quick      # smoke run: fewer task counts, tiny budget
+    python examples/reproduce_paper.py --from-results runs/repro/results.json --out runs/repro   # redraw, rewrite
 
 Writes to --out: fig3_resnet152_tasks.png, fig9_single_inference.png, fig10_max_tasks.png,
 fig11_parallel_tasks.png, fig12_training_curve.png, the same Fig. 9 / Fig. 11 comparisons on the
@@ -831,11 +832,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="worker processes for the EGRL runs (default 2)")
     p.add_argument("--no-generalisation", action="store_true", help="skip examples/generalisation.py")
+    p.add_argument(
+        "--from-results",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="run nothing: redraw the figures and rewrite report.md in --out from an earlier results.json",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_results:
+        return main_from_results(Path(args.from_results), Path(args.out))
     t0 = time.perf_counter()
     budget = args.budget if args.budget is not None else (24 if args.quick else 300)
     long_budget = args.fig12_budget if args.fig12_budget is not None else (48 if args.quick else 1000)
@@ -922,29 +931,52 @@ def main(argv: list[str] | None = None) -> int:
     res["fig10"]["at_bound"]["budget_mb"] = fig10_budget_mb(fig10_sys, fig10_n)
     res["fig10"]["n_tasks"] = nmax
 
-    plot_fig3(res["fig3"], out / "fig3_resnet152_tasks.png")
-    plot_fig9(res["fig9"][PRIMARY], PRIMARY, out / "fig9_single_inference.png")
-    plot_fig10(res["fig10"], out / "fig10_max_tasks.png")
-    plot_fig11(res["fig11"][PRIMARY], res["fig11_shared"][PRIMARY], PRIMARY, out / "fig11_parallel_tasks.png")
-    plot_fig12(r12, budget, out / "fig12_training_curve.png")
-    for s in OTHER_SYSTEMS:
-        tag = s.split("-")[0]
-        plot_fig9(res["fig9"][s], s, out / f"fig9_single_inference_{tag}.png")
-        plot_fig11(res["fig11"][s], res["fig11_shared"][s], s, out / f"fig11_parallel_tasks_{tag}.png")
-
     if not args.no_generalisation:
         res["generalisation"] = r["generalisation"]
     res["wall_s"] = time.perf_counter() - t0
+    res["command"] = "python examples/reproduce_paper.py " + " ".join(argv if argv is not None else sys.argv[1:])
     slim = json.loads(json.dumps(res, default=float))
     for rr in [*slim["fig9"].values(), *[x for v in slim["fig11"].values() for x in v], slim["fig12"]]:
         rr.pop("egrl_action", None)
         rr.pop("milp_action", None)
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(slim, default=float))
-    os.replace(tmp, out / "results.json")
-    cmd = "python examples/reproduce_paper.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_report(res, out, cmd)
+    from marl_gym.workloads.graph import atomic_write_text
+
+    atomic_write_text(out / "results.json", json.dumps(slim, default=float))
+    publish(slim, out, res["command"])
     _log(f"wrote {out / 'report.md'} in {res['wall_s']:.0f} s")
+    return 0
+
+
+def publish(res: dict[str, Any], out: Path, cmd: str) -> None:
+    """The figures and report.md from the results (as results.json holds them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plot_fig3(res["fig3"], out / "fig3_resnet152_tasks.png")
+    plot_fig9(res["fig9"][PRIMARY], PRIMARY, out / "fig9_single_inference.png")
+    plot_fig10(res["fig10"], out / "fig10_max_tasks.png")
+    plot_fig11(res["fig11"][PRIMARY], res["fig11_shared"][PRIMARY], PRIMARY, out / "fig11_parallel_tasks.png")
+    plot_fig12(res["fig12"], res["args"]["budget"], out / "fig12_training_curve.png")
+    for s in OTHER_SYSTEMS:
+        tag = s.split("-")[0]
+        plot_fig9(res["fig9"][s], s, out / f"fig9_single_inference_{tag}.png")
+        plot_fig11(res["fig11"][s], res["fig11_shared"][s], s, out / f"fig11_parallel_tasks_{tag}.png")
+    write_report(res, out, cmd)
+
+
+def main_from_results(path: Path, out: Path) -> int:
+    """Figures and report again from a results.json, without running anything (e.g. after a prose fix)."""
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not text at all
+        _log(f"error: cannot read {path}: {exc}")
+        return 2
+    if res.get("schema_version") != 1 or "fig12" not in res or "command" not in res:
+        _log(f"error: {path} is not a results.json written by this script (schema_version 1)")
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    publish(res, out, res["command"])
+    _log(f"wrote {out / 'report.md'} from {path}")
     return 0
 
 

@@ -60,6 +60,17 @@ def test_reproduce_quick(tmp_path: Path) -> None:
     assert len(rows) >= 2
     assert "EGRL" in fig11 and "MILP" in fig11
     assert (out / "results.json").exists()
+    # the figures and the report can be made again from results.json alone
+    again = tmp_path / "again"
+    proc = _run(["examples/reproduce_paper.py", "--from-results", str(out / "results.json"), "--out", str(again)], 120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (again / "report.md").read_text() == report
+    assert all((again / name).stat().st_size > 10_000 for name in FIGURES)
+    bad = _run(
+        ["examples/reproduce_paper.py", "--from-results", str(out / "fig3_resnet152_tasks.png"), "--out", str(again)],
+        60,
+    )
+    assert bad.returncode == 2 and "cannot read" in bad.stderr
 
 
 def test_generalisation_quick(tmp_path: Path) -> None:
