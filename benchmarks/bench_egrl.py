@@ -98,7 +98,11 @@ def run_seed(env, config: EGRLConfig, seed: int, budget: int, target: float) -> 
 
 
 def fmt(v, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
+    """`v` in `spec`, or a dash right-aligned to the same width when there is no value."""
+    if v is None:
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "-".rjust(int(width) if width else 1)
+    return format(v, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
