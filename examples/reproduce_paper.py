@@ -369,7 +369,7 @@ def plot_fig12(r: dict[str, Any], budget: int, path: Path) -> None:
     ax.set_xlabel("evaluations (placements tested)")
     ax.set_ylabel("reward = speedup over Memory Mode")
     ax.set_title("(a) raw and smoothed (invalid placements < 0)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     ax = axes[1]
     lat = np.asarray(c["latency_s"], dtype=float) * 1e3
     valid = np.asarray(c["valid"], dtype=bool)
@@ -393,6 +393,7 @@ def plot_fig12(r: dict[str, Any], budget: int, path: Path) -> None:
     ax.set_title("(b) latency, as the paper plots it", fontsize=9)
     ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 12: EGRL on {WORKLOAD}, {r['n_tasks']} tasks, {r['system']}", fontsize=10)
+    fig.subplots_adjust(wspace=0.3)
     savefig(fig, path)
     plt.close(fig)
 
