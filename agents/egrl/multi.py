@@ -1,7 +1,6 @@
 """EGRL across several workloads at once: one GNN policy trained by evolution and SAC on many envs.
 
-    from agents.egrl import EGRLConfig
-    from agents.egrl.multi import MultiWorkloadEGRL
+    from agents.egrl import EGRL, EGRLConfig, MultiWorkloadEGRL
     trainer = MultiWorkloadEGRL(EGRLConfig.fast(), seed=0, out_dir="runs/pre")
     result = trainer.fit([env_resnet50, env_resnet101, env_bert], budget=1200)
     EGRL(EGRLConfig.fast(), init_actor="runs/pre/actor.pt").fit(unseen_env, budget=100)
@@ -16,8 +15,8 @@ What differs from `EGRL` on one env, and why:
     speedups over each env's baseline, so they share a scale);
   - the learner takes one gradient step per new evaluation (repeats served by the cache add nothing),
     each on a batch from one env in turn;
-  - the shared replay buffer tags each transition with its env (graphs of different sizes are padded),
-    and each SAC update trains critic and actor on the graphs its batch came from;
+  - the shared replay buffer tags each transition with its env (graphs of different sizes are padded
+    at the end, and cut back to their graph's size in the SAC update);
   - selection, crossover, mutation and migration are `EGRL`'s (`evolution.evolve`, `evolution.migrate`).
 The result is the actor with the best mean fitness seen (`actor.pt`, for `EGRL(init_actor=...)`), and
 the best placement found for each env. With `out_dir` a checkpoint is written atomically every
