@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from marl_gym.placement import Placement
-from marl_gym.workloads.graph import WorkloadGraph, atomic_write_text
+from marl_gym.workloads.graph import WorkloadGraph, atomic_write, atomic_write_text
 
 RESULT_SCHEMA_VERSION = 1
 """Version of the JSON written by `SearchResult.save` and of the history CSV."""
@@ -200,6 +200,26 @@ def write_history_csv(path: str | os.PathLike[str], history: list[tuple[int, flo
     atomic_write_text(path, buf.getvalue())
 
 
+def write_log_csv(
+    path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict[str, Any]], schema_version: int
+) -> None:
+    """Write one dict per row (keys outside `columns` dropped) as CSV atomically, under a
+    `# schema_version=N` comment line."""
+    buf = io.StringIO()
+    buf.write(f"# schema_version={schema_version}\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save through `atomic_write`: never a half-written checkpoint or actor file."""
+    import torch
+
+    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
+
+
 def read_history_csv(path: str | os.PathLike[str]) -> list[tuple[int, float, float]]:
     lines = [ln for ln in Path(path).read_text().splitlines() if not ln.startswith("#")]
     rows = list(csv.reader(lines))
@@ -278,6 +298,22 @@ class Agent(Protocol):
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore the state written by `save`."""
         ...
+
+
+def noise_rng_state(env: Any) -> dict[str, Any] | None:
+    """The RNG state of an env that draws measurement noise, for a checkpoint (None when it draws none):
+    restored with `restore_noise_rng`, a resumed noisy search draws the noise it would have drawn."""
+    base = getattr(env, "unwrapped", env)
+    if not float(getattr(base, "noise", 0.0)) or not hasattr(base, "np_random"):
+        return None
+    return base.np_random.bit_generator.state
+
+
+def restore_noise_rng(env: Any, state: dict[str, Any] | None) -> None:
+    """Put back a state from `noise_rng_state` (None: nothing to restore)."""
+    base = getattr(env, "unwrapped", env)
+    if state is not None and hasattr(base, "np_random"):
+        base.np_random.bit_generator.state = state
 
 
 def decision_mask_of(env: Any) -> np.ndarray:

@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import marl_gym
+    from agents.compare import reference_optimum
     from agents.egrl import EGRLConfig, MultiWorkloadEGRL, graph_input_from_obs
-    from agents.milp import solve_milp
     from marl_gym.workloads.graph import atomic_write_text
 
     torch.set_num_threads(1)
@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for env, (workload, n), found in zip(envs, labels, result.per_env, strict=True):
         base = env.unwrapped
         greedy = float(base.evaluate_batch(actor.greedy(graph_input_from_obs(env.reset(seed=0)[0]))[None])[0][0])
-        sol = solve_milp(base.backend.model, time_limit_s=60.0)
-        optimum = base.baselines_s[base.baseline] / float(base.backend.evaluate(sol.placement).latency_s)
+        optimum = reference_optimum(env)["speedup"]
         rows.append(
             {
                 "workload": workload,

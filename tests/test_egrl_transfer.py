@@ -3,7 +3,11 @@ several envs at once (`MultiWorkloadEGRL`), including its exact resume from a ch
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from agents.egrl import EGRL, GNNIndividual, graph_input_from_obs
 from agents.egrl.multi import ACTOR_NAME, CHECKPOINT_NAME, MultiWorkloadEGRL
 from agents.egrl.pretrained import load_actor, save_actor, seed_population
 from agents.egrl.sac import make_actor
-from agents.testing import small_env, tiny_egrl_config
+from agents.testing import small_env, small_graph, tiny_egrl_config
 
 torch.set_num_threads(1)
 
@@ -24,6 +28,23 @@ TINY = tiny_egrl_config(population_size=8)
 def envs():
     # different graphs (and node counts) at task counts where DRAM binds
     return [small_env(n_blocks=12, n_tasks=96, seed=1), small_env(n_blocks=20, n_tasks=128, seed=2)]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _graph_files(tmp_path: Path, prefix: str, blocks: tuple[int, ...]) -> list[Path]:
+    """Small synthetic workload graphs written as JSON (what the example scripts take as --workload)."""
+    paths = []
+    for i, n in enumerate(blocks):
+        paths.append(tmp_path / f"{prefix}{i}.json")
+        small_graph(n, seed=i).to_json(paths[-1])
+    return paths
+
+
+def _run_example(script: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "examples" / script), *args, "--no-progress"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def _graph(env):
@@ -209,23 +230,11 @@ def test_actor_file_for_another_feature_width_is_refused(envs, tmp_path):
 
 
 def test_train_egrl_starts_from_the_actor_of_an_earlier_run(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from agents.testing import small_graph
-
-    root = Path(__file__).resolve().parents[1]
-    graphs = []
-    for i, blocks in enumerate((10, 14)):
-        graphs.append(tmp_path / f"g{i}.json")
-        small_graph(blocks, seed=i).to_json(graphs[-1])
+    graphs = _graph_files(tmp_path, "g", (10, 14))
 
     def train(graph: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, str(root / "examples" / "train_egrl.py"), "--workload", str(graph)]
-        cmd += ["--n-tasks", "128", "--budget", "40", "--out", str(out), "--no-progress", "--no-plot", *extra]
-        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+        args = ["--workload", str(graph), "--n-tasks", "128", "--budget", "40", "--out", str(out), "--no-plot"]
+        return _run_example("train_egrl.py", *args, *extra)
 
     first = train(graphs[0], tmp_path / "a")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -240,24 +249,12 @@ def test_train_egrl_starts_from_the_actor_of_an_earlier_run(tmp_path):
 
 
 def test_pretrain_script_writes_an_actor_and_resumes(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from agents.testing import small_graph
-
-    root = Path(__file__).resolve().parents[1]
-    graphs = []
-    for i, blocks in enumerate((8, 12)):
-        graphs.append(tmp_path / f"p{i}.json")
-        small_graph(blocks, seed=i).to_json(graphs[-1])
+    graphs = _graph_files(tmp_path, "p", (8, 12))
     out = tmp_path / "pre"
 
     def pretrain(budget: int, *extra: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, str(root / "examples" / "pretrain_egrl.py"), "--workloads", ",".join(map(str, graphs))]
-        cmd += ["--n-tasks", "96,128", "--budget", str(budget), "--out", str(out), "--no-progress", *extra]
-        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+        args = ["--workloads", ",".join(map(str, graphs)), "--n-tasks", "96,128", "--budget", str(budget)]
+        return _run_example("pretrain_egrl.py", *args, "--out", str(out), *extra)
 
     first = pretrain(60)
     assert first.returncode == 0, first.stderr[-2000:]

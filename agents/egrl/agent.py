@@ -23,8 +23,6 @@ written by `save_actor` or by `agents.egrl.multi.MultiWorkloadEGRL`; see `agents
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import warnings
@@ -36,7 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import Budget, SearchResult, decision_mask_of
+from agents.base import (
+    Budget,
+    SearchResult,
+    atomic_torch_save,
+    decision_mask_of,
+    noise_rng_state,
+    restore_noise_rng,
+    write_log_csv,
+)
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state
@@ -45,7 +51,6 @@ from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file,
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from marl_gym.workloads.graph import atomic_write, atomic_write_text
 
 CHECKPOINT_SCHEMA_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -70,11 +75,6 @@ GENERATION_COLUMNS = (
     "gradient_steps",
     "wall_time_s",
 )
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """torch.save through `atomic_write`: never a half-written checkpoint."""
-    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
 
 
 @dataclass
@@ -230,9 +230,7 @@ class EGRL:
         self.session = EvaluationSession(evaluator, Budget(budget), mask, cache=cfg.cache_evaluations)
         ckpt = self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
         if resume and ckpt is not None and ckpt.exists():
-            env_rng = self._load(ckpt, expect_nodes=g.num_nodes)
-            if env_rng is not None and hasattr(base, "np_random"):
-                base.np_random.bit_generator.state = env_rng  # the noise continues where it stopped
+            restore_noise_rng(base, self._load(ckpt, expect_nodes=g.num_nodes))  # the noise goes on where it stopped
             self.graph_input = g
             resumed = True
         else:
@@ -397,13 +395,7 @@ class EGRL:
         self.save(out / CHECKPOINT_NAME)
         result = self.result()
         result.save_history_csv(out / "history.csv")
-        buf = io.StringIO()
-        buf.write(f"# schema_version={CHECKPOINT_SCHEMA_VERSION}\n")
-        writer = csv.DictWriter(buf, fieldnames=GENERATION_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in self.generation_log:
-            writer.writerow(row)
-        atomic_write_text(out / "generations.csv", buf.getvalue())
+        write_log_csv(out / "generations.csv", GENERATION_COLUMNS, self.generation_log, CHECKPOINT_SCHEMA_VERSION)
         if self.session.tracker.best_action is not None:
             result.save_placement(out / "best_placement.json", graph)
             result.save(out / "result.json")
@@ -434,19 +426,12 @@ class EGRL:
             "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
             "migrant": -1 if self._migrant is None else int(self._migrant),
             "stall": self._stall,
-            "env_rng": self._env_rng_state(),
+            "env_rng": None if self._env is None else noise_rng_state(self._env),
             "best_gnn": None if self._best_gnn is None else {"fitness": self._best_gnn[0], "actor": self._best_gnn[1]},
             "learner": None if self.learner is None else self.learner.state_dict(),
             "replay": None if self.buffer is None else self.buffer.state_dict(),
             "generation_log": self.generation_log,
         }
-
-    def _env_rng_state(self) -> dict[str, Any] | None:
-        """The searched env's RNG when it draws measurement noise (so a resumed noisy run replays exactly)."""
-        base = self._env
-        if base is None or not float(getattr(base, "noise", 0.0)) or not hasattr(base, "np_random"):
-            return None
-        return base.np_random.bit_generator.state
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the whole search state (a checkpoint) atomically."""

@@ -26,8 +26,6 @@ run from it, with the same envs (checked).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import warnings
@@ -39,15 +37,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import Budget, SearchResult, decision_mask_of
+from agents.base import (
+    Budget,
+    SearchResult,
+    atomic_torch_save,
+    decision_mask_of,
+    noise_rng_state,
+    restore_noise_rng,
+    write_log_csv,
+)
 from agents.egrl.config import EGRLConfig
-from agents.egrl.evolution import GNNIndividual, evolve, migrate, mutate_gnn, population_from_state
+from agents.egrl.evolution import GNNIndividual, evolve, migrate, population_from_state
 from agents.egrl.gnn import GraphInput, graph_input_from_obs
-from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file, save_actor
+from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file, save_actor, seed_population
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from marl_gym.workloads.graph import atomic_write, atomic_write_text
 
 CHECKPOINT_KIND = "marl_gym.EGRLMultiCheckpoint"
 CHECKPOINT_SCHEMA_VERSION = 1
@@ -160,15 +165,13 @@ class MultiWorkloadEGRL:
         torch.manual_seed(self.seed)
         state = actor_state_for(self.init_actor, cfg, g0.in_channels) if self.init_actor is not None else None
         self.population = []
-        for i in range(cfg.population_size if cfg.use_ea else 0):
+        for _ in range(cfg.population_size if cfg.use_ea else 0):
             actor = make_actor(g0.in_channels, cfg)
-            if state is not None:
-                actor.load_state_dict(state)
-                if i:
-                    mutate_gnn(actor, self.rng, cfg)
-            elif cfg.init_density == "spread":
+            if state is None and cfg.init_density == "spread":
                 actor.set_density(self.rng.uniform(0.0, 1.0, size=2))
             self.population.append(GNNIndividual(actor))
+        if state is not None:
+            self.population = seed_population(self.population, state, g0, self.rng, cfg)  # type: ignore[assignment]
         self.fitness = np.full(len(self.population), -np.inf)
         self.learner = DiscreteSAC(g0.in_channels, cfg) if cfg.use_learner else None
         if self.learner is not None and state is not None:
@@ -335,15 +338,10 @@ class MultiWorkloadEGRL:
         out = self.out_dir
         assert out is not None
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / CHECKPOINT_NAME, lambda fh: torch.save(self.state_dict(), fh), binary=True)
+        atomic_torch_save(self.state_dict(), out / CHECKPOINT_NAME)
         if self.best_actor_state is not None:
             self.save_actor(out / ACTOR_NAME)
-        buf = io.StringIO()
-        buf.write(f"# schema_version={CHECKPOINT_SCHEMA_VERSION}\n")
-        writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.log)
-        atomic_write_text(out / "generations.csv", buf.getvalue())
+        write_log_csv(out / "generations.csv", LOG_COLUMNS, self.log, CHECKPOINT_SCHEMA_VERSION)
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -355,11 +353,7 @@ class MultiWorkloadEGRL:
             "learner_rollouts": self.learner_rollouts,
             "workloads": list(self.workloads),
             "fingerprints": list(self.fingerprints),
-            # envs with measurement noise: their RNGs, so that a resumed run draws the same noise
-            "env_rngs": [
-                base.np_random.bit_generator.state if float(getattr(base, "noise", 0.0)) else None
-                for base in self._envs
-            ],
+            "env_rngs": [noise_rng_state(env) for env in self._envs],
             "generation": self.generation,
             "sessions": [s.state_dict() for s in self.sessions],
             "np_rng": self.rng.bit_generator.state,
@@ -391,9 +385,8 @@ class MultiWorkloadEGRL:
         self.generation = int(state["generation"])
         for session, s in zip(self.sessions, state["sessions"]):
             session.load_state_dict(s)
-        for base, rng_state in zip(self._envs, state["env_rngs"]):
-            if rng_state is not None:
-                base.np_random.bit_generator.state = rng_state
+        for env, rng_state in zip(self._envs, state["env_rngs"]):
+            restore_noise_rng(env, rng_state)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["np_rng"]
         torch.set_rng_state(state["torch_rng"])

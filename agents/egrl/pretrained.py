@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import jsonable
+from agents.base import atomic_torch_save, jsonable
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, Individual, mutate_gnn, transfer
@@ -51,8 +51,6 @@ def save_actor(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Write `actor`'s weights with its architecture (atomically) so `load_actor` can check a config."""
-    from marl_gym.workloads.graph import atomic_write
-
     state = {
         "kind": ACTOR_FILE_KIND,
         "schema_version": ACTOR_FILE_SCHEMA_VERSION,
@@ -62,7 +60,7 @@ def save_actor(
         "meta": jsonable(dict(meta or {})),  # plain types: the file loads with weights_only=True
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: torch.save(state, fh), binary=True)
+    atomic_torch_save(state, path)
 
 
 def load_actor(path: str | os.PathLike[str]) -> dict[str, Any]:
