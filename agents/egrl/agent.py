@@ -399,7 +399,7 @@ class EGRL:
         if self.session.tracker.best_action is not None:
             result.save_placement(out / "best_placement.json", graph)
             result.save(out / "result.json")
-        if self.best_actor() is not None:
+        if self._best_gnn is not None or self.learner is not None:  # what best_actor() draws on
             self.save_actor(out / ACTOR_NAME)
 
     # ------------------------------------------------------------ checkpoints
