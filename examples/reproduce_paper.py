@@ -24,7 +24,6 @@ import dataclasses
 import json
 import math
 import multiprocessing as mp
-import os
 import sys
 import time
 import warnings
@@ -220,9 +219,9 @@ def ratio(a: float, b: float) -> str:
 
 
 def savefig(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-    os.replace(tmp, path)
+    from marl_gym.workloads.graph import atomic_write
+
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI, bbox_inches="tight"), binary=True)
 
 
 def smooth(y: np.ndarray, k: int) -> np.ndarray:
@@ -721,9 +720,9 @@ def write_report(res: dict[str, Any], out: Path, cmd: str) -> str:
         "- The model and its constants: [docs/model.md](model.md)\n"
     )
     text = "\n".join(L)
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "report.md")
+    from marl_gym.workloads.graph import atomic_write_text
+
+    atomic_write_text(out / "report.md", text)
     return text
 
 

@@ -155,10 +155,10 @@ def plot_curve(path: Path, history, env, random_history=None, optimum: float | N
     ax.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    from marl_gym.workloads.graph import atomic_write
+
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120), binary=True)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def model_optimum(env):
