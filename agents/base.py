@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from marl_gym.envs.problem import PlacementProblem
 from marl_gym.io import atomic_write, atomic_write_text, jsonable, read_csv, write_csv
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
@@ -73,6 +74,12 @@ class Budget:
         if count > self.remaining:
             raise BudgetExhausted(f"{count} evaluation(s) requested but only {self.remaining} remain")
         self.used += count
+
+    def resume(self, used: int, elapsed_s: float) -> None:
+        """Continue a run that had used `used` evaluations in `elapsed_s` seconds (the clock restarts now)."""
+        self.used = int(used)
+        self.elapsed_offset_s = float(elapsed_s)
+        self._t0 = time.perf_counter()
 
     def elapsed_s(self) -> float:
         return self.elapsed_offset_s + (time.perf_counter() - self._t0)
@@ -262,30 +269,35 @@ class Agent(Protocol):
         ...
 
 
+def problem_of(env: Any) -> PlacementProblem:
+    """The `PlacementProblem` an env poses (``env.unwrapped.problem``), or a TypeError naming what was given.
+
+    This is the one way agents learn about an env beyond the Gymnasium API: sizes, masks, budgets, the
+    reward, and (for model-based baselines only) the cost model."""
+    try:
+        problem = env.unwrapped.problem
+    except AttributeError:
+        problem = None
+    if not isinstance(problem, PlacementProblem):
+        raise TypeError(
+            f"expected a HeteroMemPlacement-v0 env (or a wrapper of one) exposing env.unwrapped.problem, "
+            f"got {type(env).__name__}"
+        )
+    return problem
+
+
 def noise_rng_state(env: Any) -> dict[str, Any] | None:
-    """The RNG state of an env that draws measurement noise, for a checkpoint (None when it draws none):
-    restored with `restore_noise_rng`, a resumed noisy search draws the noise it would have drawn."""
-    base = getattr(env, "unwrapped", env)
-    if not float(getattr(base, "noise", 0.0)) or not hasattr(base, "np_random"):
+    """The state of the generator an env draws measurement noise from, for a checkpoint (None when the env
+    adds no noise); restored with `restore_noise_rng`, a resumed noisy search draws what it would have."""
+    if problem_of(env).noise == 0:
         return None
-    return base.np_random.bit_generator.state
+    return env.unwrapped.np_random.bit_generator.state
 
 
 def restore_noise_rng(env: Any, state: dict[str, Any] | None) -> None:
     """Put back a state from `noise_rng_state` (None: nothing to restore)."""
-    base = getattr(env, "unwrapped", env)
-    if state is not None and hasattr(base, "np_random"):
-        base.np_random.bit_generator.state = state
-
-
-def decision_mask_of(env: Any) -> np.ndarray:
-    """The (N, 2) boolean decision mask of an env (`WorkloadGraph.decision_mask`)."""
-    base = getattr(env, "unwrapped", env)
-    graph = getattr(base, "graph", None)
-    if graph is not None:
-        return graph.decision_mask
-    obs, _ = env.reset(seed=0)
-    return np.asarray(obs["decision_mask"], dtype=bool)
+    if state is not None:
+        env.unwrapped.np_random.bit_generator.state = state
 
 
 def apply_mask(actions: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -1,39 +1,40 @@
 """The exact optimum of the analytic model, as a mixed-integer linear program solved by HiGHS.
 
     from agents.milp import MILP, solve_milp
-    sol = solve_milp(env.unwrapped.backend.model, time_limit_s=60)   # MILPSolution: placement, status, gap
-    result = MILP(time_limit_s=60).fit(env)                          # SearchResult (one evaluation)
+    sol = solve_milp(env.unwrapped.problem, time_limit_s=60)   # MILPSolution: placement, status, gap
+    result = MILP(time_limit_s=60).fit(env)                    # SearchResult (one evaluation)
 
-The analytic model (marl_gym/memory/model.py, docs/model.md) gives node i the time
-``T_i = max(C_i, M_i)`` where the compute time ``C_i`` is fixed and the memory time ``M_i`` is affine in
-the binaries: ``w_i`` (node i's weights fast) and ``a_j`` (activation j fast; node i reads it at the
-tier of its producer j). Latency is ``sum_i T_i``; a placement is valid when, at every step s,
+A model-based baseline: it reads the problem's cost model (`PlacementProblem.cost_model`), which learning
+agents never do. One workload is a mix of one, so one program covers both. The mix runs ``count_k`` tasks
+of each workload k, all tasks of workload k using the same placement ``(w_k, a_k)``, coupled only through
+the shared tiers (docs/model.md):
 
-    sum_i weight_bytes_i w_i + sum_{j live at s} output_bytes_j a_j + model inputs (+ overhead) <= fast budget
+    minimise   sum_k share_k sum_i T_ki                           share_k = count_k / n, the mean latency
+    s.t.       T_ki >= C_ki,  T_ki >= M_ki(w_k, a_k)               every node (roofline group) i of workload k
+               P_k >= sum_i W_ki w_ki + sum_{j live at s} O_kj a_kj     every kept step s of workload k
+               sum_k count_k (P_k + fixed_k) <= fast capacity - reserve
+               S_k >= slow bytes of workload k at step s                (only when the slow tier can bind)
+               sum_k count_k S_k <= slow capacity
+               w, a binary;  T, P, S continuous
 
-(and the symmetric slow-tier condition). At tensor granularity a layer and its ``part_of`` nodes (split-off
-parameter and output tensors) share one roofline, ``T_g = max(C_g, M_g)`` with ``C_g``, ``M_g`` the sums over
-the group (marl_gym/memory/model.py); the model reports the group's terms in its layer node's column and
-zeros in its parts' columns, so "node i" below reads "roofline group i", a part's ``T_i`` is the constant 0,
-and there is one time variable per group. So the optimum is the MILP
+The analytic model gives node i the time ``T_i = max(C_i, M_i)``: the compute time ``C_i`` is fixed and
+the memory time ``M_i`` is affine in the binaries (``w_i`` node i's weights fast, ``a_j`` activation j fast;
+node i reads it at the tier of its producer j). At tensor granularity a layer and its ``part_of`` nodes
+share one roofline (marl_gym/memory/model.py); the model reports the group's terms in its layer node's
+column and zeros in its parts' columns, so "node i" reads "roofline group i" and a part gets no variable.
+``P_k`` is one task's peak fast bytes (a max over steps, linearised: minimising never needs it larger than
+the max). ``fixed_k`` is what a task always keeps in the fast tier (model inputs, framework memory there).
 
-    minimise  sum_i T_i
-    s.t.      T_i >= C_i,   T_i >= M_i(w, a)          for every node (roofline group) i
-              capacity at every step s                 (fast tier, and slow tier where it can bind)
-              w, a binary
-
-Coefficients. The affine map ``M(w, a) = m0 + w @ Jw + a @ Ja`` is read off the model object itself
+Coefficients. The affine map ``M(w, a) = m0 + w @ Jw + a @ Ja`` is read off each workload's model object
 (`linear_form`): the model evaluates the all-slow placement and every single-decision placement, in
 batches, through its own `memory_times`; the differences are the exact per-group, per-tier cost-table
-entries (fast cost - slow cost of each weight read, output write and edge read; a split-off tensor's
-entry lands in its layer's column). Nothing here repeats a
-device constant or a formula, so the MILP stays exact whatever calibration the model carries; a check
-on random placements raises if the model ever stops being affine. Capacity uses the model's byte
-attributes (weight/output bytes, lifetimes, budgets).
+entries. Nothing here repeats a device constant or a formula, so the MILP stays exact whatever calibration
+the model carries; a check on random placements raises if the model ever stops being affine. Capacity
+uses the model's byte attributes (weight/output bytes, lifetimes, budgets).
 
 Size reductions (all exact): a node whose memory time can never exceed its compute time costs ``C_i``;
-a node whose memory time can never fall below it costs ``M_i`` directly (no ``T_i`` variable); a
-capacity row whose live set is contained in a neighbouring step's is dropped. The model-driven greedy
+one whose memory time can never fall below it costs ``M_i`` directly (no ``T_i`` variable); a capacity row
+whose live set is contained in a neighbouring step's is dropped. The model-driven greedy
 (`agents.greedy.model_greedy`) is passed to HiGHS as a starting solution.
 """
 
@@ -50,12 +51,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from agents import _highs
-from agents.base import Budget, SearchResult, decision_mask_of
+from agents.base import Budget, SearchResult, problem_of
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from agents.greedy import analytic_model_of, model_greedy
+from agents.greedy import model_greedy
+from marl_gym.backends.model import ModelBackend
+from marl_gym.envs.problem import PlacementProblem
 from marl_gym.io import atomic_write_text
 from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
+from marl_gym.workloads.lifetimes import live_bytes_matrix
 
 PROBE_CHUNK = 256
 """Single-decision placements evaluated per call while reading the model's coefficients."""
@@ -169,7 +173,6 @@ class Decisions:
     `linear` node costs ``M_i`` (never below it); each of `t_nodes` needs a variable ``T_i >= max(C_i, M_i)``.
     At tensor granularity node i stands for its roofline group; a ``part_of`` node has ``C_i = M_i = 0``
     (its terms are in its layer's column), so it is `const` at 0 and gets no variable.
-    Shared by `solve_milp` and agents/milp_mixed.py (one block per workload).
     """
 
     def __init__(self, model: AnalyticModel, form: LinearForm | None = None) -> None:
@@ -256,22 +259,85 @@ def _kept_capacity_steps(model: AnalyticModel, act_idx: np.ndarray) -> np.ndarra
     return np.flatnonzero(keep)
 
 
-def _live_matrix(model: AnalyticModel, steps: np.ndarray, act_idx: np.ndarray) -> sp.csr_matrix:
-    """(len(steps), len(act_idx)) 0/1: activation act_idx[k] is live at steps[r]."""
-    p = model.produced[act_idx]
-    last = model.last_use[act_idx]
-    rows, cols = [], []
-    for r, s in enumerate(steps):
-        k = np.flatnonzero((p <= s) & (last >= s))
-        rows.append(np.full(len(k), r))
-        cols.append(k)
-    rows_a = np.concatenate(rows) if rows else np.zeros(0, int)
-    cols_a = np.concatenate(cols) if cols else np.zeros(0, int)
-    return sp.csr_matrix((np.ones(len(rows_a)), (rows_a, cols_a)), shape=(len(steps), len(act_idx)))
+
+
+BYTE_SCALE = 1e6
+"""Capacity rows are written in units of this many bytes: one byte over a tier (byte counts are integers) is
+1e-6, ten times HiGHS's default primal feasibility tolerance, so the solver cannot accept a placement over a
+tier by a sliver."""
+
+
+class _Block(Decisions):
+    """One workload's part of the program: its decisions, node-time variables and capacity rows."""
+
+    def __init__(self, model: AnalyticModel, share: float) -> None:
+        super().__init__(model)
+        self.share = share
+        self.steps = _kept_capacity_steps(model, self.a_idx)
+        live = live_bytes_matrix(
+            model.produced[self.a_idx], model.last_use[self.a_idx], model.output_bytes[self.a_idx], self.steps
+        )
+        wb = model.weight_bytes[self.w_idx].astype(np.float64)
+        # fast bytes of the decided tensors at each kept step: cap @ x (x = [w, a])
+        self.cap = sp.hstack([sp.csr_matrix(np.repeat(wb[None], len(self.steps), axis=0)), live], format="csr")
+        self.max_tensor_bytes = float(model.total_weight_bytes + model.peak_live_bytes)
+        self.fixed_fast = float(model.model_input_bytes + model.overhead_fast_bytes)
+        # slow bytes at step s = slow_const[s] - cap[s] @ x
+        self.slow_const = model.total_weight_bytes + model.live_total[self.steps] + model.overhead_slow_bytes
+        self.max_slow = float(self.slow_const.max()) if len(self.steps) else 0.0
+
+
+class _Columns:
+    """Column layout ``[x_0, t_0, x_1, t_1, ..., P_0..P_{K-1}, S_0..S_{K-1}]`` (S only when the slow tier binds)."""
+
+    def __init__(self, blocks: list[_Block], slow_binds: bool) -> None:
+        self.x, self.t = [], []
+        col = 0
+        for b in blocks:
+            self.x.append(col)
+            col += b.nb
+            self.t.append(col)
+            col += b.nt
+        self.p = col
+        col += len(blocks)
+        self.s = col
+        col += len(blocks) if slow_binds else 0
+        self.n = col
+
+    def rows(
+        self, k: int, nrows: int, block_x: Any = None, block_t: Any = None, extra: dict[int, np.ndarray] | None = None
+    ) -> sp.csr_matrix:
+        """A block of `nrows` rows: workload k's x columns, its t columns, and dense columns `extra`."""
+        r, c, v = [np.zeros(0, int)], [np.zeros(0, int)], [np.zeros(0)]
+        for part, c0 in ((block_x, self.x[k]), (block_t, self.t[k])):
+            if part is not None:
+                part = sp.coo_matrix(part)
+                r.append(part.row)
+                c.append(part.col + c0)
+                v.append(part.data)
+        for c0, vals in (extra or {}).items():
+            r.append(np.arange(nrows))
+            c.append(np.full(nrows, c0))
+            v.append(np.asarray(vals, dtype=np.float64))
+        return sp.csr_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(nrows, self.n))
+
+
+def cost_model_of(problem_or_model: PlacementProblem | ModelBackend) -> ModelBackend:
+    """The analytic model a MILP is built on, or a ValueError for a problem measured on a real machine."""
+    if isinstance(problem_or_model, ModelBackend):
+        return problem_or_model
+    model = problem_or_model.cost_model
+    if model is None:
+        raise ValueError(
+            f"{problem_or_model.name!r} is evaluated by measurement ({problem_or_model.backend.name} backend), which "
+            "has no exact optimum: solve the analytic model of the same workload and system instead "
+            "(gym.make(..., backend='model'))"
+        )
+    return model
 
 
 def solve_milp(
-    model: AnalyticModel,
+    problem: PlacementProblem | ModelBackend,
     time_limit_s: float | None = 60.0,
     mip_rel_gap: float = 1e-6,
     threads: int | None = None,
@@ -279,94 +345,99 @@ def solve_milp(
     verbose: bool = False,
     max_resolves: int = 3,
 ) -> MILPSolution:
-    """Minimise the model's latency over valid placements (see the module docstring).
+    """Minimise the (task-weighted mean) latency over placements that fit the tiers (module docstring).
 
-    `time_limit_s` bounds HiGHS's wall time (None = no limit); the best placement found so far and the
-    proven gap are returned when it is hit. `mip_rel_gap` is the relative gap at which HiGHS stops and
-    reports "Optimal". `warm_start` = True starts from `model_greedy(model)`, a `Placement` from that one.
+    `problem` is an env's `PlacementProblem` (or its `ModelBackend`). `time_limit_s` bounds HiGHS's wall
+    time (None = no limit); the best placement found so far and the proven gap are returned when it is hit.
+    `mip_rel_gap` is the relative gap at which HiGHS stops and reports "Optimal". `warm_start` = True starts
+    from `model_greedy` (a problem only), a `Placement` from that one.
     """
     highspy = _highs.import_highspy()
-
+    model = cost_model_of(problem)
     t_build = time.perf_counter()
-    d = Decisions(model)
-    w_idx, a_idx, nb, nt = d.w_idx, d.a_idx, d.nb, d.nt
+    counts, n_tasks = model.counts, model.n_tasks
+    blocks = [_Block(m, float(share)) for m, share in zip(model.models, model.shares)]
+    K = len(blocks)
+    slow_binds = float(sum(c * b.max_slow for c, b in zip(counts, blocks))) > model.slow_capacity_bytes
+    cols = _Columns(blocks, slow_binds)
 
-    # time unit: an upper bound on the average node time, so node times are O(1) for the solver
-    upper = d.upper_time()
-    unit = upper / max(model.n, 1) if upper > 0 else 1.0
+    upper = float(sum(b.share * b.upper_time() for b in blocks))
+    total_nodes = sum(b.model.n for b in blocks)
+    unit = upper / max(total_nodes, 1) if upper > 0 else 1.0  # node times O(1) for the solver
 
-    cost = np.zeros(nb + nt)
-    cost[:nb] = d.linear_cost() / unit
-    cost[nb:] = 1.0
-    offset = d.fixed_time() / unit
-
+    cost = np.zeros(cols.n)
+    offset = 0.0
+    col_lo, col_hi = np.zeros(cols.n), np.ones(cols.n)
+    integral = np.zeros(cols.n, bool)
     rows: list[sp.csr_matrix] = []
-    lower: list[np.ndarray] = []
-    upper_b: list[np.ndarray] = []
-    # T_i - G_i x >= m0_i
-    if nt:
-        gx, gt, lo = d.t_rows(unit)
-        rows.append(sp.hstack([gx, gt], format="csr"))
-        lower.append(lo)
-        upper_b.append(np.full(nt, np.inf))
-    # fast capacity at the kept steps, scaled to a budget of 1
-    steps = _kept_capacity_steps(model, a_idx)
-    fast_room = float(model.fast_budget_bytes - model.model_input_bytes - model.overhead_fast_bytes)
-    wb = model.weight_bytes[w_idx].astype(np.float64)
-    ob = model.output_bytes[a_idx].astype(np.float64)
-    byte_scale = max(abs(fast_room), 1.0)
+    row_lo: list[np.ndarray] = []
+    row_hi: list[np.ndarray] = []
+    for k, b in enumerate(blocks):
+        xs, ts = slice(cols.x[k], cols.x[k] + b.nb), slice(cols.t[k], cols.t[k] + b.nt)
+        integral[xs] = True
+        cost[xs] = b.share * b.linear_cost() / unit
+        cost[ts] = b.share  # T is in units already
+        offset += b.share * b.fixed_time() / unit
+        col_lo[ts], col_hi[ts] = b.t_bounds(unit)
+        if b.nt:  # T_i - G_i x >= m0_i
+            gx, gt, lo = b.t_rows(unit)
+            rows.append(cols.rows(k, b.nt, gx, gt))
+            row_lo.append(lo)
+            row_hi.append(np.full(b.nt, np.inf))
+        # fast tensors at each kept step - P_k <= 0
+        rows.append(cols.rows(k, len(b.steps), b.cap / BYTE_SCALE, extra={cols.p + k: -np.ones(len(b.steps))}))
+        row_lo.append(np.full(len(b.steps), -np.inf))
+        row_hi.append(np.zeros(len(b.steps)))
+        col_lo[cols.p + k], col_hi[cols.p + k] = 0.0, b.max_tensor_bytes / BYTE_SCALE
+        if slow_binds:  # S_k >= slow_const - cap @ x   <=>   cap @ x + S_k >= slow_const
+            rows.append(cols.rows(k, len(b.steps), b.cap / BYTE_SCALE, extra={cols.s + k: np.ones(len(b.steps))}))
+            row_lo.append(b.slow_const / BYTE_SCALE)
+            row_hi.append(np.full(len(b.steps), np.inf))
+            col_lo[cols.s + k], col_hi[cols.s + k] = 0.0, b.max_slow / BYTE_SCALE
+    # the shared tiers
+    fast_room = model.fast_capacity_bytes - float(sum(c * b.fixed_fast for c, b in zip(counts, blocks)))
+    fast_row = sum(r.shape[0] for r in rows)
+    coupling = np.zeros((1, cols.n))
+    coupling[0, cols.p : cols.p + K] = counts
+    rows.append(sp.csr_matrix(coupling))
+    row_lo.append(np.array([-np.inf]))
+    row_hi.append(np.array([fast_room / BYTE_SCALE]))
+    slow_room = model.slow_capacity_bytes
+    slow_row = fast_row + 1
+    if slow_binds:
+        coupling = np.zeros((1, cols.n))
+        coupling[0, cols.s : cols.s + K] = counts
+        rows.append(sp.csr_matrix(coupling))
+        row_lo.append(np.array([-np.inf]))
+        row_hi.append(np.array([slow_room / BYTE_SCALE]))
 
-    def tensor_bytes_at(at: np.ndarray) -> sp.csr_matrix:
-        """Rows ``bytes of the decided tensors (weights, live activations) at step s / byte_scale`` for s in `at`."""
-        return sp.hstack(
-            [
-                sp.csr_matrix(np.repeat(wb[None] / byte_scale, len(at), axis=0)),
-                _live_matrix(model, at, a_idx).multiply(ob[None] / byte_scale).tocsr(),
-                sp.csr_matrix((len(at), nt)),
-            ],
-            format="csr",
-        )
-
-    cap_row0 = sum(r.shape[0] for r in rows)
-    rows.append(tensor_bytes_at(steps))
-    lower.append(np.full(len(steps), -np.inf))
-    upper_b.append(np.full(len(steps), fast_room / byte_scale))
-    # slow capacity, only at steps where the all-slow placement would overflow it
-    slow_need = model.total_weight_bytes + model.live_total + model.overhead_slow_bytes - model.slow_budget_bytes
-    slow_steps = np.flatnonzero(slow_need > 0)
-    if len(slow_steps):
-        rows.append(tensor_bytes_at(slow_steps))
-        lower.append(slow_need[slow_steps] / byte_scale)
-        upper_b.append(np.full(len(slow_steps), np.inf))
-
-    A = sp.vstack(rows, format="csc") if rows else sp.csc_matrix((0, nb + nt))
-    t_lo, t_hi = d.t_bounds(unit)
-    program = _highs.Program(
-        cost=cost,
-        offset=float(offset),
-        col_lo=np.concatenate([np.zeros(nb), t_lo]),
-        col_hi=np.concatenate([np.ones(nb), t_hi]),
-        A=A,
-        row_lo=np.concatenate(lower) if lower else np.zeros(0),
-        row_hi=np.concatenate(upper_b) if upper_b else np.zeros(0),
-        integral=np.arange(nb + nt) < nb,
-    )
+    A = sp.vstack(rows, format="csc")
+    program = _highs.Program(cost, offset, col_lo, col_hi, A, np.concatenate(row_lo), np.concatenate(row_hi), integral)
     h = _highs.build_model(highspy, program, time_limit_s, mip_rel_gap, threads, verbose)
     inf = highspy.kHighsInf
 
-    start: Placement | None
-    if warm_start is True:
-        start = model_greedy(model)
-    elif isinstance(warm_start, Placement):
+    def column_values(parts: list[Placement]) -> np.ndarray:
+        v = np.zeros(cols.n)
+        for k, (b, p) in enumerate(zip(blocks, parts)):
+            x = b.x_of(p)
+            v[cols.x[k] : cols.x[k] + b.nb] = x
+            v[cols.t[k] : cols.t[k] + b.nt] = b.t_of(p, unit)
+            v[cols.p + k] = float(b.cap.dot(x).max()) / BYTE_SCALE if len(b.steps) else 0.0
+            if slow_binds:
+                v[cols.s + k] = float((b.slow_const - b.cap.dot(x)).max()) / BYTE_SCALE
+        return v
+
+    start: Placement | None = None
+    if isinstance(warm_start, Placement):
         start = warm_start
-    else:
-        start = None
-    if start is not None and bool(
-        model.capacity(start.weights_fast[None] * model.has_weights, start.activations_fast[None].astype(float))[
-            "valid"
-        ][0]
-    ):
-        _highs.set_start(highspy, h, np.concatenate([d.x_of(start), d.t_of(start, unit)]))
+    elif warm_start is True and isinstance(problem, PlacementProblem):
+        start = model_greedy(problem)
+    start_latency = None
+    if start is not None:
+        ev = model.evaluate_batch(start.weights_fast[None], start.activations_fast[None])
+        start_latency = float(ev.latency_s[0])
+        if bool(ev.valid[0]):
+            _highs.set_start(highspy, h, column_values(list(model.mix.split_placement(start).values())))
     build_time = time.perf_counter() - t_build
 
     t0 = time.perf_counter()
@@ -374,52 +445,58 @@ def solve_milp(
     while True:
         status, info, has_x = _highs.run(highspy, h)
         if not has_x:
-            placement = Placement.all_slow(model.n)
+            placement = Placement.all_slow(model.graph.num_nodes)
             break
-        placement = d.placement_of(np.round(np.asarray(h.getSolution().col_value[:nb])))
-        w, a = placement.weights_fast, placement.activations_fast
-        cap_check = model.capacity(w[None] * model.has_weights, a[None].astype(float))
-        if bool(cap_check["valid"][0]) or resolves >= max_resolves:
+        values = np.round(np.asarray(h.getSolution().col_value))
+        placement = model.mix.join(
+            [b.placement_of(values[cols.x[k] : cols.x[k] + b.nb]) for k, b in enumerate(blocks)]
+        )
+        terms = model.workload_terms(placement.weights_fast[None], placement.activations_fast[None])
+        over_fast = float((counts * terms["peak_fast"][:, 0]).sum()) - model.fast_capacity_bytes
+        over_slow = float((counts * terms["peak_slow"][:, 0]).sum()) - model.slow_capacity_bytes
+        if (over_fast <= 0 and over_slow <= 0) or resolves >= max_resolves:
             break
-        # a sliver over the budget, within the solver's feasibility tolerance: tighten and solve again
+        # over a shared tier by a sliver the solver still tolerated: tighten that row, solve again (margins
+        # grow tenfold per try so that a tolerance wider than expected cannot stall the loop)
+        margin = 10.0**resolves
         resolves += 1
-        sliver = float(cap_check["overflow"][0]) + 1.0
-        fast_room -= sliver
-        for r in range(len(steps)):
-            h.changeRowBounds(cap_row0 + r, -inf, fast_room / byte_scale)
+        if over_fast > 0:
+            fast_room -= over_fast + margin
+            h.changeRowBounds(fast_row, -inf, fast_room / BYTE_SCALE)
+        if over_slow > 0 and slow_binds:
+            slow_room -= over_slow + margin
+            h.changeRowBounds(slow_row, -inf, slow_room / BYTE_SCALE)
     solve_time = time.perf_counter() - t0
 
-    W = placement.weights_fast[None] * model.has_weights
-    Aa = placement.activations_fast[None].astype(np.float64)
-    latency = float(model.latencies(W, Aa)[0])
-    valid = bool(model.capacity(W, Aa)["valid"][0]) and has_x
+    ev = model.evaluate(placement)
+    per = ev.extra["workloads"]
     return MILPSolution(
         placement=placement,
-        latency_s=latency if has_x else math.inf,
-        valid=valid,
+        latency_s=ev.latency_s if has_x else math.inf,
+        valid=ev.valid and has_x,
         solve_time_s=solve_time,
         build_time_s=build_time,
-        n_binaries=nb,
-        n_continuous=nt,
+        n_binaries=int(integral.sum()),
+        n_continuous=int(cols.n - integral.sum()),
         n_rows=int(A.shape[0]),
         resolves=resolves,
         **_highs.solver_report(status, info, has_x, unit),
         extra={
-            "capacity_rows": int(len(steps)),
-            "slow_capacity_rows": int(len(slow_steps)),
-            "roofline_groups": int((model.group_of == np.arange(model.n)).sum()),
-            "nodes_compute_bound": int(d.const.sum()),
-            "nodes_memory_bound": int(d.linear.sum()),
-            "nodes_either": int(nt),
+            "mix": model.tasks,
+            "workload_latency_s": {name: per[name]["latency_s"] for name in model.names},
+            "workload_peak_fast_bytes": {name: per[name]["peak_fast_bytes"] for name in model.names},
+            "fast_used_bytes": ev.extra["fast_used_bytes"],
+            "fast_capacity_bytes": model.fast_capacity_bytes,
+            "capacity_rows": int(sum(len(b.steps) for b in blocks)),
+            "slow_rows": bool(slow_binds),
+            "roofline_groups": int(sum((b.model.group_of == np.arange(b.model.n)).sum() for b in blocks)),
+            "nodes_compute_bound": int(sum(b.const.sum() for b in blocks)),
+            "nodes_memory_bound": int(sum(b.linear.sum() for b in blocks)),
+            "nodes_either": int(sum(b.nt for b in blocks)),
+            "n_tasks": int(n_tasks),
             "mip_rel_gap_target": float(mip_rel_gap),
             "time_limit_s": time_limit_s,
-            "warm_start_latency_s": float(
-                model.latencies(
-                    start.weights_fast[None] * model.has_weights, start.activations_fast[None].astype(float)
-                )[0]
-            )
-            if start is not None
-            else None,
+            "warm_start_latency_s": start_latency,
         },
     )
 
@@ -434,12 +511,12 @@ class MILPConfig:
 
 
 class MILP:
-    """The exact optimum of the analytic model behind the `Agent` protocol.
+    """The exact optimum of the analytic model behind the `Agent` protocol (a model-based baseline).
 
-    `fit` solves the MILP on the env's analytic model (no evaluations), then evaluates the placement it
+    `fit` solves the MILP on the problem's cost model (no evaluations), then evaluates the placement it
     found once through the env, so its `SearchResult` has one history row and `meta["milp"]` holds the
-    solver's report (status, gap, bound, solve time, sizes). On a native-backend env it solves the
-    analytic model of the same graph, system and n_tasks and measures that placement.
+    solver's report (status, gap, bound, solve time, sizes). A problem measured on a real machine (the
+    native backend) has no cost model: solve the analytic model of the same workload and system instead.
     """
 
     name = "milp"
@@ -455,20 +532,8 @@ class MILP:
 
     def solve(self, env: Any) -> MILPSolution:
         cfg = self.config
-        backend = getattr(getattr(env, "unwrapped", env), "backend", env)
-        if getattr(backend, "mixed", False):  # a mix of workloads sharing DRAM: one joint MILP
-            from agents.milp_mixed import solve_mixed_milp  # lazy: agents.milp_mixed imports this module
-
-            self.solution = solve_mixed_milp(
-                env,
-                time_limit_s=cfg.time_limit_s,
-                mip_rel_gap=cfg.mip_rel_gap,
-                threads=cfg.threads,
-                warm_start=cfg.warm_start,
-            )
-            return self.solution
         self.solution = solve_milp(
-            analytic_model_of(env),
+            problem_of(env),
             time_limit_s=cfg.time_limit_s,
             mip_rel_gap=cfg.mip_rel_gap,
             threads=cfg.threads,
@@ -477,18 +542,18 @@ class MILP:
         return self.solution
 
     def fit(self, env: Any, budget: int | None = None, evaluator: Any = None, **_: Any) -> SearchResult:
-        session = EvaluationSession(evaluator or InProcessBatchEvaluator(env), Budget(budget), decision_mask_of(env))
+        problem = problem_of(env)
+        session = EvaluationSession(evaluator or InProcessBatchEvaluator(env), Budget(budget), problem.decision_mask)
         sol = self.solve(env)
         _, _, done = session.evaluate(sol.placement.to_action()[None])
         if not done[0]:
             raise ValueError("the MILP agent needs a budget of at least 1 evaluation (to measure its placement)")
-        graph = getattr(getattr(env, "unwrapped", env), "graph", None)
         meta = {
             "seed": self.seed,
             "config": asdict(self.config),
             "milp": {k: v for k, v in sol.to_dict().items() if k != "placement"},
         }
-        return session.tracker.result(session.budget, self.name, graph.name if graph is not None else "", meta)
+        return session.tracker.result(session.budget, self.name, problem.name, meta)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         atomic_write_text(path, json.dumps({"agent": self.name, "config": asdict(self.config)}))

@@ -3,7 +3,7 @@
     from marl_gym.mix import Mix
     mix = Mix.of({"resnet50": 8, "bert_base": 4})       # or [(graph, 3), ("gpt2@tensor", 2)]
     mix.graph                  # the disjoint union, nodes "resnet50/conv1", ..., "bert_base/...": what agents place
-    mix.node_features()        # each workload's own features, stacked (not the union's)
+    Mix.of_workload("resnet50", n_tasks=4)                # one workload is a mix of one (graph unchanged)
     mix.split(x)               # (..., N_total) -> one (..., n_k) slice per workload
     mix.n_tasks                # total concurrent tasks, sum of the counts
 
@@ -14,7 +14,9 @@ of different workloads use different placements. The latency and capacity semant
 The union graph is a bookkeeping device: its nodes are the workloads' nodes one after the other (indices
 and lifetimes offset), its edges the workloads' edges (offset), so a `Placement` over it and the env's
 `(N_total, 2)` action are well defined. Its "steps" are not a schedule (the workloads run concurrently),
-so capacity is never computed on the union: always per workload, then combined.
+so capacity is never computed on the union: always per workload, then combined. A mix of one workload
+has that workload's graph itself as its union (nothing renamed), so single workloads and mixes share every
+code path.
 """
 
 from __future__ import annotations
@@ -101,6 +103,22 @@ class Mix:
         return cls.from_graphs(graphs, counts)
 
     @classmethod
+    def of_workload(
+        cls, workload: WorkloadSpec | TasksSpec | Mix, n_tasks: int | None = None, batch_size: int | None = None
+    ) -> Mix:
+        """A mix from one workload run by `n_tasks` tasks (default 1), or from a tasks spec or a `Mix` as `of`."""
+        if isinstance(workload, (str, os.PathLike, WorkloadGraph)):
+            g = resolve(workload)
+            if batch_size is not None and batch_size != g.batch_size:
+                g = g.with_batch_size(int(batch_size))
+            return cls.from_graphs([g], [1 if n_tasks is None else n_tasks])
+        if n_tasks is not None:
+            raise MixError(
+                f"n_tasks={n_tasks!r} applies to one workload; a mix gives each workload its own count, got {workload!r}"
+            )
+        return cls.of(workload, batch_size=batch_size)
+
+    @classmethod
     def from_graphs(cls, graphs: Iterable[WorkloadGraph], counts: Iterable[int]) -> Mix:
         graphs = tuple(graphs)
         counts = tuple(_check_count(g.name, c) for g, c in zip(graphs, counts, strict=True))
@@ -149,11 +167,6 @@ class Mix:
     def describe(self) -> str:
         return " + ".join(f"{c} x {name}" for name, c in self.tasks.items())
 
-    # ----------------------------------------------------------- observation
-    def node_features(self) -> np.ndarray:
-        """Each workload's own feature matrix (positions, lifetimes, summaries relative to its graph), stacked."""
-        return np.concatenate([g.node_features() for g in self.graphs], axis=0)
-
     # ------------------------------------------------------------- placements
     def split(self, x: Any) -> list[np.ndarray]:
         """Slice the last axis (the union's nodes) into one array per workload (views when possible)."""
@@ -187,9 +200,14 @@ class Mix:
 
 
 def union_graph(graphs: Iterable[WorkloadGraph], counts: Iterable[int] | None = None) -> WorkloadGraph:
-    """The disjoint union of `graphs`: nodes renamed ``workload/node``, indices and lifetimes offset."""
+    """The disjoint union of `graphs`: nodes renamed ``workload/node``, indices and lifetimes offset.
+
+    The union of one graph is that graph.
+    """
     graphs = tuple(graphs)
     counts = tuple(counts) if counts is not None else (1,) * len(graphs)
+    if len(graphs) == 1:
+        return graphs[0]
     nodes = []
     edges: list[tuple[int, int]] = []
     offset = 0

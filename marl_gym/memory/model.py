@@ -59,6 +59,7 @@ from marl_gym.memory.devices import Device
 from marl_gym.memory.systems import MemorySystem, get_system
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
+from marl_gym.workloads.lifetimes import LiveSetTracker, live_bytes_by_step, live_delta_matrix, live_matrix
 
 MODES = ("dram_only", "memory_mode", "app_direct", "first_touch", "random", "all_slow")
 """Baseline modes, each computed by the same model."""
@@ -149,22 +150,18 @@ class AnalyticModel:
         edges = np.array(graph.edges, dtype=np.int64).reshape(-1, 2)
         self.edge_src = edges[:, 0]
         self.edge_dst = edges[:, 1]
-        from_producers = np.zeros(n)
-        np.add.at(from_producers, self.edge_dst, self.output_bytes[self.edge_src])
+        from_producers = graph.bytes_from_producers()
         scale = np.ones(n)
         over = from_producers > input_bytes
         scale[over] = input_bytes[over] / from_producers[over]
         self.edge_bytes = self.output_bytes[self.edge_src] * scale[self.edge_dst]
-        self.model_input_bytes_per_node = np.maximum(input_bytes - from_producers, 0.0)
+        self.model_input_bytes_per_node = graph.model_input_bytes()
         self.model_input_bytes = float(self.model_input_bytes_per_node.sum())
 
         # Lifetimes: activation j is live at steps produced_j..last_use_j.
         self.produced = graph.array("produced_at", np.int64)
         self.last_use = graph.array("last_use", np.int64)
-        live_total = np.zeros(n + 1)
-        np.add.at(live_total, self.produced, self.output_bytes)
-        np.add.at(live_total, self.last_use + 1, -self.output_bytes)
-        self.live_total = np.cumsum(live_total)[:n]
+        self.live_total = live_bytes_by_step(self.produced, self.last_use, self.output_bytes, n)
         self.total_weight_bytes = float(self.weight_bytes.sum())
         self.peak_live_bytes = float(self.live_total.max()) if n else 0.0
 
@@ -242,16 +239,9 @@ class AnalyticModel:
         self._dense = n <= DENSE_MAX_NODES
         self._De_dense = self._De.toarray() if self._dense else None
         if self._dense:
-            live = (np.arange(n)[None, :] >= self.produced[:, None]) & (np.arange(n)[None, :] <= self.last_use[:, None])
-            self._live_bytes = live * self.output_bytes[:, None]  # (nodes, steps)
+            self._live_bytes = live_matrix(self.produced, self.last_use).T * self.output_bytes[:, None]  # (nodes, steps)
         else:
-            rows = np.arange(n)
-            ends = self.last_use + 1
-            keep = ends < n
-            data = np.concatenate([self.output_bytes, -self.output_bytes[keep]])
-            r = np.concatenate([rows, rows[keep]])
-            c = np.concatenate([self.produced, ends[keep]])
-            self._live_delta_T = sp.csr_matrix((data, (c, r)), shape=(n, n))  # (steps, nodes)
+            self._live_delta_T = live_delta_matrix(self.produced, self.last_use, self.output_bytes, n)  # (steps, nodes)
 
     # ---------------------------------------------------------------- timing
     def _grouped(self, X: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -513,14 +503,10 @@ class AnalyticModel:
                 w[i] = True
                 free -= b
         a = np.zeros(self.n, bool)
-        live = np.zeros(self.n)
+        live = LiveSetTracker(self.produced, self.last_use, self.output_bytes)
         for j in np.argsort(-(self.output_bytes * (self.last_use - self.produced + 1)), kind="stable"):
-            b = self.output_bytes[j]
-            if b <= 0:
-                continue
-            span = slice(int(self.produced[j]), int(self.last_use[j]) + 1)
-            if (live[span] + b).max() <= free:
-                live[span] += b
+            if self.output_bytes[j] > 0 and live.peak_if_added(int(j)) <= free:
+                live.add(int(j))
                 a[j] = True
         return Placement(w, a)
 

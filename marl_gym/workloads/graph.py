@@ -13,7 +13,6 @@ tensor its own node, marked with `Node.part_of`; see that module for the semanti
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from marl_gym.io import atomic_write_text, format_bytes
+from marl_gym.workloads.lifetimes import live_bytes_by_step, live_matrix
 
 SCHEMA_VERSION = 2
 """Version of the JSON layout written by `WorkloadGraph.to_json`; bumped on any incompatible change.
@@ -246,10 +246,27 @@ class WorkloadGraph:
 
     def live_matrix(self) -> np.ndarray:
         """Boolean (steps x nodes): True where node j's activation is live during step t."""
-        steps = np.arange(len(self.nodes))[:, None]
-        produced = self.array("produced_at", np.int64)[None, :]
-        last = self.array("last_use", np.int64)[None, :]
-        return (steps >= produced) & (steps <= last)
+        return live_matrix(self.array("produced_at", np.int64), self.array("last_use", np.int64))
+
+    def live_bytes_by_step(self) -> np.ndarray:
+        """(steps,) bytes of the activations live at each step (all of them in one tier)."""
+        return live_bytes_by_step(
+            self.array("produced_at", np.int64), self.array("last_use", np.int64), self.array("output_bytes"), len(self)
+        )
+
+    def bytes_from_producers(self) -> np.ndarray:
+        """(n,) bytes of the activations produced by other nodes that reach each node along its in-edges."""
+        out = self.array("output_bytes")
+        total = np.zeros(len(self))
+        if self.edges:
+            edges = np.array(self.edges, dtype=np.int64)
+            np.add.at(total, edges[:, 1], out[edges[:, 0]])
+        return total
+
+    def model_input_bytes(self) -> np.ndarray:
+        """(n,) bytes each node reads from the model's inputs: what its `input_bytes` has beyond its producers'
+        activations (the rest of its input comes from the model's input tensors, held by the caller)."""
+        return np.maximum(self.array("input_bytes") - self.bytes_from_producers(), 0.0)
 
     def predecessors(self) -> list[list[int]]:
         preds: list[list[int]] = [[] for _ in self.nodes]
@@ -307,11 +324,6 @@ class WorkloadGraph:
             for n in self.nodes
         )
         return WorkloadGraph(self.name, nodes, self.edges, batch_size, dict(self.meta))
-
-    # -------------------------------------------------------------- features
-    def node_features(self) -> np.ndarray:
-        """The per-node feature matrix agents observe, float32 of shape (num_nodes, NUM_NODE_FEATURES)."""
-        return node_features(self)
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -416,101 +428,7 @@ def classify_access(op: str, weight_bytes: int, output_bytes: int, input_bytes: 
 
 def peak_live_activation_bytes(graph: WorkloadGraph) -> int:
     """Largest total of simultaneously live activations over all steps (all of them in one tier)."""
-    live = graph.live_matrix()
-    return int((live * graph.array("output_bytes")[None, :]).sum(axis=1).max())
-
-
-# ---------------------------------------------------------------------- features
-FEATURE_NAMES: tuple[str, ...] = (
-    "log_weight_bytes",
-    "log_output_bytes",
-    "log_input_bytes",
-    "log_flops",
-    "log_arith_intensity",
-    "position",
-    "depth",
-    "fan_in",
-    "fan_out",
-    "lifetime",
-    "has_weights",
-    *(f"access_{a}" for a in ACCESS_PATTERNS),
-    *(f"op_{o}" for o in OP_TYPES),
-    "log_weight_bytes_after",
-    "log_output_bytes_after",
-    "log_flops_after",
-    "log_max_live_bytes_during",
-)
-NUM_NODE_FEATURES = len(FEATURE_NAMES)
-
-_LOG_SCALE = 1.0 / math.log(2**40)  # log-sizes divided by log(1 TiB) land in about [0, 1]
-
-
-def _log_scaled(values: np.ndarray) -> np.ndarray:
-    return np.log1p(np.maximum(values, 0.0)) * _LOG_SCALE
-
-
-def node_features(graph: WorkloadGraph) -> np.ndarray:
-    """Derive the per-node feature matrix from the graph alone; nothing is typed per model.
-
-    Columns are `FEATURE_NAMES`: log-scaled sizes and FLOPs, arithmetic intensity, relative position
-    and longest-path depth, fan-in/out, relative lifetime, access and op one-hots, and summaries of
-    everything that runs after the node (remaining weights, activations, FLOPs) plus the largest live
-    activation set during the node's lifetime.
-    """
-    n = len(graph.nodes)
-    w = graph.array("weight_bytes")
-    out = graph.array("output_bytes")
-    inp = graph.array("input_bytes")
-    flops = graph.array("flops")
-    preds = graph.predecessors()
-    succs = graph.successors()
-
-    depth = np.zeros(n)
-    for i in range(n):
-        if preds[i]:
-            depth[i] = max(depth[p] for p in preds[i]) + 1
-    max_depth = max(depth.max(), 1.0)
-
-    intensity = flops / np.maximum(w + out + inp, 1.0)
-    live = graph.live_matrix()
-    live_bytes = (live * out[None, :]).sum(axis=1)
-    produced = graph.array("produced_at", np.int64)
-    last = graph.array("last_use", np.int64)
-    cum_live_max = np.array([live_bytes[produced[i] : last[i] + 1].max() for i in range(n)])
-
-    def after(values: np.ndarray) -> np.ndarray:
-        total = np.cumsum(values[::-1])[::-1]
-        return np.concatenate([total[1:], [0.0]])
-
-    cols = [
-        _log_scaled(w),
-        _log_scaled(out),
-        _log_scaled(inp),
-        np.log1p(flops) / math.log(1e12),
-        np.log1p(intensity) / math.log(1e4),
-        np.arange(n) / max(n - 1, 1),
-        depth / max_depth,
-        np.array([len(p) for p in preds], dtype=np.float64) / 4.0,
-        np.array([len(s) for s in succs], dtype=np.float64) / 4.0,
-        (last - produced + 1) / n,
-        (w > 0).astype(np.float64),
-    ]
-    access_idx = {a: k for k, a in enumerate(ACCESS_PATTERNS)}
-    op_idx = {o: k for k, o in enumerate(OP_TYPES)}
-    access_onehot = np.zeros((n, len(ACCESS_PATTERNS)))
-    op_onehot = np.zeros((n, len(OP_TYPES)))
-    for i, node in enumerate(graph.nodes):
-        access_onehot[i, access_idx[node.access]] = 1.0
-        op_onehot[i, op_idx[node.op]] = 1.0
-    tail = [
-        _log_scaled(after(w)),
-        _log_scaled(after(out)),
-        np.log1p(after(flops)) / math.log(1e12),
-        _log_scaled(cum_live_max),
-    ]
-    feats = np.column_stack([*cols, access_onehot, op_onehot, *tail]).astype(np.float32)
-    assert feats.shape == (n, NUM_NODE_FEATURES)
-    return feats
+    return int(graph.live_bytes_by_step().max())
 
 
 def build_graph(
