@@ -195,6 +195,8 @@ class EvaluationSession:
         self.cache: dict[bytes, tuple[float, dict[str, Any]]] = {}
         self.tracker = BestTracker()
         self.last_fresh = np.zeros(0, dtype=bool)
+        self.charged = 0
+        """Evaluations this session ran (the budget may be shared with other sessions)."""
 
     def evaluate(self, actions: Any) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
         arr = apply_mask(_as_batch(actions), self.mask[None])
@@ -220,6 +222,7 @@ class EvaluationSession:
         if todo:
             batch = self.evaluator.evaluate(arr[todo])
             self.budget.charge(len(todo))
+            self.charged += len(todo)
             self.tracker.update(arr[todo], batch.rewards, batch.infos, self.budget)
             for j, i in enumerate(todo):
                 rewards[i], infos[i], done[i] = batch.rewards[j], batch.infos[j], True
@@ -236,6 +239,7 @@ class EvaluationSession:
     # checkpoint support: the cache holds what was learned about the landscape
     def state_dict(self) -> dict[str, Any]:
         return {
+            "charged": self.charged,
             "used": self.budget.used,
             "elapsed_s": self.budget.elapsed_s(),
             "tracker": self.tracker.state_dict(),
@@ -245,6 +249,7 @@ class EvaluationSession:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.budget.resume(used=int(state["used"]), elapsed_s=float(state["elapsed_s"]))
+        self.charged = int(state.get("charged", state["used"]))
         self.tracker.load_state_dict(state["tracker"])
         self.cache = {
             bytes.fromhex(k): (float(v[0]), dict(v[1])) for k, v in zip(state["cache_keys"], state["cache_values"])

@@ -259,8 +259,6 @@ def _kept_capacity_steps(model: AnalyticModel, act_idx: np.ndarray) -> np.ndarra
     return np.flatnonzero(keep)
 
 
-
-
 BYTE_SCALE = 1e6
 """Capacity rows are written in units of this many bytes: one byte over a tier (byte counts are integers) is
 1e-6, ten times HiGHS's default primal feasibility tolerance, so the solver cannot accept a placement over a
@@ -322,22 +320,19 @@ class _Columns:
         return sp.csr_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(nrows, self.n))
 
 
-def cost_model_of(problem_or_model: PlacementProblem | ModelBackend) -> ModelBackend:
+def cost_model_of(problem: PlacementProblem) -> ModelBackend:
     """The analytic model a MILP is built on, or a ValueError for a problem measured on a real machine."""
-    if isinstance(problem_or_model, ModelBackend):
-        return problem_or_model
-    model = problem_or_model.cost_model
+    model = problem.cost_model
     if model is None:
         raise ValueError(
-            f"{problem_or_model.name!r} is evaluated by measurement ({problem_or_model.backend.name} backend), which "
-            "has no exact optimum: solve the analytic model of the same workload and system instead "
-            "(gym.make(..., backend='model'))"
+            f"{problem.name!r} is evaluated by measurement ({problem.backend.name} backend), which has no exact "
+            "optimum: solve the analytic model of the same workload and system instead (gym.make(..., backend='model'))"
         )
     return model
 
 
 def solve_milp(
-    problem: PlacementProblem | ModelBackend,
+    problem: PlacementProblem,
     time_limit_s: float | None = 60.0,
     mip_rel_gap: float = 1e-6,
     threads: int | None = None,
@@ -347,10 +342,10 @@ def solve_milp(
 ) -> MILPSolution:
     """Minimise the (task-weighted mean) latency over placements that fit the tiers (module docstring).
 
-    `problem` is an env's `PlacementProblem` (or its `ModelBackend`). `time_limit_s` bounds HiGHS's wall
+    `problem` is an env's `PlacementProblem` (``env.unwrapped.problem``). `time_limit_s` bounds HiGHS's wall
     time (None = no limit); the best placement found so far and the proven gap are returned when it is hit.
     `mip_rel_gap` is the relative gap at which HiGHS stops and reports "Optimal". `warm_start` = True starts
-    from `model_greedy` (a problem only), a `Placement` from that one.
+    from `model_greedy`, a `Placement` from that one.
     """
     highspy = _highs.import_highspy()
     model = cost_model_of(problem)
@@ -430,7 +425,7 @@ def solve_milp(
     start: Placement | None = None
     if isinstance(warm_start, Placement):
         start = warm_start
-    elif warm_start is True and isinstance(problem, PlacementProblem):
+    elif warm_start is True:
         start = model_greedy(problem)
     start_latency = None
     if start is not None:
@@ -448,9 +443,7 @@ def solve_milp(
             placement = Placement.all_slow(model.graph.num_nodes)
             break
         values = np.round(np.asarray(h.getSolution().col_value))
-        placement = model.mix.join(
-            [b.placement_of(values[cols.x[k] : cols.x[k] + b.nb]) for k, b in enumerate(blocks)]
-        )
+        placement = model.mix.join([b.placement_of(values[cols.x[k] : cols.x[k] + b.nb]) for k, b in enumerate(blocks)])
         terms = model.workload_terms(placement.weights_fast[None], placement.activations_fast[None])
         over_fast = float((counts * terms["peak_fast"][:, 0]).sum()) - model.fast_capacity_bytes
         over_slow = float((counts * terms["peak_slow"][:, 0]).sum()) - model.slow_capacity_bytes

@@ -9,7 +9,7 @@
 
 Every task of workload k uses the same placement (the k-th slice of a placement over the union); tasks
 of different workloads use different placements. The latency and capacity semantics live in
-`marl_gym.backends.mixed`; docs/model.md, section "Mixed workloads", has the formulas.
+`marl_gym.backends.model`; docs/model.md, section "Mixed workloads", has the formulas.
 
 The union graph is a bookkeeping device: its nodes are the workloads' nodes one after the other (indices
 and lifetimes offset), its edges the workloads' edges (offset), so a `Placement` over it and the env's
@@ -111,6 +111,10 @@ class Mix:
             g = resolve(workload)
             if batch_size is not None and batch_size != g.batch_size:
                 g = g.with_batch_size(int(batch_size))
+            if n_tasks is not None and (
+                not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or n_tasks < 1
+            ):
+                raise MixError(f"n_tasks must be a positive integer, got {n_tasks!r}")
             return cls.from_graphs([g], [1 if n_tasks is None else n_tasks])
         if n_tasks is not None:
             raise MixError(

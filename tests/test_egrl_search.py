@@ -61,7 +61,7 @@ def test_resume_from_a_checkpoint_continues_exactly(env, tmp_path):
     # the same run stopped after 4 generations, then resumed by a fresh agent
     EGRL(TINY, seed=2, progress=False, out_dir=tmp_path / "cut").fit(env, budget=100, max_generations=4)
     state = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)
-    assert state["generation"] == 4 and state["session"]["used"] < 100
+    assert state["generation"] == 4 and state["envs"][0]["session"]["used"] < 100
     resumed = EGRL(TINY, seed=2, progress=False, out_dir=tmp_path / "cut").fit(env, budget=100, resume=True)
     assert [h[:2] for h in resumed.history] == [h[:2] for h in full.history]
     np.testing.assert_array_equal(resumed.best_action, full.best_action)

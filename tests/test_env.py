@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import marl_gym
 import marl_gym.workloads as workloads
-from marl_gym.envs import HeteroMemPlacementEnv
+from marl_gym.envs import NUM_NODE_FEATURES, HeteroMemPlacementEnv
 from marl_gym.placement import Placement
 from marl_gym.wrappers import SB3PlacementWrapper, flatten_action, unflatten_action
 
@@ -24,7 +24,7 @@ def test_registered_on_import():
     assert marl_gym.ENV_ID in gym.registry
     env = gym.make("HeteroMemPlacement-v0", workload="resnet50")
     obs, info = env.reset(seed=0)
-    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system"}
+    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system", "budget_shares"}
     assert "memory_mode" in info["baselines_s"]
     env.close()
 
@@ -49,7 +49,7 @@ def test_observation_contents_match_graph():
     env = make("resnet50")
     obs, _ = env.reset(seed=1)
     g = env.graph
-    assert obs["node_features"].shape == (g.num_nodes, workloads.NUM_NODE_FEATURES)
+    assert obs["node_features"].shape == (g.num_nodes, NUM_NODE_FEATURES)
     np.testing.assert_array_equal(obs["edge_index"], g.edge_index())
     np.testing.assert_array_equal(obs["decision_mask"][:, 0], g.weight_mask.astype(np.int8))
     assert obs["decision_mask"][:, 1].all()

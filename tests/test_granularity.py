@@ -15,9 +15,9 @@ from torch import nn
 import marl_gym  # noqa: F401  (registers the env)
 import marl_gym.workloads as w
 from marl_gym.backends.model import ModelBackend
+from marl_gym.envs import NUM_NODE_FEATURES, node_features
 from marl_gym.placement import Placement
 from marl_gym.workloads import (
-    NUM_NODE_FEATURES,
     WorkloadError,
     WorkloadGraph,
     build_graph,
@@ -120,7 +120,7 @@ def test_zoo_tensor_graphs_one_decision_per_parameter_tensor(name):
     if name == "resnet50":
         assert n_tensors == RESNET50_PARAMETER_TENSORS
         assert t.nodes[1].name == "bn1/bias" and t.nodes[1].part_of == "bn1" and t.nodes[1].module == "bn1"
-    assert t.node_features().shape == (t.num_nodes, NUM_NODE_FEATURES)
+    assert node_features(t).shape == (t.num_nodes, NUM_NODE_FEATURES)
     assert w.load(f"{name}@tensor") is t  # cached, and the suffix form is the same graph
 
 

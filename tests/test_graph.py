@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from marl_gym.envs import NUM_NODE_FEATURES, node_features
 from marl_gym.workloads import (
-    NUM_NODE_FEATURES,
     SCHEMA_VERSION,
     WorkloadError,
     WorkloadGraph,
@@ -42,7 +42,7 @@ def test_build_graph_derives_lifetimes_and_access():
 
 
 def test_node_features_are_finite_and_shaped():
-    f = small_graph().node_features()
+    f = node_features(small_graph())
     assert f.shape == (4, NUM_NODE_FEATURES) and f.dtype == np.float32
     assert np.isfinite(f).all()
 

@@ -10,10 +10,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import marl_gym
-from agents.milp import solve_milp
-from agents.milp_mixed import MixedMILP, solve_mixed_milp
-from marl_gym.backends.mixed import MixedModelBackend
+from agents.milp import MILP, solve_milp
 from marl_gym.backends.model import ModelBackend
+from marl_gym.envs import node_features
 from marl_gym.memory.model import AnalyticModel
 from marl_gym.mix import Mix, MixError
 from marl_gym.placement import Placement
@@ -75,7 +74,7 @@ def make_env(**kwargs):
 def test_check_env_on_zoo_mix():
     env = make_env(tasks={"resnet50": 8, "bert_base": 4}, system="optane-16g-128g")
     check_env(env, skip_render_check=True)
-    assert env.n_tasks == 12 and env.tasks == {"resnet50": 8, "bert_base": 4}
+    assert env.n_tasks == 12 and env.problem.mix.tasks == {"resnet50": 8, "bert_base": 4}
 
 
 def test_check_env_on_small_mix_and_observation_layout():
@@ -84,7 +83,7 @@ def test_check_env_on_small_mix_and_observation_layout():
     obs, _ = env.reset(seed=0)
     n1, n2 = CNN.num_nodes, MLP.num_nodes
     assert env.action_space.shape == (n1 + n2, 2)
-    np.testing.assert_array_equal(obs["node_features"], np.concatenate([CNN.node_features(), MLP.node_features()]))
+    np.testing.assert_array_equal(obs["node_features"], np.concatenate([node_features(CNN), node_features(MLP)]))
     np.testing.assert_array_equal(obs["edge_index"], np.concatenate([CNN.edge_index(), MLP.edge_index() + n1], axis=1))
     np.testing.assert_array_equal(obs["decision_mask"][:, 0], np.concatenate([CNN.weight_mask, MLP.weight_mask]))
     np.testing.assert_array_equal(obs["workload_id"], [0] * n1 + [1] * n2)
@@ -95,8 +94,8 @@ def test_check_env_on_small_mix_and_observation_layout():
 def test_single_workload_env_is_unchanged():
     env = make_env(workload="resnet50", n_tasks=4)
     obs, _ = env.reset(seed=0)
-    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system"}
-    assert env.mix is None and env.tasks is None and env.n_tasks == 4
+    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system", "budget_shares"}
+    assert not env.is_mix and env.n_tasks == 4 and env.graph.name == "resnet50"
     assert make_env().graph.name == "wide_resnet101_2" and make_env().n_tasks == 1
 
 
@@ -112,14 +111,14 @@ def test_bad_mix_arguments_raise_clear_errors():
     with pytest.raises(MixError, match="empty"):
         Mix.of({})
     with pytest.raises(ValueError, match="analytic model only"):
-        make_env(tasks={"resnet50": 2}, backend="native")
+        make_env(tasks={"resnet50": 2, "bert_base": 1}, backend="native")
 
 
 def test_one_workload_mix_equals_model_backend():
     """A mix of one workload is exactly n identical tasks."""
     rng = np.random.default_rng(0)
     for n in (1, 32):
-        mixed = MixedModelBackend({"wide_resnet101_2": n}, "optane-16g-128g")
+        mixed = ModelBackend({"wide_resnet101_2": n}, "optane-16g-128g")
         single = ModelBackend("wide_resnet101_2", "optane-16g-128g", n_tasks=n)
         assert mixed.baseline_latencies() == single.baseline_latencies()
         N = mixed.graph.num_nodes
@@ -138,8 +137,8 @@ def test_overflowing_the_shared_dram_is_invalid_even_when_each_workload_alone_fi
     for g, c, p in zip((CNN, MLP), (3, 2), all_fast):
         alone = ModelBackend(g, system, n_tasks=c).evaluate(p)
         assert alone.valid and alone.overflow_bytes == 0
-    mixed = MixedModelBackend(TASKS, system)
-    ev = mixed.evaluate(mixed.join(all_fast))
+    mixed = ModelBackend(TASKS, system)
+    ev = mixed.evaluate(mixed.mix.join(all_fast))
     need = 3 * AnalyticModel(CNN).tensor_footprint_bytes + 2 * AnalyticModel(MLP).tensor_footprint_bytes
     assert need > SMALL_FAST_BYTES
     assert not ev.valid
@@ -157,17 +156,17 @@ def test_overflowing_the_shared_dram_is_invalid_even_when_each_workload_alone_fi
 def test_shared_dram_boundary_is_exact():
     """Valid with exactly the bytes the tasks need together, invalid with one byte less."""
     rng = np.random.default_rng(4)
-    probe = MixedModelBackend(TASKS, small_system())
+    probe = ModelBackend(TASKS, small_system())
     N = probe.graph.num_nodes
     p = Placement(rng.random(N) < 0.5, rng.random(N) < 0.5)
     used = int(probe.evaluate(p).extra["fast_used_bytes"])
-    assert MixedModelBackend(TASKS, small_system(used)).evaluate(p).valid
-    tight = MixedModelBackend(TASKS, small_system(used - 1)).evaluate(p)
+    assert ModelBackend(TASKS, small_system(used)).evaluate(p).valid
+    tight = ModelBackend(TASKS, small_system(used - 1)).evaluate(p)
     assert not tight.valid and tight.overflow_bytes == 1
 
 
 def test_baselines_use_the_whole_mix():
-    mixed = MixedModelBackend(TASKS, small_system())
+    mixed = ModelBackend(TASKS, small_system())
     per = mixed.baseline_latencies_per_workload()
     mean = mixed.baseline_latencies()
     for mode in ("dram_only", "memory_mode", "all_slow"):
@@ -213,7 +212,13 @@ def _all_placements(g) -> tuple[np.ndarray, np.ndarray]:
     return W, codes[:, len(w_idx) :].astype(np.float64)
 
 
-def brute_force_optimum(mixed: MixedModelBackend) -> float:
+def problem_for(backend: ModelBackend):
+    """The problem an env poses for the same workloads, system and task counts as `backend`."""
+    tasks = list(zip(backend.mix.graphs, backend.mix.counts))
+    return make_env(tasks=tasks, system=backend.system, baseline="dram_only").unwrapped.problem
+
+
+def brute_force_optimum(mixed: ModelBackend) -> float:
     """Exhaustive: every placement of each workload, then the best feasible pair (slow tier never binds here)."""
     (m1, m2), (c1, c2) = mixed.models, mixed.counts
     lat, peak = [], []
@@ -231,17 +236,17 @@ def brute_force_optimum(mixed: MixedModelBackend) -> float:
 
 
 def test_milp_on_a_small_mix_equals_brute_force_and_the_model():
-    mixed = MixedModelBackend(TASKS, small_system())
+    mixed = ModelBackend(TASKS, small_system())
     assert not mixed.evaluate(Placement.all_fast(mixed.graph.num_nodes)).valid  # the DRAM binds
-    sol = solve_mixed_milp(mixed, mip_rel_gap=0.0, time_limit_s=30)
+    sol = solve_milp(problem_for(mixed), mip_rel_gap=0.0, time_limit_s=30)
     assert sol.optimal and sol.valid
     ev = mixed.evaluate(sol.placement)
     assert ev.valid
     assert sol.objective_s == pytest.approx(ev.latency_s, rel=1e-9)  # the program's objective is the model's latency
     assert ev.latency_s == pytest.approx(brute_force_optimum(mixed), rel=1e-9)
     # per-workload placements beat every task taking an equal DRAM share (each workload's own optimum at n = 5)
-    equal_share = mixed.join(
-        [solve_milp(AnalyticModel(g, mixed.system, 5), mip_rel_gap=0.0).placement for g in (CNN, MLP)]
+    equal_share = mixed.mix.join(
+        [solve_milp(problem_for(ModelBackend(g, mixed.system, 5)), mip_rel_gap=0.0).placement for g in (CNN, MLP)]
     )
     eq = mixed.evaluate(equal_share)
     assert eq.valid and ev.latency_s < eq.latency_s * (1 - 1e-4)
@@ -252,7 +257,7 @@ def test_agents_run_on_the_mixed_env():
     from agents.random_search import RandomSearch
 
     env = make_env(tasks=TASKS, system=small_system())
-    milp = MixedMILP(time_limit_s=30).fit(env, budget=1)
+    milp = MILP(time_limit_s=30).fit(env, budget=1)
     assert milp.best_info["valid"] and milp.evaluations == 1
     rs = RandomSearch(seed=0).fit(env, budget=64)
     assert rs.best_reward <= milp.best_reward + 1e-9
@@ -281,7 +286,7 @@ def test_milp_when_both_tiers_bind_equals_brute_force():
     fp = [AnalyticModel(g).tensor_footprint_bytes for g in (g1, g2)]
     fast = int(0.5 * (3 * fp[0] + 2 * fp[1]))
     terms = []
-    for m in MixedModelBackend([(g1, 3), (g2, 2)], small_system(fast)).models:  # capacities do not change times
+    for m in ModelBackend([(g1, 3), (g2, 2)], small_system(fast)).models:  # capacities do not change times
         W, A = _all_placements(m.graph)
         cap = m.capacity(W, A)
         terms.append((m.latencies(W, A), cap["peak_fast"], cap["peak_slow"]))
@@ -294,23 +299,21 @@ def test_milp_when_both_tiers_bind_equals_brute_force():
     ok = fits_fast & (slow_used <= slow)
     best = float(np.where(ok, total, np.inf).min())
     assert best > total[k]
-    mixed = MixedModelBackend([(g1, 3), (g2, 2)], small_system(fast, slow))
-    sol = solve_mixed_milp(mixed, mip_rel_gap=0.0, time_limit_s=30)
+    mixed = ModelBackend([(g1, 3), (g2, 2)], small_system(fast, slow))
+    sol = solve_milp(problem_for(mixed), mip_rel_gap=0.0, time_limit_s=30)
     assert sol.extra["slow_rows"] and sol.optimal and sol.valid
     assert sol.latency_s == pytest.approx(best, rel=1e-9)
     assert sol.objective_s == pytest.approx(sol.latency_s, rel=1e-9)
 
 
-def test_plain_milp_agent_solves_a_mix_and_sb3_wrapper_keeps_mix_keys():
+def test_milp_agent_solves_a_mix_and_sb3_wrapper_keeps_mix_keys():
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    from agents.milp import MILP
     from marl_gym.wrappers import SB3PlacementWrapper
 
     env = make_env(tasks=TASKS, system=small_system())
-    joint = MixedMILP(time_limit_s=30).fit(env, budget=1)
-    plain = MILP(time_limit_s=30).fit(env, budget=1)
-    assert plain.best_reward == pytest.approx(joint.best_reward, rel=1e-9)
+    joint = MILP(time_limit_s=30).fit(env, budget=1)
+    assert joint.best_info["valid"] and joint.meta["milp"]["optimal"]
     wrapped = SB3PlacementWrapper(make_env(tasks=TASKS, system=small_system()), obs_mode="dict")
     assert {"workload_id", "workload_tasks"} <= set(wrapped.observation_space.spaces)
     sb3_check_env(wrapped, warn=False)

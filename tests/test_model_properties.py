@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -243,17 +244,21 @@ def test_noise_is_reproducible_and_zero_noise_is_deterministic():
         output_nodes=[1],
     )
     p = Placement.all_slow(2)
-    quiet = ModelBackend(g, n_tasks=2)
-    assert quiet.evaluate(p).latency_s == quiet.evaluate(p).latency_s
-    noisy = ModelBackend(g, n_tasks=2, noise=0.1)
-    x1 = noisy.evaluate(p, rng=np.random.default_rng(3)).latency_s
-    x2 = noisy.evaluate(p, rng=np.random.default_rng(3)).latency_s
-    x3 = noisy.evaluate(p, rng=np.random.default_rng(4)).latency_s
+    quiet = gym.make("HeteroMemPlacement-v0", workload=g, n_tasks=2).unwrapped.problem
+    assert quiet.evaluate(p)[1].latency_s == quiet.evaluate(p)[1].latency_s
+    noisy = gym.make("HeteroMemPlacement-v0", workload=g, n_tasks=2, noise=0.1).unwrapped.problem
+    x1 = noisy.evaluate(p, np.random.default_rng(3))[1].latency_s
+    x2 = noisy.evaluate(p, np.random.default_rng(3))[1].latency_s
+    x3 = noisy.evaluate(p, np.random.default_rng(4))[1].latency_s
     assert x1 == x2 != x3
-    assert noisy.evaluate(p).extra["model_latency_s"] == pytest.approx(quiet.evaluate(p).latency_s)
-    b1 = noisy.evaluate_batch(np.zeros((3, 2), bool), np.zeros((3, 2), bool), rng=np.random.default_rng(5))
-    b2 = noisy.evaluate_batch(np.zeros((3, 2), bool), np.zeros((3, 2), bool), rng=np.random.default_rng(5))
+    ev = noisy.evaluate(p, np.random.default_rng(3))[1]
+    assert ev.extra["model_latency_s"] == quiet.evaluate(p)[1].latency_s != ev.latency_s
+    with pytest.raises(ValueError, match="generator"):
+        noisy.evaluate(p)  # noise needs a generator to draw from: never a hidden global one
+    _, b1 = noisy.evaluate_batch(np.zeros((3, 2, 2), np.int8), np.random.default_rng(5))
+    _, b2 = noisy.evaluate_batch(np.zeros((3, 2, 2), np.int8), np.random.default_rng(5))
     np.testing.assert_array_equal(b1.latency_s, b2.latency_s)
+    assert len(set(b1.latency_s.tolist())) == 3  # each row its own draw
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -270,7 +275,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="n_tasks"):
         ModelBackend(g, n_tasks=0)
     with pytest.raises(ValueError, match="noise"):
-        ModelBackend(g, noise=-1)
+        gym.make("HeteroMemPlacement-v0", workload=g, noise=-1)
     with pytest.raises(ValueError, match="known modes"):
         b.model.mode_latency("cache")
     with pytest.raises(ValueError, match="known systems"):

@@ -198,7 +198,9 @@ class EGRL:
                     f"{self.envs[0].graph.in_channels}: one GNN can only read graphs of the same feature width"
                 )
             evaluator = evaluators[i] if evaluators is not None else InProcessBatchEvaluator(env)
-            session = EvaluationSession(evaluator, self.budget, problem.decision_mask, cache=self.config.cache_evaluations)
+            session = EvaluationSession(
+                evaluator, self.budget, problem.decision_mask, cache=self.config.cache_evaluations
+            )
             self.envs.append(_Env(env, g, session, problem.name, _fingerprint(problem, g)))
 
     def _init_state(self) -> None:
@@ -480,7 +482,9 @@ class EGRL:
         }
         if len(self.envs) > 1:
             meta["trained_on"] = [x.name for x in self.envs]
-        return e.session.tracker.result(self.budget, self.name_with_ablation, e.name, meta)
+        result = e.session.tracker.result(self.budget, self.name_with_ablation, e.name, meta)
+        result.evaluations = e.session.charged  # this env's own (the budget is shared by all envs)
+        return result
 
     def multi_result(self) -> MultiWorkloadResult:
         per_env = [self.result(i) for i, e in enumerate(self.envs) if e.session.tracker.best_action is not None]
@@ -712,4 +716,3 @@ class _NoEvaluator:
 
     def close(self) -> None:
         pass
-

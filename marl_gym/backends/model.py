@@ -134,7 +134,12 @@ class ModelBackend:
             pf.append(cap["peak_fast"])
             ps.append(cap["peak_slow"])
             fw.append(cap["fast_weights"])
-        return {"latency": np.array(lat), "peak_fast": np.array(pf), "peak_slow": np.array(ps), "fast_weights": np.array(fw)}
+        return {
+            "latency": np.array(lat),
+            "peak_fast": np.array(pf),
+            "peak_slow": np.array(ps),
+            "fast_weights": np.array(fw),
+        }
 
     def combine(self, terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Mix-level results from `workload_terms`: mean latency, per-task mean bytes, validity, overflow."""
@@ -220,6 +225,8 @@ class ModelBackend:
                 "slow_budget_bytes": self.slow_capacity_per_task_bytes,
                 "slow_capacity_bytes": self.slow_capacity_bytes,
                 "slow_used_bytes": used_slow,
+                "overflow_total_bytes": max(used_fast - self.fast_capacity_bytes, 0.0)
+                + max(used_slow - self.slow_capacity_bytes, 0.0),
                 "compute_s": float(self._mean(compute_s)),
                 "memory_bound_nodes": memory_bound,
                 "system": self.system.name,

@@ -123,6 +123,8 @@ class NativeBackend:
     """Measured inference through the tiering allocator (see the module docstring)."""
 
     name = "native"
+    deterministic = False
+    """Measured runs: evaluating a placement twice gives two different latencies."""
 
     def __init__(
         self,

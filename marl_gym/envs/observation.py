@@ -50,6 +50,7 @@ def system_features(problem: PlacementProblem) -> np.ndarray:
         dtype=np.float32,
     )
 
+
 FEATURE_NAMES: tuple[str, ...] = (
     "log_weight_bytes",
     "log_output_bytes",

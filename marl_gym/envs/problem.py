@@ -76,7 +76,9 @@ class PlacementProblem:
             raise ValueError(f"unknown baseline {baseline!r}; choose one of {sorted(baselines)}")
         graph = mix.graph
         per_task = [float(g.total_weight_bytes + g.live_bytes_by_step().max()) for g in mix.graphs]
-        footprint = per_task[0] if len(per_task) == 1 else sum(c * b for c, b in zip(mix.counts, per_task)) / mix.n_tasks
+        footprint = (
+            per_task[0] if len(per_task) == 1 else sum(c * b for c, b in zip(mix.counts, per_task)) / mix.n_tasks
+        )
         reward_fn = Reward(
             reward,
             baseline,
@@ -148,7 +150,9 @@ class PlacementProblem:
         try:
             arr = np.asarray(actions)
         except ValueError as exc:  # ragged nested lists
-            raise ActionError(f"actions must be a rectangular array of 0/1, got {type(actions).__name__}: {exc}") from None
+            raise ActionError(
+                f"actions must be a rectangular array of 0/1, got {type(actions).__name__}: {exc}"
+            ) from None
         if arr.dtype == object:
             raise ActionError("actions must be a rectangular array of 0/1 (got a ragged or mixed-type sequence)")
         n = self.num_nodes

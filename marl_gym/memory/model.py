@@ -239,7 +239,9 @@ class AnalyticModel:
         self._dense = n <= DENSE_MAX_NODES
         self._De_dense = self._De.toarray() if self._dense else None
         if self._dense:
-            self._live_bytes = live_matrix(self.produced, self.last_use).T * self.output_bytes[:, None]  # (nodes, steps)
+            self._live_bytes = (
+                live_matrix(self.produced, self.last_use).T * self.output_bytes[:, None]
+            )  # (nodes, steps)
         else:
             self._live_delta_T = live_delta_matrix(self.produced, self.last_use, self.output_bytes, n)  # (steps, nodes)
 
@@ -515,7 +517,7 @@ def memory_mode_hit_rate_of(system: MemorySystem, tasks_tensor_bytes: float) -> 
     """Memory Mode hit rate when all running tasks together hold `tasks_tensor_bytes` of tensors.
 
     `AnalyticModel.memory_mode_hit_rate` with the working set of any set of tasks (n identical ones, or
-    a mix of workloads, `marl_gym.backends.mixed`): WS = tasks_tensor_bytes + hot part of the reserve,
+    a mix of workloads, `marl_gym.backends.model`): WS = tasks_tensor_bytes + hot part of the reserve,
     h = (C / WS) * (1 - exp(-WS / C)) with C the fast capacity.
     """
     ws = float(tasks_tensor_bytes) + system.reserve_hot_fraction * system.system_reserve_bytes
