@@ -16,7 +16,7 @@ from marl_gym.memory import MODES, get_system
 from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
 from marl_gym.workloads import WorkloadGraph, to_tensor_granularity
-from marl_gym.workloads.graph import build_graph
+from marl_gym.workloads.builder import build_graph
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SYSTEM_NAMES = ["optane-16g-128g", "cxl-16g-128g", "numa-16g-128g"]

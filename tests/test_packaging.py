@@ -4,12 +4,14 @@ analytic model on the shipped zoo graphs. Built and installed for real into a fr
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+COPY_IGNORE = (".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", "runs")
 
 CORE_SCRIPT = """
 import sys
@@ -27,13 +29,16 @@ print(",".join(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "agents
 
 
 def test_core_install_without_extras_makes_and_steps_the_env(tmp_path):
+    # a copy of the sources: building in the checkout would write build/ into it under the other tests' feet
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*COPY_IGNORE))
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     python = env_dir / "bin" / "python"
     pip_env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     pip_env.pop("PYTHONPATH", None)
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(ROOT)],
+        [str(python), "-m", "pip", "install", "--quiet", str(src)],
         capture_output=True,
         text=True,
         env=pip_env,
