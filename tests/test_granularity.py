@@ -131,7 +131,7 @@ def test_json_round_trip_of_tensor_graph(tmp_path):
     back = WorkloadGraph.from_json(path)
     assert back == t and back.granularity == "tensor"
     assert [n.part_of for n in back.nodes] == [n.part_of for n in t.nodes]
-    assert json.loads(path.read_text())["schema_version"] == w.SCHEMA_VERSION == 2
+    assert json.loads(path.read_text())["schema_version"] == w.SCHEMA_VERSION == 3
     assert w.resolve(f"{path}@tensor") == t  # already at tensor granularity: unchanged
     layer_path = tmp_path / "r50.json"
     w.load("resnet50").to_json(layer_path)
