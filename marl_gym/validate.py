@@ -171,8 +171,9 @@ def _pct(x: float | None, spec: str = "+.1f") -> str:
 
 def format_table(rows: Sequence[Row], summary: dict[str, Any]) -> str:
     lines = [f"{'id':40s} {'measured':>10s} {'model':>10s} {'unit':5s} {'error':>9s}  flags"]
+    order = {g: i for i, g in enumerate(dict.fromkeys(r.group for r in rows))}
     group = None
-    for r in rows:
+    for r in sorted(rows, key=lambda r: order[r.group]):  # stable: each group together, in file order
         if r.group != group:
             group = r.group
             lines.append(f"--- {group}")

@@ -19,7 +19,7 @@ from marl_gym.measurements import (
 )
 from marl_gym.memory.systems import get_system
 from marl_gym.predictions import PredictionError, Predictor, mix_rule
-from marl_gym.validate import build_row, build_rows, main, relative_error, summarize
+from marl_gym.validate import build_row, build_rows, format_table, main, relative_error, summarize
 
 # Groups whose queries need no placement search or capacity sweep: quick to run in full.
 QUICK_GROUPS = ["bandwidth_vs_threads", "peak_bandwidth", "idle_latency", "loaded_latency", "rw_mix"]
@@ -262,3 +262,11 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     # a point the model cannot answer makes the run fail (exit 1) and shows an ERROR row
     assert main(["--data", str(bad), "--groups", broken["points"][0]["group"]]) == 1
     assert "ERROR" in capsys.readouterr().out
+
+
+def test_table_prints_each_group_once_even_when_rows_interleave():
+    rows = [build_row(_point(id=i, group=g), lambda q: 8.0) for i, g in (("a", "g1"), ("b", "g2"), ("c", "g1"))]
+    text = format_table(rows, summarize(rows))
+    assert text.count("--- g1") == 1 and text.count("--- g2") == 1
+    first_word = [line.split()[0] if line.split() else "" for line in text.splitlines()]
+    assert first_word.index("a") < first_word.index("c") < text.splitlines().index("--- g2")
