@@ -278,7 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         settings = {"threads_per_task": args.threads_per_task, "groups": args.groups, "data": args.data}
         text = json.dumps(result_document(rows, summary, args_list, settings), indent=1, allow_nan=False)
-        atomic_write_text(args.json, text + "\n")
+        try:
+            atomic_write_text(args.json, text + "\n")
+        except OSError as exc:
+            print(f"error: cannot write {args.json}: {exc}", file=sys.stderr)
+            return 2
     return 1 if summary["failed"] else 0
 
 

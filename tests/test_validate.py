@@ -253,6 +253,10 @@ def test_cli_writes_a_strict_json_table_atomically(tmp_path, capsys):
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["--groups", "nonsense"]) == 2
     assert "unknown group" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["--groups", "idle_latency", "--json", str(blocker / "out.json")]) == 2  # parent is a file
+    assert "cannot write" in capsys.readouterr().err
     assert main(["--threads-per-task", "0"]) == 2
     bad = tmp_path / "m.json"
     doc = json.loads(DEFAULT_PATH.read_text())
