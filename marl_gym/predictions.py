@@ -3,7 +3,7 @@
 A query (the `predict` field of a point in `marl_gym/memory/published_measurements.json`) names a quantity
 and its conditions; `Predictor` answers it through the model's public interface only: `get_system`, a
 system's `fast`/`slow` devices and their `bandwidth_gbps` / `latency_ns`, `ModelBackend` (its
-`baseline_latencies`, `max_tasks`, `footprint_bytes`) and `greedy_placement`. Nothing here reads the
+`baseline_latencies`, `max_tasks`, `task_bytes`) and, given by the caller, an optimised placement. Nothing here reads the
 model's internals, so the comparison keeps working when they are rewritten.
 
 Query kinds (all fields JSON):
@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from marl_gym.backends.model import ModelBackend
-from marl_gym.memory.search import greedy_placement
 from marl_gym.memory.systems import get_system
 
 TIERS = ("fast", "slow")
@@ -66,13 +66,18 @@ class Predictor:
     `threads_per_task` is passed to every `ModelBackend` a query builds (None = the model's default).
     """
 
-    def __init__(self, threads_per_task: int | None = None) -> None:
+    def __init__(
+        self, threads_per_task: int | None = None, placement_latency: Callable[[ModelBackend], float] | None = None
+    ) -> None:
         if threads_per_task is not None and (isinstance(threads_per_task, bool) or threads_per_task < 1):
             raise PredictionError(f"threads_per_task must be a positive integer, got {threads_per_task!r}")
         self.threads_per_task = threads_per_task
         self._systems: dict[str, Any] = {}
         self._backends: dict[tuple[Any, ...], ModelBackend] = {}
         self._placements: dict[tuple[Any, ...], float] = {}
+        self.placement_latency = placement_latency
+        """Latency of an optimised placement on a backend (the paper's MARL rows); the library has no optimiser,
+        so this is given by a caller above it (`marl-gym validate` passes the MILP); None skips those rows."""
 
     # ------------------------------------------------------------ dispatch
     def __call__(self, query: dict[str, Any]) -> float:
@@ -163,8 +168,13 @@ class Predictor:
         mode = _need(q, "mode")
         if mode == "placement":
             key = (q["workload"], json.dumps(q["system"], sort_keys=True), n, self.threads_per_task)
+            if self.placement_latency is None:
+                raise PredictionError(
+                    "an optimised placement needs an optimiser, which the library does not have: run "
+                    "`marl-gym validate` (it solves the MILP) to include this row"
+                )
             if key not in self._placements:
-                self._placements[key] = float(greedy_placement(b)[1])
+                self._placements[key] = float(self.placement_latency(b))
             return self._placements[key]
         latencies = b.baseline_latencies()
         if mode not in latencies:
@@ -176,7 +186,7 @@ class Predictor:
         b = self.backend(workload, system, 1)
         if q.get("task_bytes") is not None:
             base = self.system(system)
-            tensors = b.footprint_bytes - base.framework_overhead_bytes
+            tensors = b.task_bytes - base.framework_overhead_bytes
             overhead = float(q["task_bytes"]) - tensors
             if overhead < 0:
                 raise PredictionError(f"{workload}: its tensors alone hold {tensors:.3g} B > task_bytes")
