@@ -432,17 +432,10 @@ def solve_milp(
         factors = (float(true.factor[0, 0]), float(true.factor[1, 0]))
         if any(abs(factors[0] - a) < 1e-9 and abs(factors[1] - b) < 1e-9 for a, b in seen):
             break
-    if best is None:  # no valid placement at all (the tiers cannot hold the tasks)
-        sol = _FixedLoad(model, (1.0, 1.0)).solve(
-            highspy, start, time_limit_s, mip_rel_gap, threads, verbose, max_resolves
-        )
-        best = (math.inf, sol.placement, sol)
-    latency, placement, sol = best
+    latency, placement, sol = best if best is not None else (math.inf, sol.placement, sol)
     if start_candidate is not None and start_latency is not None and start_latency < latency:
-        valid = bool(
-            model.evaluate_batch(start_candidate.weights_fast[None], start_candidate.activations_fast[None]).valid[0]
-        )
-        if valid:  # the warm start beat every fixed-factor optimum at its true factors
+        start_valid = model.evaluate_batch(start_candidate.weights_fast[None], start_candidate.activations_fast[None])
+        if bool(start_valid.valid[0]):  # the warm start beat every solve at its true factors (or a solve timed out)
             latency, placement = start_latency, start_candidate
     lower, f_lo, bound_time = _load_lower_bound(
         highspy, model, latency, sol, time_limit_s, mip_rel_gap, threads, verbose

@@ -426,10 +426,7 @@ OPTANE_DCPMM_100_X6 = Device(
         }
     ),
     small_reads=(
-        (
-            64,
-            _os_curve({1: 1.80, 2: 3.49, 3: 5.02, 4: 6.32, 6: 8.50, 8: 9.16, 12: 9.56, 16: 9.63, 24: 9.83}),
-        ),  # src: OS raw 64 B
+        (64, _os_curve({1: 1.80, 2: 3.49, 4: 6.32, 6: 8.50, 8: 9.16, 12: 9.56, 16: 9.63, 24: 9.83})),  # src: OS raw
         (256, _os_curve({1: 2.71, 4: 10.6, 8: 20.0, 16: 34.4, 24: 37.3})),  # src: MM T3, Optane R 256 B
     ),
     small_writes=(
@@ -444,10 +441,7 @@ OPTANE_DCPMM_100_X6 = Device(
         (0.23, 1.06),  # src: same file (x = write GB/s / 12.04 saturated; idle 163.8 ns)
         (0.65, 1.15),  # src: same file
         (0.91, 1.33),  # src: same file
-        (
-            1.00,
-            1.62,
-        ),  # src: same file; assumption: the curve under write load stands for any load (no read-load curve found)
+        (1.00, 1.62),  # src: same file; assumption: stands for any load (no read-load curve found)
     ),
     mix_penalty=(  # src: OS graphs/17-numa.csv local Optane, 4 threads: measured mixes vs the additive rule
         (0.20, 0.0027),  # src: 4:1 R:W 13.84 GB/s vs additive 14.38 (model_v2 notes §5)
@@ -560,7 +554,8 @@ REMOTE_NUMA_DDR4 = Device(
     read_latency_ns=81.4 * 310 / 190,  # src: see the line above; MM §2 measures 133 ns at the lightest load
     random_read_latency_ns=101.5 * 310 / 190,  # src: same ratio applied to MD §0 DRAM random read
     write_latency_ns=86.9,  # assumption: stores retire at the local write-pending queue as for local DRAM
-    random_write_factor=2.24 / 2.30,  # src: MM T3 remote NT 64 B 2.24 vs MM T2 2.30 GB/s (1 thread)
+    # assumption: 64-B plain stores lose what they lose on local DRAM (MM T3 2.10 vs T2 5.61 GB/s, one thread)
+    random_write_factor=2.10 / 5.61,  # assumption: see the line above (MM T3 has only remote ntstores)
     ordinary_store_factor=1.0,  # assumption: no plain-store curve measured remotely; stores stream as ntstores
     line_bytes=64,  # src: DRAM granularity (MD §0)
     loaded_latency=(  # src: MM §2, OS graphs/06-bandwidth_seqwrite_latency.csv, remote DRAM under writes (x / 30.2)
@@ -576,7 +571,7 @@ REMOTE_NUMA_DDR4 = Device(
         "random_read_latency_ns": "MD §0 x 310/190",
         "write_latency_ns": "assumption: local write-pending queue",
         "random_read_factor": "unused: small_reads are measured",
-        "random_write_factor": "MM T3 / T2 remote NT",
+        "random_write_factor": "assumption: local DRAM's 64-B plain-store ratio (MM T3 / T2)",
         "ordinary_store_factor": "assumption",
         "line_bytes": "MD §0",
         "loaded_latency": "OS graphs/06-bandwidth_seqwrite_latency.csv (remote DRAM)",
@@ -585,9 +580,8 @@ REMOTE_NUMA_DDR4 = Device(
 
 _CXL_ADDED_NS = 216.3 - 114.4  # src: MM §3, Mess Intel-EMR: CXL expander idle 216 ns vs local DDR5 114 ns (same box)
 _CXL_PEAK_GBPS = 51.9  # src: MM §3, Mess Intel-EMR CXL/binding_one_device, reads saturate near 52 GB/s
-_CXL_ONE_THREAD_GBPS = (
-    7.86 * MIB * 101.5 / (101.5 + _CXL_ADDED_NS)
-)  # assumption: Little's law, a thread's DRAM bandwidth (MM T2) x idle latency ratio
+# assumption: Little's law: one thread's DRAM bandwidth (MM T2, 7.86) x the idle latency ratio
+_CXL_ONE_THREAD_GBPS = 7.86 * MIB * 101.5 / (101.5 + _CXL_ADDED_NS)  # assumption: see the line above
 
 CXL_TYPE3_DDR5_X8 = Device(
     name="cxl-type3-x8",
@@ -603,9 +597,11 @@ CXL_TYPE3_DDR5_X8 = Device(
     read_latency_ns=81.4 + _CXL_ADDED_NS,  # src: MD §0 local DRAM + MM §3 measured CXL excess (+102 ns)
     random_read_latency_ns=101.5 + _CXL_ADDED_NS,  # src: MD §0 DRAM random + MM §3 (+102 ns)
     write_latency_ns=86.9 + _CXL_ADDED_NS,  # assumption: the link adds the same to stores (MM §3 read latency)
-    random_read_factor=93.0 / 101.0,  # assumption: DRAM media behind the link (MD §1 DRAM flatness)
-    random_write_factor=93.0 / 101.0,  # assumption: as reads
-    ordinary_store_factor=1.0,  # assumption: no store-type penalty measured
+    # assumption: DRAM media behind the link lose what DRAM loses on 64-B accesses (MM T3 vs T2, one thread)
+    random_read_factor=5.39 / 7.86,  # assumption: see the line above (64-B reads 5.39 vs 7.86 GB/s)
+    random_write_factor=2.10 / 5.61,  # assumption: see above (64-B plain stores 2.10 vs 5.61 GB/s)
+    # assumption: plain stores read each line first (RFO) as on DRAM (MM T2: 48.09 plain vs 78.75 ntstore at 24 thr)
+    ordinary_store_factor=48.09 / 78.75,  # assumption: see the line above
     line_bytes=64,  # src: CXL.mem transfers 64-B cache lines (CXL 2.0 spec flit payload per line)
     loaded_latency=(  # src: MM §3, Mess Intel-EMR CXL 100% reads (216 ns idle, 51.9 GB/s peak)
         (0.40, 1.04),  # src: same curve
@@ -620,9 +616,9 @@ CXL_TYPE3_DDR5_X8 = Device(
         "read_latency_ns": "MD §0 + MM §3 (Mess: +102 ns over local DDR5)",
         "random_read_latency_ns": "MD §0 + MM §3",
         "write_latency_ns": "assumption, MM §3",
-        "random_read_factor": "assumption (DRAM media)",
-        "random_write_factor": "assumption",
-        "ordinary_store_factor": "assumption",
+        "random_read_factor": "assumption: DRAM's 64-B read ratio (MM T3 / T2)",
+        "random_write_factor": "assumption: DRAM's 64-B plain-store ratio (MM T3 / T2)",
+        "ordinary_store_factor": "assumption: DRAM's plain/ntstore ratio (MM T2), read-for-ownership over the link",
         "line_bytes": "CXL 2.0 spec",
         "loaded_latency": "MM §3 Mess Intel-EMR CXL memory_curves.csv",
     },
