@@ -303,7 +303,7 @@ class _Block(Decisions):
 
 class _Columns:
     """Column layout ``[x_0, t_0, x_1, t_1, ..., P_0..P_{K-1}, S_0..S_{K-1}, L, E]`` (S only when the slow tier
-    binds, E only when the slow device has a read/write mixing penalty)."""
+    binds; E and its branch z only when the slow device has a read/write mixing penalty)."""
 
     def __init__(self, blocks: list[_Block], slow_binds: bool, mixing: bool) -> None:
         self.x, self.t = [], []
@@ -320,7 +320,9 @@ class _Columns:
         self.latency = col
         col += 1
         self.mixing = col if mixing else None
-        col += 1 if mixing else 0
+        self.mix_choice = col + 1 if mixing else None
+        """0: the measured (convex) branch of the mixing penalty, 1: past the measurements, along the reads."""
+        col += 2 if mixing else 0
         self.n = col
 
     def rows(
@@ -641,13 +643,26 @@ class _FixedLoad:
         self.reads = [b.traffic_x("read_slow_bytes") for b in blocks]
         self.writes = [b.traffic_x("write_slow_bytes") for b in blocks]
         if cols.mixing is not None:
+            # E = min(max_k line_k(R, W), rate R) (`Device.mix_penalty_s`): a binary z picks the branch,
+            # big-M the largest penalty any placement can have (every read and write on the slow tier)
+            rate = model.system.slow.mix_read_rate / GB
+            read_max = float(sum(c * (r[0] + np.maximum(r[1], 0).sum()) for c, r in zip(counts, self.reads)))
+            write_max = float(sum(c * (w[0] + np.maximum(w[1], 0).sum()) for c, w in zip(counts, self.writes)))
+            big_m = max(rate * read_max, *(a * read_max / GB + (a + b) * write_max / GB for a, b in self.mix_lines))
+            big_m = max(big_m, 1e-12) * 2.0 / lat_unit
+            self.integral[cols.mix_choice] = True
             for a_line, b_line in self.mix_lines:
                 alpha, beta = a_line / GB, (a_line + b_line) / GB
                 const = float(sum(c * (alpha * r[0] + beta * w[0]) for c, r, w in zip(counts, self.reads, self.writes)))
                 coefs = [
                     -c * (alpha * r[1] + beta * w[1]) / lat_unit for c, r, w in zip(counts, self.reads, self.writes)
                 ]
-                add(cols.x_row(blocks, coefs, {cols.mixing: 1.0 / lat_unit}), const / lat_unit, np.inf)
+                extra = {cols.mixing: 1.0 / lat_unit, cols.mix_choice: big_m}
+                add(cols.x_row(blocks, coefs, extra), const / lat_unit, np.inf)
+            const = float(sum(c * rate * r[0] for c, r in zip(counts, self.reads)))
+            coefs = [-c * rate * r[1] / lat_unit for c, r in zip(counts, self.reads)]
+            extra = {cols.mixing: 1.0 / lat_unit, cols.mix_choice: -big_m}
+            add(cols.x_row(blocks, coefs, extra), const / lat_unit - big_m, np.inf)
         # the shared tiers
         self.fast_room = model.fast_capacity_bytes - float(sum(c * b.fixed_fast for c, b in zip(counts, blocks)))
         self.fast_row = sum(r.shape[0] for r in rows)
