@@ -23,6 +23,7 @@ a curve scale `write` by `ordinary_store_factor`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -121,7 +122,8 @@ class Device:
     increasing in both; empty = latency does not rise with load."""
     mix_penalty: tuple[tuple[float, float], ...] = ()
     """Extra seconds per GB when reads and writes share the device: (write share of the bytes, s/GB) points of a
-    convex piecewise-linear function through (0, 0); empty = reads and writes simply add (no penalty)."""
+    convex piecewise-linear function through (0, 0); beyond the last point the penalty follows the reads
+    (`mix_read_rate`); empty = reads and writes simply add (no penalty)."""
     description: str = ""
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     """Where each number comes from (field name -> citation)."""
@@ -212,8 +214,8 @@ class Device:
         return np.interp(u, us, fs)
 
     def mix_lines(self) -> tuple[tuple[float, float], ...]:
-        """The mixing penalty as lines (a, b): extra s/GB = max_k (a_k + b_k * write share), >= 0; its perspective
-        (R + W) * max_k(a_k + b_k W/(R + W)) = max_k(a_k R + (a_k + b_k) W) is linear per line (exact in a MILP)."""
+        """The measured part of the mixing penalty as lines (a, b): extra s/GB = max_k (a_k + b_k * write share);
+        its perspective (R + W) * max_k(a_k + b_k W/(R + W)) = max_k(a_k R + (a_k + b_k) W) is linear per line."""
         if not self.mix_penalty:
             return ()
         xs = [0.0] + [s for s, _ in self.mix_penalty]
@@ -224,14 +226,28 @@ class Device:
             lines.append((y0 - b * x0, b))
         return tuple(lines)
 
+    @property
+    def mix_read_rate(self) -> float:
+        """Seconds per GB read beyond the last measured write share s_max: the penalty there, per GB read.
+
+        Past the measurements the penalty follows the reads (writes alone interfere with nothing): it is
+        ``R e(s_max) / (1 - s_max)``, equal to the measured curve at s_max and 0 for writes only."""
+        if not self.mix_penalty:
+            return 0.0
+        s_max, e_max = self.mix_penalty[-1]
+        return e_max / (1.0 - s_max) if s_max < 1 else math.inf
+
     def mix_penalty_s(self, read_gb: np.ndarray, write_gb: np.ndarray) -> np.ndarray:
-        """Extra seconds when `read_gb` and `write_gb` share the device (0 without a `mix_penalty`)."""
+        """Extra seconds when `read_gb` and `write_gb` share the device (0 without a `mix_penalty`):
+        ``min(max_k(a_k R + (a_k + b_k) W), mix_read_rate R)`` (the measured curve, then along the reads)."""
         r = np.asarray(read_gb, dtype=np.float64)
         w = np.asarray(write_gb, dtype=np.float64)
         out = np.zeros(np.broadcast(r, w).shape)
+        if not self.mix_penalty:
+            return out
         for a, b in self.mix_lines():
             out = np.maximum(out, a * r + (a + b) * w)
-        return out
+        return np.minimum(out, self.mix_read_rate * r)
 
     def scaled(self, name: str, bandwidth: float = 1.0, latency_add_ns: float = 0.0, **changes: Any) -> Device:
         return replace(
@@ -426,10 +442,7 @@ OPTANE_DCPMM_100_X6 = Device(
         }
     ),
     small_reads=(
-        (
-            64,
-            _os_curve({1: 1.80, 2: 3.49, 3: 5.02, 4: 6.32, 6: 8.50, 8: 9.16, 12: 9.56, 16: 9.63, 24: 9.83}),
-        ),  # src: OS raw 64 B
+        (64, _os_curve({1: 1.80, 2: 3.49, 4: 6.32, 6: 8.50, 8: 9.16, 12: 9.56, 16: 9.63, 24: 9.83})),  # src: OS raw
         (256, _os_curve({1: 2.71, 4: 10.6, 8: 20.0, 16: 34.4, 24: 37.3})),  # src: MM T3, Optane R 256 B
     ),
     small_writes=(
@@ -444,16 +457,13 @@ OPTANE_DCPMM_100_X6 = Device(
         (0.23, 1.06),  # src: same file (x = write GB/s / 12.04 saturated; idle 163.8 ns)
         (0.65, 1.15),  # src: same file
         (0.91, 1.33),  # src: same file
-        (
-            1.00,
-            1.62,
-        ),  # src: same file; assumption: the curve under write load stands for any load (no read-load curve found)
+        (1.00, 1.62),  # src: same file; assumption: stands for any load (no read-load curve found)
     ),
     mix_penalty=(  # src: OS graphs/17-numa.csv local Optane, 4 threads: measured mixes vs the additive rule
         (0.20, 0.0027),  # src: 4:1 R:W 13.84 GB/s vs additive 14.38 (model_v2 notes §5)
         (0.25, 0.0086),  # src: 3:1 R:W 12.75 vs 14.33
         (0.333, 0.0258),  # src: 2:1 R:W 10.41 vs 14.23
-        (0.50, 0.0737),  # src: 1:1 R:W 6.90 vs 14.04; assumption: extended linearly beyond 50% writes (no point)
+        (0.50, 0.0737),  # src: 1:1 R:W 6.90 vs 14.04; assumption: beyond 50% writes it follows the reads (no point)
     ),
     sources={
         "read": "OS raw bandwidth.csv (1 MiB random blocks, every thread count), x MIB",
@@ -560,7 +570,8 @@ REMOTE_NUMA_DDR4 = Device(
     read_latency_ns=81.4 * 310 / 190,  # src: see the line above; MM §2 measures 133 ns at the lightest load
     random_read_latency_ns=101.5 * 310 / 190,  # src: same ratio applied to MD §0 DRAM random read
     write_latency_ns=86.9,  # assumption: stores retire at the local write-pending queue as for local DRAM
-    random_write_factor=2.24 / 2.30,  # src: MM T3 remote NT 64 B 2.24 vs MM T2 2.30 GB/s (1 thread)
+    # assumption: 64-B plain stores lose what they lose on local DRAM (MM T3 2.10 vs T2 5.61 GB/s, one thread)
+    random_write_factor=2.10 / 5.61,  # assumption: see the line above (MM T3 has only remote ntstores)
     ordinary_store_factor=1.0,  # assumption: no plain-store curve measured remotely; stores stream as ntstores
     line_bytes=64,  # src: DRAM granularity (MD §0)
     loaded_latency=(  # src: MM §2, OS graphs/06-bandwidth_seqwrite_latency.csv, remote DRAM under writes (x / 30.2)
@@ -576,7 +587,7 @@ REMOTE_NUMA_DDR4 = Device(
         "random_read_latency_ns": "MD §0 x 310/190",
         "write_latency_ns": "assumption: local write-pending queue",
         "random_read_factor": "unused: small_reads are measured",
-        "random_write_factor": "MM T3 / T2 remote NT",
+        "random_write_factor": "assumption: local DRAM's 64-B plain-store ratio (MM T3 / T2)",
         "ordinary_store_factor": "assumption",
         "line_bytes": "MD §0",
         "loaded_latency": "OS graphs/06-bandwidth_seqwrite_latency.csv (remote DRAM)",
@@ -585,9 +596,8 @@ REMOTE_NUMA_DDR4 = Device(
 
 _CXL_ADDED_NS = 216.3 - 114.4  # src: MM §3, Mess Intel-EMR: CXL expander idle 216 ns vs local DDR5 114 ns (same box)
 _CXL_PEAK_GBPS = 51.9  # src: MM §3, Mess Intel-EMR CXL/binding_one_device, reads saturate near 52 GB/s
-_CXL_ONE_THREAD_GBPS = (
-    7.86 * MIB * 101.5 / (101.5 + _CXL_ADDED_NS)
-)  # assumption: Little's law, a thread's DRAM bandwidth (MM T2) x idle latency ratio
+# assumption: Little's law: one thread's DRAM bandwidth (MM T2, 7.86) x the idle latency ratio
+_CXL_ONE_THREAD_GBPS = 7.86 * MIB * 101.5 / (101.5 + _CXL_ADDED_NS)  # assumption: see the line above
 
 CXL_TYPE3_DDR5_X8 = Device(
     name="cxl-type3-x8",
@@ -603,9 +613,11 @@ CXL_TYPE3_DDR5_X8 = Device(
     read_latency_ns=81.4 + _CXL_ADDED_NS,  # src: MD §0 local DRAM + MM §3 measured CXL excess (+102 ns)
     random_read_latency_ns=101.5 + _CXL_ADDED_NS,  # src: MD §0 DRAM random + MM §3 (+102 ns)
     write_latency_ns=86.9 + _CXL_ADDED_NS,  # assumption: the link adds the same to stores (MM §3 read latency)
-    random_read_factor=93.0 / 101.0,  # assumption: DRAM media behind the link (MD §1 DRAM flatness)
-    random_write_factor=93.0 / 101.0,  # assumption: as reads
-    ordinary_store_factor=1.0,  # assumption: no store-type penalty measured
+    # assumption: DRAM media behind the link lose what DRAM loses on 64-B accesses (MM T3 vs T2, one thread)
+    random_read_factor=5.39 / 7.86,  # assumption: see the line above (64-B reads 5.39 vs 7.86 GB/s)
+    random_write_factor=2.10 / 5.61,  # assumption: see above (64-B plain stores 2.10 vs 5.61 GB/s)
+    # assumption: plain stores read each line first (RFO) as on DRAM (MM T2: 48.09 plain vs 78.75 ntstore at 24 thr)
+    ordinary_store_factor=48.09 / 78.75,  # assumption: see the line above
     line_bytes=64,  # src: CXL.mem transfers 64-B cache lines (CXL 2.0 spec flit payload per line)
     loaded_latency=(  # src: MM §3, Mess Intel-EMR CXL 100% reads (216 ns idle, 51.9 GB/s peak)
         (0.40, 1.04),  # src: same curve
@@ -620,9 +632,9 @@ CXL_TYPE3_DDR5_X8 = Device(
         "read_latency_ns": "MD §0 + MM §3 (Mess: +102 ns over local DDR5)",
         "random_read_latency_ns": "MD §0 + MM §3",
         "write_latency_ns": "assumption, MM §3",
-        "random_read_factor": "assumption (DRAM media)",
-        "random_write_factor": "assumption",
-        "ordinary_store_factor": "assumption",
+        "random_read_factor": "assumption: DRAM's 64-B read ratio (MM T3 / T2)",
+        "random_write_factor": "assumption: DRAM's 64-B plain-store ratio (MM T3 / T2)",
+        "ordinary_store_factor": "assumption: DRAM's plain/ntstore ratio (MM T2), read-for-ownership over the link",
         "line_bytes": "CXL 2.0 spec",
         "loaded_latency": "MM §3 Mess Intel-EMR CXL memory_curves.csv",
     },
