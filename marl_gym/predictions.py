@@ -125,6 +125,7 @@ class Predictor:
     `threads_per_task` is the ``threads_per_task`` assumption (None = the model's own policy).
     `placement_latency(backend)` gives an optimised placement's latency (the library has no optimiser: a
     command above it passes one, e.g. the MILP); without it placement queries raise `NotComputed`.
+    `placement_cache` shares those latencies between predictors.
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class Predictor:
         threads_per_task: int | None = None,
         placement_latency: Callable[[ModelBackend], float] | None = None,
         assume: Mapping[str, Any] | None = None,
+        placement_cache: dict[tuple[Any, ...], float] | None = None,
     ) -> None:
         if threads_per_task is not None and (
             isinstance(threads_per_task, bool) or not isinstance(threads_per_task, int) or threads_per_task < 1
@@ -147,7 +149,8 @@ class Predictor:
         self.placement_latency = placement_latency
         self._systems: dict[str, Any] = {}
         self._backends: dict[tuple[Any, ...], ModelBackend] = {}
-        self._placements: dict[tuple[Any, ...], float] = {}
+        self._placements = {} if placement_cache is None else placement_cache
+        """Optimised latencies by (workload, system spec, tasks); predictors may share one (an optimum is slow)."""
 
     # ------------------------------------------------------------ dispatch
     def __call__(self, query: dict[str, Any]) -> float:

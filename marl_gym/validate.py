@@ -297,8 +297,12 @@ def bands(
     if not paper.points:
         return []
 
+    solved: dict[tuple[Any, ...], float] = {}  # corners repeat the same system: solve each optimum once
+
     def values(assume: dict[str, Any]) -> dict[str, float | None]:
-        predictor = Predictor(placement_latency=placement_latency, assume={**(base or {}), **assume})
+        predictor = Predictor(
+            placement_latency=placement_latency, assume={**(base or {}), **assume}, placement_cache=solved
+        )
         return {r.id: _value(r) for r in build_rows(paper, predictor)}
 
     defaults = {a.key: a.default for a in assumptions}

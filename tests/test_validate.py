@@ -533,6 +533,22 @@ def test_bands_span_each_assumption_and_all_corners(tmp_path):
     assert "all 4 corners" in text and "mm" in text
 
 
+def test_bands_solve_each_optimised_placement_once_per_distinct_system():
+    points = parse_measurements(_doc([_raw_point("opt", _mode("resnet50", 2, "placement"), unit="x")]))
+    calls = []
+
+    def optimiser(backend: ModelBackend) -> float:
+        calls.append(backend.system)
+        return backend.baseline_latencies()["all_slow"]
+
+    rho = Assumption("reserve_hot_fraction", (0.0, 0.75), 0.75, "test")
+    gflops = Assumption("core_gflops", (32.0, 128.0), 64.0, "test")
+    found = bands(points, (rho, gflops), placement_latency=optimiser)
+    # default, 3 single-assumption ends that differ from it, 2 corners that differ from those: 6 systems
+    assert len(calls) == 6 == len({(c.reserve_hot_fraction, c.core_gflops) for c in calls})
+    assert found[0].ends["core_gflops"][0] > found[0].ends["core_gflops"][1]  # slower cores, longer latency
+
+
 # ------------------------------------------------------------------- the real table and the command
 def test_paper_points_through_model_backend(data):
     rows = build_rows(data.select(["paper_ratios", "paper_capacity"]), Predictor())
