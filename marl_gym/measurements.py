@@ -211,6 +211,13 @@ def _check_point(p: Measurement, sources: dict[str, Any], where: str) -> None:
         raise MeasurementsError(f"{where}: calibration must be a string (empty: not used by the model)")
     if not isinstance(p.model_has_term, bool):
         raise MeasurementsError(f"{where}: model_has_term must be true or false, got {p.model_has_term!r}")
+    ends = p.measured_endpoints_gbps
+    if ends is not None and (
+        not isinstance(ends, dict)
+        or set(ends) != {"read", "write"}
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in ends.values())
+    ):
+        raise MeasurementsError(f"{where}: measured_endpoints_gbps must be {{'read': > 0, 'write': > 0}}, got {ends!r}")
     if p.is_claim:
         if p.value is not None:
             raise MeasurementsError(f"{where}: a claim has value null (its 'quantity' states the claim)")

@@ -159,6 +159,7 @@ def test_effects_the_model_has_no_term_for_are_flagged(data):
         (lambda d: d["points"][0].update(calibration=3), "calibration must be a string"),
         (lambda d: d["points"][0].update(model_has_term="yes"), "model_has_term"),
         (lambda d: d["units"]["MiB/ms"].update(factor=0), "factor"),
+        (lambda d: d["points"][0].update(measured_endpoints_gbps={"read": 1.0}), "measured_endpoints_gbps"),
         (lambda d: d["units"]["MiB/ms"].update(scale=2), "unit 'MiB/ms'"),
     ],
 )
