@@ -12,9 +12,12 @@ from agents.milp import solve_milp
 from agents.model_checks import main, milp_placement_latency
 from marl_gym import ENV_ID
 from marl_gym.backends.model import ModelBackend
+from marl_gym.measurements import DEFAULT_PATH
 
 
 def _data(tmp_path, n_tasks: int = 2):
+    """The package's data file with one point: all-slow latency over the optimised placement's (ResNet-50)."""
+
     def mode(m: str) -> dict:
         return {
             "kind": "mode_latency",
@@ -24,25 +27,11 @@ def _data(tmp_path, n_tasks: int = 2):
             "mode": m,
         }
 
-    point = dict(
-        id="all-slow-over-optimum",
-        group="g",
-        source="s",
-        where="w",
-        platform="p",
-        quantity="all-slow / optimised placement latency",
-        value=1.5,
-        unit="x",
-        how_read="h",
-        predict={"kind": "ratio", "num": mode("all_slow"), "den": mode("placement")},
-    )
-    doc = {
-        "schema_version": 2,
-        "description": "test",
-        "units": {"x": {"factor": 1.0, "model_unit": "x", "meaning": "ratio"}},
-        "sources": {"s": {"title": "test"}},
-        "points": [point],
-    }
+    doc = json.loads(DEFAULT_PATH.read_text())
+    ratio = {"kind": "ratio", "num": mode("all_slow"), "den": mode("placement")}
+    doc["points"] = [
+        dict(doc["points"][0], id="all-slow-over-optimum", value=1.5, unit="x", predict=ratio, calibration="")
+    ]
     path = tmp_path / "points.json"
     path.write_text(json.dumps(doc))
     return path
