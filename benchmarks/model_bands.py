@@ -31,6 +31,7 @@ from agents.milp import solve_milp
 from marl_gym.backends.model import ModelBackend
 from marl_gym.envs.problem import PlacementProblem
 from marl_gym.io import write_versioned_json
+from marl_gym.memory.devices import OPTANE_BYTE_MIX_PENALTY
 from marl_gym.memory.systems import MemorySystem, get_system
 
 SCHEMA_VERSION = 1
@@ -68,7 +69,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("nollc", "no cache level (L2 = L3 = 0)", lambda s: s.replace(l2_bytes_per_core=0, l3_bytes_per_socket=0)),
     Variant("socket1", "sockets 1 (one 22 MB L3 for all cores; default 2)", lambda s: s.replace(sockets=1)),
     Variant("dimm1", "1 Optane DIMM (optane-1dimm-16g-128g)", lambda s: get_system("optane-1dimm-16g-128g")),
-    Variant("nomix", "no read/write mixing penalty", lambda s: s.replace(slow=replace(s.slow, mix_penalty=()))),
+    Variant(
+        "bytemix",
+        "Optane's 4-thread byte-mix read/write penalty (default none)",
+        lambda s: s.replace(slow=replace(s.slow, mix_penalty=OPTANE_BYTE_MIX_PENALTY)),
+    ),
     Variant("noload", "no loaded latency (both tiers)", lambda s: _devices(s, loaded_latency=())),
     Variant("ntstore", "activations written with non-temporal stores", lambda s: _devices(s, ordinary_write=None)),
     Variant(

@@ -42,13 +42,11 @@ def v1_hit_rate(v2_hit_rate: float) -> float:
 
 def steps(base: MemorySystem) -> list[tuple[str, MemorySystem, bool]]:
     s1 = base.replace(reserve_hot_fraction=0.25)
-    s2 = s1.replace(slow=replace(s1.slow, mix_penalty=()))
-    s3 = s2.replace(fast=replace(s2.fast, loaded_latency=()), slow=replace(s2.slow, loaded_latency=()))
+    s3 = s1.replace(fast=replace(s1.fast, loaded_latency=()), slow=replace(s1.slow, loaded_latency=()))
     s4 = s3.replace(l2_bytes_per_core=0, l3_bytes_per_socket=0)
     return [
         ("v2 as shipped", base, False),
         ("+ reserve_hot_fraction 0.25 (v1)", s1, False),
-        ("+ no mixing penalty", s2, False),
         ("+ no loaded latency", s3, False),
         ("+ no cache level", s4, False),
         ("+ v1's Memory Mode hit rate", s4, True),
