@@ -24,6 +24,7 @@ from marl_gym.envs.rewards import reward_names
 from marl_gym.io import format_bytes
 from marl_gym.memory.model import MODES
 from marl_gym.workloads.graph import WorkloadGraph
+from marl_gym.workloads.registry import names as zoo_names
 
 BACKENDS = ("model", "native")
 RENDER_MODES = ("ansi", "rgb_array")
@@ -113,6 +114,17 @@ def check_backend_kwargs(backend_class: type, kwargs: Mapping[str, Any]) -> None
     if unknown:
         raise EnvArgumentError(
             f"backend_kwargs: {backend_class.__name__} takes no argument(s) {unknown}; it takes {accepted}"
+        )
+
+
+def check_native_workload(graph: WorkloadGraph, kwargs: Mapping[str, Any]) -> None:
+    """The native backend runs a real PyTorch model: the zoo model named like the graph, or `model` if given.
+
+    Refused here, before worker processes import torch and fail one by one on an unknown model name."""
+    if kwargs.get("model") is None and graph.name not in zoo_names():
+        raise EnvArgumentError(
+            f"backend 'native' runs a real PyTorch model, and workload {graph.name!r} is not a zoo model "
+            f"({', '.join(zoo_names())}): pass backend_kwargs={{'model': 'pkg.module:factory'}} or use backend='model'"
         )
 
 

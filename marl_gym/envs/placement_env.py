@@ -18,6 +18,7 @@ from marl_gym.envs.arguments import (
     capacity_error,
     check_arguments,
     check_backend_kwargs,
+    check_native_workload,
 )
 from marl_gym.envs.observation import NUM_NODE_FEATURES, SYSTEM_FEATURE_NAMES, node_features, system_features
 from marl_gym.envs.problem import PlacementProblem
@@ -193,6 +194,7 @@ class HeteroMemPlacementEnv(gym.Env):
         from marl_gym.backends.native import NativeBackend
 
         check_backend_kwargs(NativeBackend, kwargs)
+        check_native_workload(mix.graph, kwargs)
         return NativeBackend(mix.graph, system, n_tasks=mix.n_tasks, **kwargs)
 
     # --------------------------------------------------------------- views
