@@ -230,6 +230,10 @@ def test_system_files_name_the_file_and_need_a_suffix(tmp_path):
         ({"render_mode": "human3d"}, ["render_mode must be None or one of 'ansi', 'rgb_array'"]),
         ({"workload": 7}, ["workload must be a zoo name"]),
         ({"workload": None, "tasks": {"resnet50": 1}, "n_tasks": 2}, ["give either tasks="]),
+        (
+            {"workload": None, "tasks": {"resnet50": 10**400}},
+            ["task count of workload 'resnet50'", "an integer of 401 digits"],
+        ),
     ],
 )
 def test_bad_env_arguments_get_the_library_error(kwargs, fragments):
@@ -304,3 +308,15 @@ def test_rewards_stay_finite_when_the_all_slow_placement_does_not_fit():
     assert math.isinf(problem.baselines_s["all_slow"]) and math.isfinite(problem.reward.all_slow_s)
     rewards = [env.step(np.full((problem.num_nodes, 2), bit, np.int8))[1] for bit in (0, 1)]
     assert all(math.isfinite(r) for r in rewards)
+
+
+def test_the_native_backend_refuses_a_graph_that_is_no_zoo_model_before_starting_workers():
+    """Found by the fuzzer: backend='native' with a hand-made graph started workers that imported torch and
+    died one by one on the unknown model name (a RuntimeError from the backend, after seconds)."""
+    pytest.importorskip("torch")
+    own_error(
+        lambda: make(backend="native"),
+        "backend 'native' runs a real PyTorch model",
+        "workload 'tiny' is not a zoo model",
+        "backend_kwargs={'model': ",
+    )
