@@ -303,7 +303,7 @@ class _Block(Decisions):
 
 class _Columns:
     """Column layout ``[x_0, t_0, x_1, t_1, ..., P_0..P_{K-1}, S_0..S_{K-1}, L, E]`` (S only when the slow tier
-    binds, E only when the slow device has a read/write mixing penalty)."""
+    binds; E and its branch z only when the slow device has a read/write mixing penalty)."""
 
     def __init__(self, blocks: list[_Block], slow_binds: bool, mixing: bool) -> None:
         self.x, self.t = [], []
@@ -320,7 +320,9 @@ class _Columns:
         self.latency = col
         col += 1
         self.mixing = col if mixing else None
-        col += 1 if mixing else 0
+        self.mix_choice = col + 1 if mixing else None
+        """0: the measured (convex) branch of the mixing penalty, 1: past the measurements, along the reads."""
+        col += 2 if mixing else 0
         self.n = col
 
     def rows(
@@ -370,6 +372,8 @@ LOAD_PASSES = 4
 """Most solves with the loaded-latency factors re-read from the previous solution (they settle in 2-3)."""
 BOUND_ROUNDS = 8
 """Rounds of tightening the loaded-latency factors' lower bound (each two small LPs, or MILPs)."""
+REFINE_SOLVES = 3
+"""Most extra solves at factors between the bound's and the best solution's while the gap exceeds its target."""
 BOUND_GAP_TARGET = 0.01
 """The loaded-latency gap below which the LP-relaxed bound is accepted; above it the bound's busy times come
 from MILPs (tighter, slower)."""
@@ -417,30 +421,55 @@ def solve_milp(
         factors = (float(load.factor[0, 0]), float(load.factor[1, 0]))
     build_time = time.perf_counter() - t_build
 
-    best: tuple[float, Placement, MILPSolution] | None = None
-    start_candidate = start
+    candidates: list[tuple[float, Placement, MILPSolution]] = []
     seen: list[tuple[float, float]] = []
     total_solve = 0.0
+
+    def solve_at(f: tuple[float, float]) -> tuple[float, float]:
+        """Solve with the factors fixed at `f`; keep the solution as a candidate; its true factors."""
+        nonlocal total_solve
+        solved = _FixedLoad(model, f).solve(highspy, time_limit_s, mip_rel_gap, threads, verbose, max_resolves)
+        total_solve += solved.solve_time_s
+        true = model.latency_of(solved.placement.weights_fast[None], solved.placement.activations_fast[None])
+        if solved.valid:
+            candidates.append((float(true.latency[0]), solved.placement, solved))
+        seen.append(f)
+        return float(true.factor[0, 0]), float(true.factor[1, 0])
+
     while len(seen) < LOAD_PASSES:
-        sol = _FixedLoad(model, factors).solve(highspy, time_limit_s, mip_rel_gap, threads, verbose, max_resolves)
-        total_solve += sol.solve_time_s
-        true = model.latency_of(sol.placement.weights_fast[None], sol.placement.activations_fast[None])
-        latency = float(true.latency[0])
-        if sol.valid and (best is None or latency < best[0]):
-            best = (latency, sol.placement, sol)
-        seen.append(factors)
-        factors = (float(true.factor[0, 0]), float(true.factor[1, 0]))
+        factors = solve_at(factors)
         if any(abs(factors[0] - a) < 1e-9 and abs(factors[1] - b) < 1e-9 for a, b in seen):
             break
-    latency, placement, sol = best if best is not None else (math.inf, sol.placement, sol)
-    if start_candidate is not None and start_latency is not None and start_latency < latency:
-        start_valid = model.evaluate_batch(start_candidate.weights_fast[None], start_candidate.activations_fast[None])
-        if bool(start_valid.valid[0]):  # the warm start beat every solve at its true factors (or a solve timed out)
-            latency, placement = start_latency, start_candidate
+    if not candidates:  # no solve found a valid placement (the tiers cannot hold the tasks, or time ran out)
+        solved = _FixedLoad(model, (1.0, 1.0)).solve(highspy, time_limit_s, mip_rel_gap, threads, verbose, max_resolves)
+        candidates.append((math.inf, solved.placement, solved))
+    if start is not None and start_latency is not None:
+        start_valid = model.evaluate_batch(start.weights_fast[None], start.activations_fast[None])
+        if bool(start_valid.valid[0]):  # the warm start competes at its true factors
+            candidates.append((start_latency, start, candidates[0][2]))
+    latency, placement, sol = min(candidates, key=lambda c: c[0])
+    if model.system.fast.loaded_latency or model.system.slow.loaded_latency:
+        placement, latency = _polish(model, placement, latency)  # ties of a fixed-factor optimum differ in truth
     lower, f_lo, bound_time = _load_lower_bound(
         highspy, model, latency, sol, time_limit_s, mip_rel_gap, threads, verbose
     )
     total_solve += bound_time
+    # a gap left: the optimum's factors lie between the bound's and the best solution's; try points between
+    refine = 0
+    while math.isfinite(latency) and (latency - lower) / latency > BOUND_GAP_TARGET and refine < REFINE_SOLVES:
+        refine += 1
+        best_f = seen[int(np.argmin([c[0] for c in candidates[: len(seen)]]))] if len(seen) else (1.0, 1.0)
+        t = refine / (REFINE_SOLVES + 1)
+        solve_at((f_lo[0] + t * (best_f[0] - f_lo[0]), f_lo[1] + t * (best_f[1] - f_lo[1])))
+        new_latency, new_placement, new_sol = min(candidates, key=lambda c: c[0])
+        new_placement, new_latency = _polish(model, new_placement, new_latency)
+        if new_latency < latency:
+            latency, placement, sol = new_latency, new_placement, new_sol
+            bound, f_lo, bound_time = _load_lower_bound(
+                highspy, model, latency, sol, time_limit_s, mip_rel_gap, threads, verbose
+            )
+            lower = max(lower, bound)
+            total_solve += bound_time
     ev = model.evaluate(placement)
     finite = math.isfinite(latency) and latency > 0
     gap = max((latency - lower) / latency, 0.0) if finite else math.inf
@@ -468,6 +497,37 @@ def solve_milp(
             "workload_peak_fast_bytes": {name: ev.extra["workloads"][name]["peak_fast_bytes"] for name in model.names},
         },
     )
+
+
+POLISH_ROUNDS = 50
+"""Most single-decision moves `_polish` makes."""
+
+
+def _polish(model: ModelBackend, placement: Placement, latency: float) -> tuple[Placement, float]:
+    """Improve a placement by single-decision flips on the true (loaded) model while one helps and it stays valid.
+
+    A program solved with fixed load factors has ties that differ once each placement's own factors apply; a
+    flip that lowers the true latency breaks them. Every flip of a round is evaluated in one batch."""
+    if not math.isfinite(latency):
+        return placement, latency
+    n = model.graph.num_nodes
+    w, a = placement.weights_fast.copy(), placement.activations_fast.copy()
+    has_w = np.array([node.has_weights for node in model.graph.nodes])
+    keep = np.concatenate([has_w, np.ones(n, bool)])
+    rows = np.arange(n)
+    for _ in range(POLISH_ROUNDS):
+        W = np.repeat(w[None], 2 * n, axis=0)
+        A = np.repeat(a[None], 2 * n, axis=0)
+        W[rows, rows] = ~W[rows, rows]
+        A[n + rows, rows] = ~A[n + rows, rows]
+        W, A = W[keep], A[keep]
+        batch = model.evaluate_batch(W, A)
+        lat = np.where(batch.valid, batch.latency_s, np.inf)
+        k = int(np.argmin(lat))
+        if not lat[k] < latency * (1 - 1e-12):
+            break
+        latency, w, a = float(lat[k]), W[k].copy(), A[k].copy()
+    return Placement(w, a), latency
 
 
 def _load_lower_bound(
@@ -583,13 +643,26 @@ class _FixedLoad:
         self.reads = [b.traffic_x("read_slow_bytes") for b in blocks]
         self.writes = [b.traffic_x("write_slow_bytes") for b in blocks]
         if cols.mixing is not None:
+            # E = min(max_k line_k(R, W), rate R) (`Device.mix_penalty_s`): a binary z picks the branch,
+            # big-M the largest penalty any placement can have (every read and write on the slow tier)
+            rate = model.system.slow.mix_read_rate / GB
+            read_max = float(sum(c * (r[0] + np.maximum(r[1], 0).sum()) for c, r in zip(counts, self.reads)))
+            write_max = float(sum(c * (w[0] + np.maximum(w[1], 0).sum()) for c, w in zip(counts, self.writes)))
+            big_m = max(rate * read_max, *(a * read_max / GB + (a + b) * write_max / GB for a, b in self.mix_lines))
+            big_m = max(big_m, 1e-12) * 2.0 / lat_unit
+            self.integral[cols.mix_choice] = True
             for a_line, b_line in self.mix_lines:
                 alpha, beta = a_line / GB, (a_line + b_line) / GB
                 const = float(sum(c * (alpha * r[0] + beta * w[0]) for c, r, w in zip(counts, self.reads, self.writes)))
                 coefs = [
                     -c * (alpha * r[1] + beta * w[1]) / lat_unit for c, r, w in zip(counts, self.reads, self.writes)
                 ]
-                add(cols.x_row(blocks, coefs, {cols.mixing: 1.0 / lat_unit}), const / lat_unit, np.inf)
+                extra = {cols.mixing: 1.0 / lat_unit, cols.mix_choice: big_m}
+                add(cols.x_row(blocks, coefs, extra), const / lat_unit, np.inf)
+            const = float(sum(c * rate * r[0] for c, r in zip(counts, self.reads)))
+            coefs = [-c * rate * r[1] / lat_unit for c, r in zip(counts, self.reads)]
+            extra = {cols.mixing: 1.0 / lat_unit, cols.mix_choice: -big_m}
+            add(cols.x_row(blocks, coefs, extra), const / lat_unit - big_m, np.inf)
         # the shared tiers
         self.fast_room = model.fast_capacity_bytes - float(sum(c * b.fixed_fast for c, b in zip(counts, blocks)))
         self.fast_row = sum(r.shape[0] for r in rows)

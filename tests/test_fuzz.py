@@ -249,6 +249,10 @@ DEVICE_FIELDS = [
     "random_write_factor",
     "ordinary_store_factor",
     "line_bytes",
+    "small_reads",
+    "small_writes",
+    "loaded_latency",
+    "mix_penalty",
     "bogus",
 ]
 CURVE_NUMBERS = st.one_of(NASTY_NUMBERS, PLAUSIBLE)
@@ -278,7 +282,16 @@ def system_dicts(draw) -> dict:
             device = spec.get(tier)
             device = dict(device) if isinstance(device, dict) else {"preset": "optane-dcpmm-100x6"}
             field = draw(st.sampled_from(DEVICE_FIELDS))
-            device[field] = draw(CURVES if field in ("read", "write", "ordinary_write") else ANY_VALUE)
+            if field in ("read", "write", "ordinary_write"):
+                device[field] = draw(CURVES)
+            elif field in ("small_reads", "small_writes"):
+                device[field] = draw(st.lists(st.tuples(st.one_of(SPECIALS, st.integers(1, 5000)), CURVES), max_size=3))
+            elif field in ("loaded_latency", "mix_penalty"):
+                device[field] = draw(
+                    st.one_of(ANY_VALUE, st.lists(st.tuples(CURVE_NUMBERS, CURVE_NUMBERS), max_size=4))
+                )
+            else:
+                device[field] = draw(ANY_VALUE)
             spec[tier] = device
     return spec
 

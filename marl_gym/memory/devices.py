@@ -23,6 +23,7 @@ a curve scale `write` by `ordinary_store_factor`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
@@ -145,7 +146,8 @@ class Device:
     increasing in both; empty = latency does not rise with load."""
     mix_penalty: tuple[tuple[float, float], ...] = ()
     """Extra seconds per GB when reads and writes share the device: (write share of the bytes, s/GB) points of a
-    convex piecewise-linear function through (0, 0); empty = reads and writes simply add (no penalty)."""
+    convex piecewise-linear function through (0, 0); beyond the last point the penalty follows the reads
+    (`mix_read_rate`); empty = reads and writes simply add (no penalty)."""
     description: str = ""
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     """Where each number comes from (field name -> citation)."""
@@ -203,8 +205,8 @@ class Device:
         return np.interp(u, us, fs)
 
     def mix_lines(self) -> tuple[tuple[float, float], ...]:
-        """The mixing penalty as lines (a, b): extra s/GB = max_k (a_k + b_k * write share), >= 0; its perspective
-        (R + W) * max_k(a_k + b_k W/(R + W)) = max_k(a_k R + (a_k + b_k) W) is linear per line (exact in a MILP)."""
+        """The measured part of the mixing penalty as lines (a, b): extra s/GB = max_k (a_k + b_k * write share);
+        its perspective (R + W) * max_k(a_k + b_k W/(R + W)) = max_k(a_k R + (a_k + b_k) W) is linear per line."""
         if not self.mix_penalty:
             return ()
         xs = [0.0] + [s for s, _ in self.mix_penalty]
@@ -215,14 +217,28 @@ class Device:
             lines.append((y0 - b * x0, b))
         return tuple(lines)
 
+    @property
+    def mix_read_rate(self) -> float:
+        """Seconds per GB read beyond the last measured write share s_max: the penalty there, per GB read.
+
+        Past the measurements the penalty follows the reads (writes alone interfere with nothing): it is
+        ``R e(s_max) / (1 - s_max)``, equal to the measured curve at s_max and 0 for writes only."""
+        if not self.mix_penalty:
+            return 0.0
+        s_max, e_max = self.mix_penalty[-1]
+        return e_max / (1.0 - s_max) if s_max < 1 else math.inf
+
     def mix_penalty_s(self, read_gb: np.ndarray, write_gb: np.ndarray) -> np.ndarray:
-        """Extra seconds when `read_gb` and `write_gb` share the device (0 without a `mix_penalty`)."""
+        """Extra seconds when `read_gb` and `write_gb` share the device (0 without a `mix_penalty`):
+        ``min(max_k(a_k R + (a_k + b_k) W), mix_read_rate R)`` (the measured curve, then along the reads)."""
         r = np.asarray(read_gb, dtype=np.float64)
         w = np.asarray(write_gb, dtype=np.float64)
         out = np.zeros(np.broadcast(r, w).shape)
+        if not self.mix_penalty:
+            return out
         for a, b in self.mix_lines():
             out = np.maximum(out, a * r + (a + b) * w)
-        return out
+        return np.minimum(out, self.mix_read_rate * r)
 
     def scaled(self, name: str, bandwidth: float = 1.0, latency_add_ns: float = 0.0, **changes: Any) -> Device:
         return replace(
@@ -336,6 +352,9 @@ def _check_loaded_latency(value: Any, at: Fields) -> tuple[tuple[float, float], 
 def _check_mix_penalty(value: Any, at: Fields) -> tuple[tuple[float, float], ...]:
     """(write share, s/GB) points of a convex function rising from (0, 0)."""
     mix = _points(value, at, "mix_penalty")
+    for k, (share, _) in enumerate(mix):
+        if not 0 < share < 1:  # writes alone interfere with nothing: the penalty follows the reads past the points
+            at.fail(f"mix_penalty[{k}][0] (write share)", "a finite number > 0 and < 1", share)
     if mix:
         xs = [0.0] + [x for x, _ in mix]
         ys = [0.0] + [y for _, y in mix]
@@ -512,7 +531,7 @@ OPTANE_DCPMM_100_X6 = Device(
         (0.20, 0.0027),  # src: 4:1 R:W 13.84 GB/s vs additive 14.38 (model_v2 notes §5)
         (0.25, 0.0086),  # src: 3:1 R:W 12.75 vs 14.33
         (0.333, 0.0258),  # src: 2:1 R:W 10.41 vs 14.23
-        (0.50, 0.0737),  # src: 1:1 R:W 6.90 vs 14.04; assumption: extended linearly beyond 50% writes (no point)
+        (0.50, 0.0737),  # src: 1:1 R:W 6.90 vs 14.04; assumption: beyond 50% writes it follows the reads (no point)
     ),
     sources={
         "read": "OS raw bandwidth.csv (1 MiB random blocks, every thread count), x MIB",
