@@ -321,3 +321,12 @@ def test_the_native_backend_refuses_a_graph_that_is_no_zoo_model_before_starting
         "workload 'tiny' is not a zoo model",
         "backend_kwargs={'model': ",
     )
+
+
+def test_a_mixing_penalty_needs_write_shares_below_one():
+    """Found while merging model v2: a point at write share 1 made the penalty's read rate inf, and a write-only
+    load then got inf x 0 = NaN extra seconds."""
+    spec = {"preset": PRESET, "slow": {"preset": "optane-dcpmm-100x6", "mix_penalty": [[0.5, 0.05], [1.0, 0.2]]}}
+    own_error(lambda: get_system(spec), "<dict>: slow: mix_penalty[1][0] (write share) must be a finite number > 0")
+    spec["slow"]["mix_penalty"] = [[0.5, float("nan")]]
+    own_error(lambda: get_system(spec), "mix_penalty[0][1] must be a finite number, got nan")
