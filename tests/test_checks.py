@@ -187,7 +187,7 @@ def test_non_finite_fast_capacity_names_the_field(value):
     [
         ({"cores": "32"}, ["cores must be an integer >= 1", "the string '32' (write numbers without quotes)"]),
         ({"cores": 2.5}, ["cores must be an integer >= 1", "2.5 (not a whole number)"]),
-        ({"core_gflops": float("inf")}, ["core_gflops must be a finite number > 0", "inf"]),
+        ({"core_gflops": float("inf")}, ["core_gflops must be a finite number >= 1e-06", "inf"]),
         ({"fast_capacity_gib": 16, "fast_capacity_bytes": 2**34}, ["not both"]),
         ({"reserve_hot_fraction": 1.5}, ["reserve_hot_fraction must be a finite number >= 0 and <= 1"]),
     ],
@@ -199,7 +199,7 @@ def test_malformed_system_fields_name_the_field(change, fragments):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), [[1, float("nan")]], {"threads": [1], "gbps": [-1]}])
 def test_non_finite_or_negative_bandwidth_names_the_tier_and_field(bad):
     spec = {"preset": PRESET, "slow": {"preset": "optane-dcpmm-100x6", "read": bad}}
-    own_error(lambda: get_system(spec), "<dict>: slow: read", "must be a finite number > 0")
+    own_error(lambda: get_system(spec), "<dict>: slow: read", "must be a finite number >= 1e-06")
 
 
 def test_system_files_name_the_file_and_need_a_suffix(tmp_path):
@@ -329,4 +329,26 @@ def test_a_mixing_penalty_needs_write_shares_below_one():
     spec = {"preset": PRESET, "slow": {"preset": "optane-dcpmm-100x6", "mix_penalty": [[0.5, 0.05], [1.0, 0.2]]}}
     own_error(lambda: get_system(spec), "<dict>: slow: mix_penalty[1][0] (write share) must be a finite number > 0")
     spec["slow"]["mix_penalty"] = [[0.5, float("nan")]]
-    own_error(lambda: get_system(spec), "mix_penalty[0][1] must be a finite number, got nan")
+    own_error(lambda: get_system(spec), "mix_penalty[0][1] must be a finite number <= 1000000, got nan")
+
+
+def test_numbers_too_extreme_for_the_model_are_refused_or_named():
+    """Found by probing past the fuzzer's ranges: a 5e-324 GB/s bandwidth or core rate made baseline latencies
+    inf, reported as "they do not fit in its memory" although they fit. Such numbers are refused with the
+    accepted range; an infinite latency that is not about capacity gets its own message."""
+    for change, fragment in (
+        (
+            {"slow": {"preset": "optane-dcpmm-100x6", "read": 5e-324}},
+            "slow: read: gbps[0] must be a finite number >= 1e-06",
+        ),
+        ({"core_gflops": 5e-324}, "core_gflops must be a finite number >= 1e-06"),
+        ({"mm_miss_latency_ns": 1e300}, "mm_miss_latency_ns must be a finite number >= 0 and <= 1000000000"),
+    ):
+        own_error(lambda change=change: get_system({"preset": PRESET, **change}), fragment)
+
+    class Overflowing(ModelBackend):
+        def baseline_latencies(self):
+            return {**super().baseline_latencies(), "memory_mode": math.inf}
+
+    exc = own_error(lambda: make(backend=Overflowing(tiny_graph(), PRESET)), "fits on system", "no finite latency")
+    assert "do not fit" not in str(exc)

@@ -128,6 +128,19 @@ def check_native_workload(graph: WorkloadGraph, kwargs: Mapping[str, Any]) -> No
         )
 
 
+def baseline_error(problem: Any, baseline: str) -> EnvArgumentError:
+    """The error for a baseline without a finite latency: a `CapacityError` saying what would fit when the
+    tasks do not fit, else (the model's arithmetic overflowed on extreme system numbers) an `EnvArgumentError`."""
+    model = problem.cost_model
+    if model is not None and (baseline in CAPACITY_FREE_MODES or model.mode_fits(baseline)):
+        return EnvArgumentError(
+            f"baseline {baseline!r} fits on system {problem.system.name!r} but the model gives it no finite latency "
+            f"({problem.baselines_s[baseline]}): the system's bandwidths, latencies or core_gflops are too extreme "
+            "for its arithmetic"
+        )
+    return capacity_error(problem, baseline)
+
+
 def capacity_error(problem: Any, baseline: str) -> CapacityError:
     """The error for a baseline that cannot run the env's tasks, saying what would fit.
 

@@ -15,7 +15,7 @@ from marl_gym.backends.base import Backend, BatchEvaluation, Evaluation
 from marl_gym.envs.arguments import (
     RENDER_MODES,
     EnvArgumentError,
-    capacity_error,
+    baseline_error,
     check_arguments,
     check_backend_kwargs,
     check_native_workload,
@@ -143,7 +143,7 @@ class HeteroMemPlacementEnv(gym.Env):
             mix, backend_obj.system or get_system(system), backend_obj, args.reward, args.baseline, args.noise
         )
         if not np.isfinite(self.problem.reward.baseline_s):
-            raise capacity_error(self.problem, args.baseline)
+            raise baseline_error(self.problem, args.baseline)
 
         graph = mix.graph
         n, e = graph.num_nodes, len(graph.edges)

@@ -40,11 +40,21 @@ class DeviceError(InputError):
     """A memory device specification is malformed (a ValueError)."""
 
 
+# Limits of what the model computes in float64, not claims about hardware: beyond them a large graph's
+# latency overflows to inf (a 2**63-byte tensor at 1 kB/s still takes a finite 9e15 s).
+MIN_GBPS = 1e-6
+"""Slowest bandwidth accepted (1 kB/s, far below any memory)."""
+MAX_LATENCY_NS = 1e9
+"""Slowest access latency accepted (one second)."""
+MAX_FACTOR = 1e6
+"""Largest loaded-latency factor or mixing penalty (s/GB) accepted."""
+
+
 def check_curve_points(threads: Any, gbps: Any, at: Fields) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """A curve's points checked: matching non-empty lists, finite thread counts > 0 increasing strictly,
-    finite bandwidths > 0 (a NaN or inf bandwidth would make every latency NaN or 0)."""
+    finite bandwidths >= `MIN_GBPS` (a NaN, inf or vanishing bandwidth makes latencies NaN, 0 or inf)."""
     t = tuple(at.number(f"threads[{k}]", x, 0.0, min_open=True) for k, x in enumerate(at.sequence("threads", threads)))
-    g = tuple(at.number(f"gbps[{k}]", x, 0.0, min_open=True) for k, x in enumerate(at.sequence("gbps", gbps)))
+    g = tuple(at.number(f"gbps[{k}]", x, MIN_GBPS) for k, x in enumerate(at.sequence("gbps", gbps)))
     if not t or len(t) != len(g):
         at.problem(f"a bandwidth curve needs as many gbps as threads, at least one, got threads {t} and gbps {g}")
     if any(b <= a for a, b in zip(t, t[1:])):
@@ -303,7 +313,7 @@ def check_device_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]
     if values["ordinary_write"] is not None and not isinstance(values["ordinary_write"], BandwidthCurve):
         at.fail("ordinary_write", "None or a BandwidthCurve", values["ordinary_write"])
     for key in ("read_latency_ns", "random_read_latency_ns", "write_latency_ns"):
-        out[key] = at.number(key, values[key], 0.0, min_open=True)
+        out[key] = at.number(key, values[key], 0.0, MAX_LATENCY_NS, min_open=True)
     for key in ("random_read_factor", "random_write_factor", "ordinary_store_factor"):
         out[key] = at.number(key, values[key], 0.0, 1.0, min_open=True)
     out["line_bytes"] = at.integer("line_bytes", values["line_bytes"], minimum=1)
@@ -317,9 +327,12 @@ def check_device_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]
 
 
 def _points(value: Any, at: Fields, field: str) -> tuple[tuple[float, float], ...]:
-    """A list of (x, y) pairs of finite numbers."""
+    """A list of (x, y) pairs of finite numbers, y at most `MAX_FACTOR`."""
     pairs = (at.sequence(f"{field}[{k}]", p, length=2) for k, p in enumerate(at.sequence(field, value)))
-    return tuple((at.number(f"{field}[{k}][0]", x), at.number(f"{field}[{k}][1]", y)) for k, (x, y) in enumerate(pairs))
+    return tuple(
+        (at.number(f"{field}[{k}][0]", x), at.number(f"{field}[{k}][1]", y, maximum=MAX_FACTOR))
+        for k, (x, y) in enumerate(pairs)
+    )
 
 
 def _check_small_accesses(value: Any, at: Fields) -> tuple[tuple[int, BandwidthCurve], ...]:

@@ -25,6 +25,8 @@ from marl_gym.checks import INT64_MAX, Fields, InputError
 from marl_gym.memory.devices import (
     CXL_TYPE3_DDR5_X8,
     DRAM_DDR4_2666_X6,
+    MAX_FACTOR,
+    MAX_LATENCY_NS,
     OPTANE_DCPMM_100_X1,
     OPTANE_DCPMM_100_X6,
     REMOTE_NUMA_DDR4,
@@ -43,6 +45,8 @@ class MemorySystemError(InputError):
     """A memory-system specification is malformed (a ValueError)."""
 
 
+MIN_CORE_GFLOPS = 1e-6
+"""Slowest core accepted (1 kFLOP/s): a limit of the model's float64 arithmetic, like `MIN_GBPS`."""
 _BYTES_FIELDS = ("fast_capacity_bytes", "slow_capacity_bytes", "system_reserve_bytes", "framework_overhead_bytes")
 
 
@@ -74,12 +78,12 @@ def check_system_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]
             values["system_reserve_bytes"],
         )
     out["cores"] = at.integer("cores", values["cores"], minimum=1)
-    out["core_gflops"] = at.number("core_gflops", values["core_gflops"], 0.0, min_open=True)
+    out["core_gflops"] = at.number("core_gflops", values["core_gflops"], MIN_CORE_GFLOPS)
     out["overhead_tier"] = at.choice("overhead_tier", values["overhead_tier"], TIERS)
     out["reserve_hot_fraction"] = at.number("reserve_hot_fraction", values["reserve_hot_fraction"], 0.0, 1.0)
-    out["mm_miss_latency_ns"] = at.number("mm_miss_latency_ns", values["mm_miss_latency_ns"], 0.0)
+    out["mm_miss_latency_ns"] = at.number("mm_miss_latency_ns", values["mm_miss_latency_ns"], 0.0, MAX_LATENCY_NS)
     for key in ("mm_dram_accesses_per_read_miss", "mm_dram_accesses_per_write_miss"):
-        out[key] = at.number(key, values[key], 1.0)
+        out[key] = at.number(key, values[key], 1.0, MAX_FACTOR)
     if values["threads_per_task"] is not None:
         out["threads_per_task"] = at.integer("threads_per_task", values["threads_per_task"], minimum=1)
     out["sockets"] = at.integer("sockets", values["sockets"], minimum=1)
