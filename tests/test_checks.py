@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -154,6 +155,17 @@ def test_duplicate_edges_are_refused(tmp_path):
 def test_malformed_graph_fields_name_file_node_and_field(tmp_path, change, fragments):
     path = graph_file(tmp_path, change)
     own_error(lambda: WorkloadGraph.from_json(path), path, *fragments)
+
+
+def test_nodes_built_in_code_are_checked_like_nodes_read_from_files():
+
+    good = tiny_graph().nodes[0]
+    for field, value, fragment in (
+        ("op", ["conv"], "op must be one of"),
+        ("flops", 1.5, "flops must be an integer >= 0, got 1.5 (not a whole number)"),
+        ("weight_names", "a.weight", "weight_names must be a list"),
+    ):
+        own_error(lambda field=field, value=value: replace(good, **{field: value}), "node 'a'", fragment)
 
 
 # ----------------------------------------------------------------------------- systems

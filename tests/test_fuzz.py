@@ -428,3 +428,16 @@ def test_the_property_rejects_foreign_errors_and_non_finite_rewards():
     assert works_or_own_error(lambda: run_env(workload=SMALL_GRAPH)) == "ok"
     assert works_or_own_error(lambda: get_system({"preset": PRESET, "cores": 0})) == "MemorySystemError"
     assert np.isfinite(run_env(workload=SMALL_GRAPH, noise=0.1))
+
+
+@fuzz_settings(200)
+@given(field=st.sampled_from(NODE_KEYS[:-1]), value=ANY_VALUE)
+def test_fuzz_the_node_fast_path_accepts_nothing_the_full_check_refuses(field, value):
+    """Node construction skips the field checks when every field already has its checked type and range
+    (`_is_checked`); it must never let through what `check_node_fields` would refuse or change."""
+    from marl_gym.checks import Fields
+    from marl_gym.workloads.graph import WorkloadError, _is_checked, check_node_fields
+
+    values = {**SMALL_GRAPH.nodes[0].__dict__, field: value}
+    if _is_checked(values):
+        assert check_node_fields(values, Fields(WorkloadError, "node")) == values

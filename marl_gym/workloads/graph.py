@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from marl_gym.checks import Fields, InputError
+from marl_gym.checks import INT64_MAX, Fields, InputError
 from marl_gym.io import atomic_write_text, format_bytes
 from marl_gym.workloads.lifetimes import live_bytes_by_step, live_matrix
 
@@ -108,6 +108,8 @@ class Node:
     """For gathers (access "random"): bytes of each contiguous row read; None is one 64-B line per access."""
 
     def __post_init__(self) -> None:
+        if _is_checked(self.__dict__):  # the common case: built by the library from checked values
+            return
         values = {name: getattr(self, name) for name in _NODE_FIELDS}
         for name, value in check_node_fields(values, Fields(WorkloadError, f"node {self.name!r}")).items():
             object.__setattr__(self, name, value)
@@ -524,8 +526,48 @@ def check_node_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]:
     return out
 
 
+def _is_checked(values: Mapping[str, Any]) -> bool:
+    """Whether a node's fields already have the types and ranges `check_node_fields` gives them.
+
+    A fast path (no call per field): graphs at tensor granularity or another batch size rebuild every node."""
+    for key in _NODE_INTS:
+        v = values[key]
+        if type(v) is not int or not 0 <= v <= INT64_MAX:
+            return False
+    for key in ("weight_read_bytes", "gather_bytes"):
+        v = values[key]
+        if v is not None and (type(v) is not int or not 1 <= v <= INT64_MAX):  # weight_read_bytes 0 takes the slow path
+            return False
+    name, module, part_of = values["name"], values["module"], values["part_of"]
+    return (
+        type(name) is str
+        and name != ""
+        and type(values["op"]) is str
+        and values["op"] in _OP_SET
+        and type(values["access"]) is str
+        and values["access"] in _ACCESS_SET
+        and (module is None or (type(module) is str and module != ""))
+        and (part_of is None or (type(part_of) is str and part_of != ""))
+        and type(values["weight_names"]) is tuple
+        and all(type(n) is str and n for n in values["weight_names"])
+        and type(values["weight_tensor_bytes"]) is tuple
+        and all(type(b) is int and 0 <= b <= INT64_MAX for b in values["weight_tensor_bytes"])
+        and values["shared_reads"] == ()
+    )
+
+
+_NODE_INTS = (*_NODE_SIZES, "produced_at", "last_use", "call")
+_OP_SET = frozenset(OP_TYPES)
+_ACCESS_SET = frozenset(ACCESS_PATTERNS)
+
+
 def check_edges(edges: Any, at: Fields) -> tuple[tuple[int, int], ...]:
     """Edges as a tuple of (src, dst) integer pairs; their order and range are checked by `validate`."""
+    if type(edges) is tuple and all(
+        type(e) is tuple and len(e) == 2 and type(e[0]) is int and type(e[1]) is int and e[0] >= 0 and e[1] >= 0
+        for e in edges
+    ):
+        return edges  # already checked (a graph rebuilt from another one)
     pairs = []
     for k, edge in enumerate(at.sequence("edges", edges)):
         src, dst = at.sequence(f"edges[{k}]", edge, length=2)
