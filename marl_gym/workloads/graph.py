@@ -501,7 +501,8 @@ def check_node_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]:
     for key in (*_NODE_SIZES, "produced_at", "last_use"):
         out[key] = at.integer(key, values[key], minimum=0)
     out["call"] = at.integer("call", values.get("call", 0), minimum=0)
-    out["module"] = at.optional_text("module", values.get("module"))
+    module = values.get("module")  # "" is the root module's qualified name (a model that is one layer)
+    out["module"] = None if module is None else at.text("module", module, allow_empty=True)
     out["part_of"] = at.optional_text("part_of", values.get("part_of"))
     names = at.sequence("weight_names", values.get("weight_names", ()))
     out["weight_names"] = tuple(at.text(f"weight_names[{k}]", name) for k, name in enumerate(names))
@@ -546,7 +547,7 @@ def _is_checked(values: Mapping[str, Any]) -> bool:
         and values["op"] in _OP_SET
         and type(values["access"]) is str
         and values["access"] in _ACCESS_SET
-        and (module is None or (type(module) is str and module != ""))
+        and (module is None or type(module) is str)
         and (part_of is None or (type(part_of) is str and part_of != ""))
         and type(values["weight_names"]) is tuple
         and all(type(n) is str and n for n in values["weight_names"])
