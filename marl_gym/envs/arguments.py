@@ -72,9 +72,7 @@ def check_arguments(
             "give either tasks={workload: count, ...} (a mix of workloads) or workload= and n_tasks= "
             f"(one workload), not both (got tasks={tasks!r}, workload={workload!r}, n_tasks={n_tasks!r})"
         )
-    if workload is not None and not isinstance(workload, (str, os.PathLike, WorkloadGraph)):
-        at.fail("workload", "a zoo name (marl-gym workloads), a graph JSON path or a WorkloadGraph", workload)
-    if isinstance(workload, str) and not workload:
+    if workload is not None and (not isinstance(workload, (str, os.PathLike, WorkloadGraph)) or workload == ""):
         at.fail("workload", "a zoo name (marl-gym workloads), a graph JSON path or a WorkloadGraph", workload)
     if render_mode is not None and not (isinstance(render_mode, str) and render_mode in RENDER_MODES):
         at.fail("render_mode", f"None or one of {', '.join(map(repr, RENDER_MODES))}", render_mode)
