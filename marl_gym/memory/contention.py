@@ -31,8 +31,8 @@ import numpy as np
 
 from marl_gym.memory.model import GB, AnalyticModel
 
-SETTLE_TOLERANCE = 1e-10
-"""Relative accuracy of the latency's fixed point under loaded latency."""
+SETTLE_TOLERANCE = 1e-7
+"""Relative residual |L - g(L)| / L at which the latency's fixed point under loaded latency is accepted."""
 SETTLE_STEPS = 60
 
 
@@ -90,10 +90,10 @@ def mix_latency(
     theta_s = theta_s + system.slow.mix_penalty_s(read_gb, write_gb)
     theta = np.stack([np.atleast_1d(theta_f), np.atleast_1d(theta_s)])
 
-    def solo(ff: np.ndarray, fs: np.ndarray) -> np.ndarray:
+    def solo(ff: np.ndarray, fs: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
         return np.stack(
             [
-                np.maximum(ff[:, None] * Mf + fs[:, None] * Ms, m.compute_s).sum(axis=1)
+                np.maximum(ff[:, None] * Mf[rows] + fs[:, None] * Ms[rows], m.compute_s).sum(axis=1)
                 for m, (Mf, Ms) in zip(models, parts)
             ]
         )
@@ -101,14 +101,16 @@ def mix_latency(
     batch = theta.shape[1]
     theta_max = theta.max(axis=0)
 
-    def at(ff: np.ndarray, fs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(per-workload solo latencies, their mean, the mix latency) with factors (ff, fs)."""
-        per = solo(ff, fs)
+    def at(
+        ff: np.ndarray, fs: np.ndarray, rows: np.ndarray | slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(per-workload solo latencies, their mean, the mix latency) of placements `rows` with factors (ff, fs)."""
+        per = solo(ff, fs, rows)
         mean = task_mean(counts_arr, per)
-        return per, mean, np.maximum(mean, theta_max)
+        return per, mean, np.maximum(mean, theta_max[rows])
 
-    def factors_at(latency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        u = theta / np.maximum(latency, 1e-300)
+    def factors_at(latency: np.ndarray, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        u = theta[:, rows] / np.maximum(latency, 1e-300)
         return system.fast.loaded_factor(u[0]), system.slow.loaded_factor(u[1])
 
     if factors is not None:
@@ -132,33 +134,34 @@ def _settle(at: Any, factors_at: Any, batch: int) -> tuple[np.ndarray, ...]:
     """The fixed point L = g(L) of the module docstring, per placement: (ff, fs, per, mean, latency).
 
     ``h(L) = L - g(L)`` is increasing; ``h(L0) <= 0 <= h(g(L0))``. Regula falsi with the Illinois rule keeps
-    the root bracketed and converges superlinearly."""
+    the root bracketed and converges superlinearly; each step evaluates only the placements whose residual
+    ``|h(L)| / L`` is still above `SETTLE_TOLERANCE`."""
     ones = np.ones(batch)
     _, _, lo = at(ones, ones)
     g_lo = at(*factors_at(lo))[2]
     hi = np.maximum(g_lo, lo)
-    h_lo = lo - g_lo
     ff, fs = factors_at(hi)
     per, mean, g_hi = at(ff, fs)
-    h_hi = hi - g_hi
-    root = hi.copy()
+    h_lo, h_hi = lo - g_lo, hi - g_hi
+    root, residual, latency = hi.copy(), h_hi.copy(), g_hi
     for _ in range(SETTLE_STEPS):
-        open_ = (hi - lo) > SETTLE_TOLERANCE * np.maximum(hi, 1e-300)
-        if not open_.any():
+        open_rows = np.flatnonzero(np.abs(residual) > SETTLE_TOLERANCE * np.maximum(root, 1e-300))
+        if len(open_rows) == 0:
             break
-        denom = np.where(h_hi - h_lo > 0, h_hi - h_lo, 1.0)
-        x = np.where(h_hi - h_lo > 0, hi - h_hi * (hi - lo) / denom, 0.5 * (lo + hi))
-        x = np.clip(x, lo, hi)
-        gx = at(*factors_at(x))[2]
-        hx = x - gx
-        left = open_ & (hx < 0)
-        right = open_ & (hx >= 0)
+        a, h, hl, hh = lo[open_rows], hi[open_rows], h_lo[open_rows], h_hi[open_rows]
+        span = hh - hl
+        x = np.where(span > 0, h - hh * (h - a) / np.where(span > 0, span, 1.0), 0.5 * (a + h))
+        x = np.clip(x, a, h)
+        fx = factors_at(x, open_rows)
+        per_x, mean_x, g_x = at(*fx, open_rows)
+        hx = x - g_x
+        left, right = hx < 0, hx >= 0
         # Illinois: halve the value at the end that stays, so a one-sided approach cannot stall
-        h_hi = np.where(left, h_hi / 2, np.where(right, hx, h_hi))
-        hi = np.where(right, x, hi)
-        h_lo = np.where(right, h_lo / 2, np.where(left, hx, h_lo))
-        lo = np.where(left, x, lo)
-        root = np.where(open_, x, root)
-    ff, fs = factors_at(root)
-    per, mean, latency = at(ff, fs)
+        h_hi[open_rows] = np.where(left, hh / 2, hx)
+        hi[open_rows] = np.where(right, x, h)
+        h_lo[open_rows] = np.where(right, hl / 2, hx)
+        lo[open_rows] = np.where(left, x, a)
+        root[open_rows], residual[open_rows], latency[open_rows] = x, hx, g_x
+        ff[open_rows], fs[open_rows] = fx
+        per[:, open_rows], mean[open_rows] = per_x, mean_x
     return ff, fs, per, mean, latency

@@ -432,7 +432,11 @@ class AnalyticModel:
         (``theta_fast``, ``theta_slow``) and the bytes read and written on the other tier."""
         W = np.atleast_2d(np.asarray(W, dtype=np.float64))
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
-        return {k: c + W @ cw + A @ ca for k, (c, cw, ca) in self.maps(pair).traffic.items()}
+        # elementwise products summed per row, not BLAS: a placement's numbers must not depend on the batch it
+        # is evaluated in (BLAS kernels differ in the last bit with the batch's shape)
+        return {
+            k: c + (W * cw).sum(axis=1) + (A * ca).sum(axis=1) for k, (c, cw, ca) in self.maps(pair).traffic.items()
+        }
 
     # -------------------------------------------------------------- capacity
     @property
