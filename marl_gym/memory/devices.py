@@ -24,13 +24,42 @@ a curve scale `write` by `ordinary_store_factor`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
+from marl_gym.checks import Fields, InputError
+
 PATTERNS = ("sequential", "strided", "random", "tiny")
 """Access-pattern classes, in the order of `marl_gym.workloads.graph.ACCESS_PATTERNS`."""
+
+
+class DeviceError(InputError):
+    """A memory device specification is malformed (a ValueError)."""
+
+
+# Limits of what the model computes in float64, not claims about hardware: beyond them a large graph's
+# latency overflows to inf (a 2**63-byte tensor at 1 kB/s still takes a finite 9e15 s).
+MIN_GBPS = 1e-6
+"""Slowest bandwidth accepted (1 kB/s, far below any memory)."""
+MAX_LATENCY_NS = 1e9
+"""Slowest access latency accepted (one second)."""
+MAX_FACTOR = 1e6
+"""Largest loaded-latency factor or mixing penalty (s/GB) accepted."""
+
+
+def check_curve_points(threads: Any, gbps: Any, at: Fields) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A curve's points checked: matching non-empty lists, finite thread counts > 0 increasing strictly,
+    finite bandwidths >= `MIN_GBPS` (a NaN, inf or vanishing bandwidth makes latencies NaN, 0 or inf)."""
+    t = tuple(at.number(f"threads[{k}]", x, 0.0, min_open=True) for k, x in enumerate(at.sequence("threads", threads)))
+    g = tuple(at.number(f"gbps[{k}]", x, MIN_GBPS) for k, x in enumerate(at.sequence("gbps", gbps)))
+    if not t or len(t) != len(g):
+        at.problem(f"a bandwidth curve needs as many gbps as threads, at least one, got threads {t} and gbps {g}")
+    if any(b <= a for a, b in zip(t, t[1:])):
+        at.problem(f"bandwidth curve threads must increase strictly, got {list(t)}")
+    return t, g
 
 
 @dataclass(frozen=True)
@@ -41,14 +70,7 @@ class BandwidthCurve:
     gbps: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        t = tuple(float(x) for x in self.threads)
-        g = tuple(float(x) for x in self.gbps)
-        if len(t) == 0 or len(t) != len(g):
-            raise ValueError(f"a bandwidth curve needs matching non-empty threads/gbps, got {t} and {g}")
-        if any(b <= a for a, b in zip(t, t[1:])):
-            raise ValueError(f"bandwidth curve thread counts must increase strictly, got {t}")
-        if any(x <= 0 for x in g):
-            raise ValueError(f"bandwidths must be positive, got {g}")
+        t, g = check_curve_points(self.threads, self.gbps, Fields(DeviceError, "bandwidth curve"))
         object.__setattr__(self, "threads", t)
         object.__setattr__(self, "gbps", g)
 
@@ -68,16 +90,28 @@ class BandwidthCurve:
         return cls((1.0, float(peak_threads)), (peak_gbps / peak_threads, peak_gbps))
 
     @classmethod
-    def from_any(cls, value: Any) -> BandwidthCurve:
-        """From a curve, a number (flat), a {"threads": [...], "gbps": [...]} dict or [[threads, gbps], ...]."""
+    def from_any(cls, value: Any, at: Fields | None = None) -> BandwidthCurve:
+        """From a curve, a number (flat), a {"threads": [...], "gbps": [...]} dict or [[threads, gbps], ...].
+
+        `at` names where the value comes from (a file, a device, a field) in the errors."""
+        at = at or Fields(DeviceError, "bandwidth curve")
         if isinstance(value, BandwidthCurve):
             return value
-        if isinstance(value, (int, float)):
-            return cls((1.0,), (float(value),))
-        if isinstance(value, dict):
-            return cls(tuple(value["threads"]), tuple(value["gbps"]))
-        pts = list(value)
-        return cls(tuple(p[0] for p in pts), tuple(p[1] for p in pts))
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return cls(*check_curve_points((1.0,), (value,), at))
+        if isinstance(value, Mapping):
+            at.known_keys(value, ("threads", "gbps"), "bandwidth curve")
+            if "threads" not in value or "gbps" not in value:
+                at.problem(f"a bandwidth curve needs both 'threads' and 'gbps', got {sorted(map(str, value))}")
+            return cls(*check_curve_points(value["threads"], value["gbps"], at))
+        if isinstance(value, (list, tuple)):
+            pairs = [at.sequence(f"point {k} [threads, gbps]", p, length=2) for k, p in enumerate(value)]
+            return cls(*check_curve_points([p[0] for p in pairs], [p[1] for p in pairs], at))
+        at.fail(
+            "a bandwidth curve",
+            'a number of GB/s, {"threads": [...], "gbps": [...]} or [[threads, gbps], ...]',
+            value,
+        )
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"threads": list(self.threads), "gbps": list(self.gbps)}
@@ -129,42 +163,9 @@ class Device:
     """Where each number comes from (field name -> citation)."""
 
     def __post_init__(self) -> None:
-        for attr in ("read_latency_ns", "random_read_latency_ns", "write_latency_ns"):
-            if not getattr(self, attr) > 0:
-                raise ValueError(f"device {self.name!r}: {attr} must be > 0")
-        for attr in ("random_read_factor", "random_write_factor", "ordinary_store_factor"):
-            if not 0 < getattr(self, attr) <= 1:
-                raise ValueError(f"device {self.name!r}: {attr} must be in (0, 1]")
-        if self.line_bytes < 1:
-            raise ValueError(f"device {self.name!r}: line_bytes must be >= 1")
-        for attr in ("small_reads", "small_writes"):
-            pts = tuple((int(b), BandwidthCurve.from_any(c)) for b, c in getattr(self, attr))
-            sizes = [b for b, _ in pts]
-            if any(not 0 < b < STREAM_BYTES for b in sizes) or sizes != sorted(set(sizes)):
-                raise ValueError(
-                    f"device {self.name!r}: {attr} sizes must increase within (0, {STREAM_BYTES}), got {sizes}"
-                )
-            object.__setattr__(self, attr, pts)
-        curve = tuple((float(u), float(f)) for u, f in self.loaded_latency)
-        if curve and (
-            any(b[0] <= a[0] or b[1] < a[1] for a, b in zip(curve, curve[1:])) or curve[0][1] < 1 or curve[0][0] < 0
-        ):
-            raise ValueError(
-                f"device {self.name!r}: loaded_latency must be (utilisation, factor >= 1) points increasing in both, "
-                f"got {curve}"
-            )
-        object.__setattr__(self, "loaded_latency", curve)
-        mix = tuple((float(s), float(e)) for s, e in self.mix_penalty)
-        if mix:
-            xs = [0.0] + [s for s, _ in mix]
-            ys = [0.0] + [e for _, e in mix]
-            slopes = [(y1 - y0) / (x1 - x0) for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]) if x1 > x0]
-            if xs != sorted(set(xs)) or any(b < a - 1e-12 for a, b in zip(slopes, slopes[1:])) or min(ys) < 0:
-                raise ValueError(
-                    f"device {self.name!r}: mix_penalty must be (write share, s/GB) points of a convex function "
-                    f"rising from (0, 0), got {mix}"
-                )
-        object.__setattr__(self, "mix_penalty", mix)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in check_device_fields(values, Fields(DeviceError, f"device {self.name!r}")).items():
+            object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------- queries
     def bandwidth_gbps(
@@ -283,20 +284,100 @@ class Device:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Device:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown device field(s) {sorted(unknown)}; known fields: {sorted(known)}")
-        kwargs = dict(d)
-        kwargs["read"] = BandwidthCurve.from_any(kwargs["read"])
-        kwargs["write"] = BandwidthCurve.from_any(kwargs["write"])
-        if kwargs.get("ordinary_write") is not None:
-            kwargs["ordinary_write"] = BandwidthCurve.from_any(kwargs["ordinary_write"])
-        for key in ("small_reads", "small_writes", "loaded_latency", "mix_penalty"):
-            if key in kwargs:
-                kwargs[key] = tuple(tuple(p) for p in kwargs[key])
-        return cls(**kwargs)
+    def from_dict(cls, d: Any, at: Fields | None = None) -> Device:
+        """A device from its fields (`to_dict`'s layout; curves as `BandwidthCurve.from_any` takes them)."""
+        at = at or Fields(DeviceError, "device")
+        at.mapping("a device", d)
+        at.known_keys(d, _DEVICE_FIELDS, "device")
+        missing = [name for name in _DEVICE_REQUIRED if name not in d]
+        if missing:
+            at.problem(f"missing device field(s) {missing}")
+        kwargs = {**_DEVICE_DEFAULTS, "sources": {}, **d}
+        for key in ("read", "write", "ordinary_write"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = BandwidthCurve.from_any(kwargs[key], at.within(key))
+        return cls(**check_device_fields(kwargs, at))
+
+
+_DEVICE_FIELDS = tuple(f.name for f in fields(Device))
+_DEVICE_DEFAULTS = {f.name: f.default for f in fields(Device) if f.default is not MISSING}
+_DEVICE_REQUIRED = tuple(f.name for f in fields(Device) if f.default is MISSING and f.default_factory is MISSING)
+
+
+def check_device_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]:
+    """A device's fields checked (types, finiteness, ranges) and normalised; `at` says which device of what."""
+    out = dict(values)
+    out["name"] = at.text("name", values["name"])
+    for key in ("read", "write"):
+        if not isinstance(values[key], BandwidthCurve):
+            at.fail(key, "a BandwidthCurve", values[key])
+    if values["ordinary_write"] is not None and not isinstance(values["ordinary_write"], BandwidthCurve):
+        at.fail("ordinary_write", "None or a BandwidthCurve", values["ordinary_write"])
+    for key in ("read_latency_ns", "random_read_latency_ns", "write_latency_ns"):
+        out[key] = at.number(key, values[key], 0.0, MAX_LATENCY_NS, min_open=True)
+    for key in ("random_read_factor", "random_write_factor", "ordinary_store_factor"):
+        out[key] = at.number(key, values[key], 0.0, 1.0, min_open=True)
+    out["line_bytes"] = at.integer("line_bytes", values["line_bytes"], minimum=1)
+    for key in ("small_reads", "small_writes"):
+        out[key] = _check_small_accesses(values[key], at.within(key))
+    out["loaded_latency"] = _check_loaded_latency(values["loaded_latency"], at)
+    out["mix_penalty"] = _check_mix_penalty(values["mix_penalty"], at)
+    out["description"] = at.text("description", values["description"], allow_empty=True)
+    out["sources"] = dict(at.mapping("sources", values["sources"]))
+    return out
+
+
+def _points(value: Any, at: Fields, field: str) -> tuple[tuple[float, float], ...]:
+    """A list of (x, y) pairs of finite numbers, y at most `MAX_FACTOR`."""
+    pairs = (at.sequence(f"{field}[{k}]", p, length=2) for k, p in enumerate(at.sequence(field, value)))
+    return tuple(
+        (at.number(f"{field}[{k}][0]", x), at.number(f"{field}[{k}][1]", y, maximum=MAX_FACTOR))
+        for k, (x, y) in enumerate(pairs)
+    )
+
+
+def _check_small_accesses(value: Any, at: Fields) -> tuple[tuple[int, BandwidthCurve], ...]:
+    """(access bytes, curve) pairs, sizes increasing within (0, `STREAM_BYTES`)."""
+    pts = []
+    for k, pair in enumerate(at.sequence("points", value)):
+        size, curve = at.sequence(f"[{k}]", pair, length=2)
+        pts.append(
+            (
+                at.integer(f"[{k}][0] (access bytes)", size, minimum=1),
+                BandwidthCurve.from_any(curve, at.within(f"[{k}][1]")),
+            )
+        )
+    sizes = [b for b, _ in pts]
+    if any(b >= STREAM_BYTES for b in sizes) or sizes != sorted(set(sizes)):
+        at.problem(f"sizes must increase within (0, {STREAM_BYTES}), got {sizes}")
+    return tuple(pts)
+
+
+def _check_loaded_latency(value: Any, at: Fields) -> tuple[tuple[float, float], ...]:
+    """(utilisation, latency factor) points increasing in both, from utilisation >= 0 and factor >= 1."""
+    curve = _points(value, at, "loaded_latency")
+    if curve and (
+        any(b[0] <= a[0] or b[1] < a[1] for a, b in zip(curve, curve[1:])) or curve[0][1] < 1 or curve[0][0] < 0
+    ):
+        at.problem(f"loaded_latency must be (utilisation, factor >= 1) points increasing in both, got {curve}")
+    return curve
+
+
+def _check_mix_penalty(value: Any, at: Fields) -> tuple[tuple[float, float], ...]:
+    """(write share, s/GB) points of a convex function rising from (0, 0)."""
+    mix = _points(value, at, "mix_penalty")
+    for k, (share, _) in enumerate(mix):
+        if not 0 < share < 1:  # writes alone interfere with nothing: the penalty follows the reads past the points
+            at.fail(f"mix_penalty[{k}][0] (write share)", "a finite number > 0 and < 1", share)
+    if mix:
+        xs = [0.0] + [x for x, _ in mix]
+        ys = [0.0] + [y for _, y in mix]
+        slopes = [(y1 - y0) / (x1 - x0) for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]) if x1 > x0]
+        if xs != sorted(set(xs)) or any(b < a - 1e-12 for a, b in zip(slopes, slopes[1:])) or min(ys) < 0:
+            at.problem(
+                f"mix_penalty must be (write share, s/GB) points of a convex function rising from (0, 0), got {mix}"
+            )
+    return mix
 
 
 # ======================================================================== presets
@@ -659,20 +740,22 @@ DEVICES: dict[str, Device] = {
 """Device presets by name."""
 
 
-def get_device(spec: str | dict[str, Any] | Device) -> Device:
-    """A device from its preset name, a dict (see `Device.from_dict`) or a `Device`."""
+def get_device(spec: str | dict[str, Any] | Device, at: Fields | None = None) -> Device:
+    """A device from its preset name, a dict (see `Device.from_dict`; ``"preset"`` starts from one) or a `Device`.
+
+    `at` names where the spec comes from (a system file and its tier) in the errors."""
+    at = at or Fields(DeviceError)
+    known = ", ".join(sorted(DEVICES))
     if isinstance(spec, Device):
         return spec
     if isinstance(spec, str):
         if spec not in DEVICES:
-            raise ValueError(f"unknown device {spec!r}; known devices: {', '.join(sorted(DEVICES))}")
+            at.problem(f"unknown device {spec!r}; known devices: {known}")
         return DEVICES[spec]
-    if isinstance(spec, dict):
-        if set(spec) == {"preset"} or ("preset" in spec):
-            base = get_device(spec["preset"])
-            rest = {k: v for k, v in spec.items() if k != "preset"}
-            data = base.to_dict()
-            data.update(rest)
-            return Device.from_dict(data)
-        return Device.from_dict(spec)
-    raise ValueError(f"a device must be a preset name, a dict or a Device, got {type(spec).__name__}")
+    if isinstance(spec, Mapping):
+        if "preset" in spec:
+            data = get_device(at.text("preset", spec["preset"]), at).to_dict()
+            data.update({k: v for k, v in spec.items() if k != "preset"})
+            return Device.from_dict(data, at)
+        return Device.from_dict(spec, at)
+    at.fail("a device", f"a preset name ({known}), a dict of device fields or a Device", spec)
