@@ -414,30 +414,32 @@ def solve_milp(
     elif warm_start is True:
         start = model_greedy(problem)
     start_latency = None
-    factors = (1.0, 1.0)
+    factors, prices = (1.0, 1.0), (0.0, 0.0)
     if start is not None:
         load = model.latency_of(start.weights_fast[None], start.activations_fast[None])
         start_latency = float(load.latency[0])
         factors = (float(load.factor[0, 0]), float(load.factor[1, 0]))
+        prices = _load_prices(model, start)
     build_time = time.perf_counter() - t_build
 
     candidates: list[tuple[float, Placement, MILPSolution]] = []
     seen: list[tuple[float, float]] = []
     total_solve = 0.0
 
-    def solve_at(f: tuple[float, float]) -> tuple[float, float]:
-        """Solve with the factors fixed at `f`; keep the solution as a candidate; its true factors."""
+    def solve_at(f: tuple[float, float], p: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Solve with the factors fixed at `f` and load prices `p`; keep the solution as a candidate; its true
+        factors and prices."""
         nonlocal total_solve
-        solved = _FixedLoad(model, f).solve(highspy, time_limit_s, mip_rel_gap, threads, verbose, max_resolves)
+        solved = _FixedLoad(model, f).solve(highspy, time_limit_s, mip_rel_gap, threads, verbose, max_resolves, p)
         total_solve += solved.solve_time_s
         true = model.latency_of(solved.placement.weights_fast[None], solved.placement.activations_fast[None])
         if solved.valid:
             candidates.append((float(true.latency[0]), solved.placement, solved))
         seen.append(f)
-        return float(true.factor[0, 0]), float(true.factor[1, 0])
+        return (float(true.factor[0, 0]), float(true.factor[1, 0])), _load_prices(model, solved.placement)
 
     while len(seen) < LOAD_PASSES:
-        factors = solve_at(factors)
+        factors, prices = solve_at(factors, prices)
         if any(abs(factors[0] - a) < 1e-9 and abs(factors[1] - b) < 1e-9 for a, b in seen):
             break
     if not candidates:  # no solve found a valid placement (the tiers cannot hold the tasks, or time ran out)
@@ -460,7 +462,9 @@ def solve_milp(
         refine += 1
         best_f = seen[int(np.argmin([c[0] for c in candidates[: len(seen)]]))] if len(seen) else (1.0, 1.0)
         t = refine / (REFINE_SOLVES + 1)
-        solve_at((f_lo[0] + t * (best_f[0] - f_lo[0]), f_lo[1] + t * (best_f[1] - f_lo[1])))
+        solve_at(
+            (f_lo[0] + t * (best_f[0] - f_lo[0]), f_lo[1] + t * (best_f[1] - f_lo[1])), _load_prices(model, placement)
+        )
         new_latency, new_placement, new_sol = min(candidates, key=lambda c: c[0])
         new_placement, new_latency = _polish(model, new_placement, new_latency)
         if new_latency < latency:
@@ -497,6 +501,34 @@ def solve_milp(
             "workload_peak_fast_bytes": {name: ev.extra["workloads"][name]["peak_fast_bytes"] for name in model.names},
         },
     )
+
+
+def _load_prices(model: ModelBackend, placement: Placement) -> tuple[float, float]:
+    """Seconds of latency per second of busy time (at the saturated bandwidth) on each tier, at `placement`.
+
+    The latency rises with a tier's factor f_t (``dL/df_t``, by a finite step at fixed factors; 0 where the
+    throughput bound binds) and f_t with the utilisation u_t = busy_t / L (the slope of the device's measured
+    curve): ``dL/dbusy_t = dL/df_t * f_t'(u_t) / L``. Zero for a tier without a loaded-latency curve."""
+    if not (model.system.fast.loaded_latency or model.system.slow.loaded_latency):
+        return (0.0, 0.0)
+    W, A = placement.weights_fast[None], placement.activations_fast[None]
+    load = model.latency_of(W, A)
+    latency = float(load.latency[0])
+    if not (math.isfinite(latency) and latency > 0):
+        return (0.0, 0.0)
+    f = (float(load.factor[0, 0]), float(load.factor[1, 0]))
+    step = 1e-4
+    prices = []
+    for tier, device in enumerate((model.system.fast, model.system.slow)):
+        if not device.loaded_latency:
+            prices.append(0.0)
+            continue
+        bumped = (f[0] + step, f[1]) if tier == 0 else (f[0], f[1] + step)
+        dl_df = (float(model.latency_of(W, A, factors=bumped).latency[0]) - latency) / step
+        u = float(load.utilisation[tier, 0])
+        slope = (float(device.loaded_factor(u + step)) - float(device.loaded_factor(u))) / step
+        prices.append(max(dl_df, 0.0) * max(slope, 0.0) / latency)
+    return prices[0], prices[1]
 
 
 POLISH_ROUNDS = 50
@@ -639,6 +671,13 @@ class _FixedLoad:
             if tier == 1 and cols.mixing is not None:
                 extra[cols.mixing] = -1.0 / lat_unit
             add(cols.x_row(blocks, [-co / lat_unit for co in scaled], extra), const / lat_unit, np.inf)
+        # the same busy times at the devices' saturated bandwidth: the utilisation the load factors are read at
+        self.busy: list[tuple[float, list[np.ndarray]]] = []
+        for name in ("busy_fast", "busy_slow"):
+            consts, coefs = zip(*(b.traffic_x(name) for b in blocks))
+            self.busy.append(
+                (float(sum(c * k0 for c, k0 in zip(counts, consts))), [c * co for c, co in zip(counts, coefs)])
+            )
         # E >= every line of the mixing penalty (seconds per byte read and written on the slow tier)
         self.reads = [b.traffic_x("read_slow_bytes") for b in blocks]
         self.writes = [b.traffic_x("write_slow_bytes") for b in blocks]
@@ -692,12 +731,15 @@ class _FixedLoad:
         relax: bool = True,
         time_limit_s: float | None = None,
     ) -> float:
-        """A lower bound on tier `tier`'s busy time over placements whose latency with these factors is at most
-        `latency_cap` seconds: the LP relaxation's optimum (`relax`) or the MILP's dual bound; 0 if none."""
-        const, scaled = self.theta[tier]
+        """A lower bound on tier `tier`'s busy time at its saturated bandwidth (plus the mixing penalty on the
+        slow tier) over placements whose latency with these factors is at most `latency_cap` seconds: the LP
+        relaxation's optimum (`relax`) or the MILP's dual bound; 0 if none."""
+        const, scaled = self.busy[tier]
         cost = np.zeros(self.cols.n)
         for k, (b, co) in enumerate(zip(self.blocks, scaled)):
             cost[self.cols.x[k] : self.cols.x[k] + b.nb] = co / self.lat_unit
+        if tier == 1 and self.cols.mixing is not None:
+            cost[self.cols.mixing] = 1.0 / self.lat_unit
         col_hi = self.col_hi.copy()
         col_hi[self.cols.latency] = latency_cap / self.lat_unit * (1 + 1e-9)
         program = self._program(cost, const / self.lat_unit, col_hi, relax)
@@ -718,11 +760,23 @@ class _FixedLoad:
         threads: int | None,
         verbose: bool,
         max_resolves: int,
+        prices: tuple[float, float] = (0.0, 0.0),
     ) -> MILPSolution:
-        """The exact optimum for these factors (tightening a tier's row when the solver lets it overflow by a sliver)."""
+        """The exact optimum for these factors (tightening a tier's row when the solver lets it overflow by a sliver).
+
+        `prices` (seconds of latency per second of busy time at the saturated bandwidth, per tier) add the
+        first-order effect of the load on the factors to the objective (`_load_prices`): among placements that
+        tie at fixed factors, the one that loads the devices less is faster in truth."""
         model, cols, counts, blocks = self.model, self.cols, self.model.counts, self.blocks
+        cost, offset = self.cost.copy(), 0.0
+        for tier, price in enumerate(prices):
+            if price > 0:
+                const, scaled = self.busy[tier]
+                for k, (b, co) in enumerate(zip(blocks, scaled)):
+                    cost[cols.x[k] : cols.x[k] + b.nb] += price * co / self.lat_unit
+                offset += price * const / self.lat_unit
         h = _highs.build_model(
-            highspy, self._program(self.cost, 0.0, self.col_hi, False), time_limit_s, mip_rel_gap, threads, verbose
+            highspy, self._program(cost, offset, self.col_hi, False), time_limit_s, mip_rel_gap, threads, verbose
         )
         # no starting solution: HiGHS 1.16's presolve misreads the objective of one in this program (it reported
         # a start's latency as the bound on the slow tier's busy time and stopped); the warm start still competes

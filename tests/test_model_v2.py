@@ -168,7 +168,7 @@ def test_latency_rises_with_load_as_the_device_curves_say():
     n = b.graph.num_nodes
     W, A = rng.random((16, n)) < 0.5, rng.random((16, n)) < 0.5
     load = b.latency_of(W, A)
-    u = load.theta / load.latency
+    u = load.busy / load.latency
     np.testing.assert_allclose(load.factor[0], b.system.fast.loaded_factor(u[0]), rtol=1e-6)
     np.testing.assert_allclose(load.factor[1], b.system.slow.loaded_factor(u[1]), rtol=1e-6)
     assert (load.factor[1] > 1.05).all()  # 32 one-thread tasks keep the Optane DIMMs busy
@@ -198,6 +198,23 @@ def test_reads_and_writes_on_optane_cost_more_together_than_apart():
         d.mix_penalty_s(b.counts[0] * t["read_slow_bytes"] / 1e9, b.counts[0] * t["write_slow_bytes"] / 1e9)[0]
     )
     assert penalty > 0 and float(load.theta[1, 0]) == pytest.approx(additive + penalty, rel=1e-12)
+
+
+def test_utilisation_is_against_the_devices_saturated_bandwidth():
+    """The loaded-latency curves are indexed by GB/s over the device's saturated bandwidth; first v2 took the
+    busy time at the active threads' bandwidth (32 one-thread tasks reading Optane at 28 GB/s of a 40 GB/s peak
+    counted as 100 % busy)."""
+    weights = 512 * MB
+    g = chain("probe", [{"weight_bytes": weights, "output_bytes": 64, "flops": 10**6}])
+    b = ModelBackend(g, SYSTEM, n_tasks=32)
+    load = b.latency_of(np.zeros((1, 1), bool), np.ones((1, 1), bool))  # weights on Optane, output in DRAM
+    peak = max(b.system.slow.bandwidth_gbps("read", "sequential", t) for t in range(1, 65)) * 1e9
+    at_threads = b.system.slow.bandwidth_gbps("read", "sequential", b.model.active_threads) * 1e9
+    assert at_threads < 0.9 * peak  # the regime this test is about
+    assert float(load.busy[1, 0]) == pytest.approx(32 * weights / peak, rel=1e-9)
+    assert float(load.theta[1, 0]) == pytest.approx(32 * weights / at_threads, rel=1e-9)
+    np.testing.assert_allclose(load.factor[1], b.system.slow.loaded_factor(load.busy[1] / load.latency), rtol=1e-6)
+    assert float(load.utilisation[1, 0]) < 0.9  # the device is not saturated: its latency is not at the top
 
 
 def test_an_activation_read_from_the_cache_costs_no_memory_read():

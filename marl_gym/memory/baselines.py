@@ -145,6 +145,7 @@ def mode_latency(models: Sequence[AnalyticModel], counts: Sequence[int], mode: s
         per_workload=draws.per_workload.mean(axis=1, keepdims=True),
         solo=draws.solo.mean(axis=1, keepdims=True),
         theta=draws.theta.mean(axis=1, keepdims=True),
+        busy=draws.busy.mean(axis=1, keepdims=True),
         factor=draws.factor.mean(axis=1, keepdims=True),
         stretch=draws.stretch.mean(keepdims=True),
     )

@@ -9,8 +9,11 @@ run. For B placements of a mix (one placement per workload, ``count_k`` tasks of
     L_solo_k = sum_g max(C_g, f_fast M_fast_g + f_slow M_slow_g)     one task of workload k, alone
     L = max(mean_k L_solo_k, Theta_fast, Theta_slow)                 the task-weighted mean latency
 
-A device busy a fraction ``u_t = Theta_t / L`` of the time answers more slowly: ``f_t = loaded_factor(u_t)``
-(`Device.loaded_latency`, measured curves), which stretches the tier's memory time in every task. ``f``
+A device moving bytes at a fraction ``u_t = Theta*_t / L`` of its saturated bandwidth answers more slowly:
+``f_t = loaded_factor(u_t)`` (`Device.loaded_latency`, curves measured against the saturated bandwidth), which
+stretches the tier's memory time in every task. ``Theta*_t`` is ``Theta_t`` with every byte at the device's
+best-thread-count bandwidth (``busy_fast``/``busy_slow``), not at the active threads' (a device that 32
+threads cannot saturate is not fully loaded when they are all busy on it). ``f``
 and ``L`` depend on each other: ``L = g(L) = max(mean_k L_solo_k(f(Theta / L)), Theta_max)`` with ``g``
 non-increasing, so there is exactly one solution, between ``L0 = g(inf)`` (f = 1) and ``g(L0)``; it is found
 per placement by bracketed regula falsi to `SETTLE_TOLERANCE`. Each workload's latency is its solo latency
@@ -48,6 +51,8 @@ class MixLatency:
     """(K, B) each workload's latency alone, with the loaded-latency factors (before the throughput bound)."""
     theta: np.ndarray
     """(2, B) seconds the fast and the slow device need for one inference of every task."""
+    busy: np.ndarray
+    """(2, B) seconds each device needs for one inference of every task at its saturated bandwidth (<= theta)."""
     factor: np.ndarray
     """(2, B) loaded-latency factors of the fast and the slow tier."""
     stretch: np.ndarray
@@ -55,8 +60,8 @@ class MixLatency:
 
     @property
     def utilisation(self) -> np.ndarray:
-        """(2, B) share of the time each device is busy."""
-        return self.theta / np.maximum(self.latency, 1e-300)
+        """(2, B) bytes moved per second over each device's saturated bandwidth (the loaded-latency curves' x)."""
+        return self.busy / np.maximum(self.latency, 1e-300)
 
 
 def task_mean(counts: np.ndarray, per_workload: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -87,8 +92,12 @@ def mix_latency(
     theta_s = sum(c * t["theta_slow"] for c, t in zip(counts_arr, traffic))
     read_gb = sum(c * t["read_slow_bytes"] for c, t in zip(counts_arr, traffic)) / GB
     write_gb = sum(c * t["write_slow_bytes"] for c, t in zip(counts_arr, traffic)) / GB
-    theta_s = theta_s + system.slow.mix_penalty_s(read_gb, write_gb)
+    penalty = system.slow.mix_penalty_s(read_gb, write_gb)
+    theta_s = theta_s + penalty
     theta = np.stack([np.atleast_1d(theta_f), np.atleast_1d(theta_s)])
+    busy_f = sum(c * t["busy_fast"] for c, t in zip(counts_arr, traffic))
+    busy_s = sum(c * t["busy_slow"] for c, t in zip(counts_arr, traffic)) + penalty
+    busy = np.stack([np.atleast_1d(busy_f), np.atleast_1d(busy_s)]) * np.ones_like(theta)
 
     def solo(ff: np.ndarray, fs: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
         return np.stack(
@@ -110,7 +119,7 @@ def mix_latency(
         return per, mean, np.maximum(mean, theta_max[rows])
 
     def factors_at(latency: np.ndarray, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        u = theta[:, rows] / np.maximum(latency, 1e-300)
+        u = busy[:, rows] / np.maximum(latency, 1e-300)
         return system.fast.loaded_factor(u[0]), system.slow.loaded_factor(u[1])
 
     if factors is not None:
@@ -125,6 +134,7 @@ def mix_latency(
         per_workload=per * stretch,
         solo=per,
         theta=theta,
+        busy=busy,
         factor=np.stack([ff, fs]),
         stretch=stretch,
     )

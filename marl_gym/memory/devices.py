@@ -201,6 +201,11 @@ class Device:
             sizes, values = [64.0, float(STREAM_BYTES)], [large * factor, large]
         return float(np.interp(np.log2(max(float(access_bytes), 1.0)), np.log2(sizes), values))
 
+    def curves(self) -> tuple[BandwidthCurve, ...]:
+        """Every bandwidth curve of the device (their thread breakpoints bound where a maximum can be)."""
+        extra = (self.ordinary_write,) if self.ordinary_write is not None else ()
+        return (self.read, self.write, *extra, *(c for _, c in self.small_reads), *(c for _, c in self.small_writes))
+
     def latency_ns(self, kind: str, pattern: str) -> float:
         if kind == "write":
             return self.write_latency_ns

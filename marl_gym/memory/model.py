@@ -94,7 +94,8 @@ class _Tier:
 
 @dataclass(frozen=True)
 class TierCosts:
-    """What each access of one task costs on one tier: solo seconds, aggregate seconds and moved bytes."""
+    """What each access of one task costs on one tier: solo seconds, aggregate seconds, moved bytes, and seconds at
+    the device's saturated bandwidth (`busy_*`, what the loaded-latency curves' utilisation is measured against)."""
 
     weights: np.ndarray  # (n,) own weight reads
     shared: np.ndarray  # (S,) shared weight reads
@@ -110,6 +111,11 @@ class TierCosts:
     bytes_shared: np.ndarray
     bytes_output: np.ndarray
     bytes_edges: np.ndarray
+    busy_weights: np.ndarray
+    busy_shared: np.ndarray
+    busy_output: np.ndarray
+    busy_edges: np.ndarray
+    busy_model_input: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,8 @@ class TierMaps:
     other: tuple[np.ndarray, np.ndarray, np.ndarray, Any, Any]
     traffic: dict[str, tuple[float, np.ndarray, np.ndarray]]
     """Per-task sums: name -> (constant, per-w coefficient, per-a coefficient); ``theta_fast``, ``theta_slow``
-    (seconds at aggregate bandwidth), ``read_slow_bytes``, ``write_slow_bytes``."""
+    (seconds at aggregate bandwidth), ``busy_fast``, ``busy_slow`` (seconds at the saturated bandwidth),
+    ``read_slow_bytes``, ``write_slow_bytes``."""
 
 
 class AnalyticModel:
@@ -243,6 +250,15 @@ class AnalyticModel:
             bw = min(bw, tier.bw_cap.bandwidth_gbps(kind, pattern, threads, access_bytes=size) / k)
         return bw * GB
 
+    def _saturated(self, tier: _Tier, kind: str, pattern: str, size: float) -> float:
+        """Bytes/s of `tier` at its best thread count (the saturated bandwidth the loaded-latency curves are
+        indexed by): the curves are piecewise linear in threads, so their breakpoints and every integer thread
+        count up to the last breakpoint cover the maximum."""
+        devices = [tier.device] + ([tier.bw_cap] if tier.bw_cap is not None else [])
+        points = {float(t) for d in devices for c in d.curves() for t in c.threads}
+        grid = sorted(points | {float(t) for t in range(1, int(max(points, default=1.0)) + 2)})
+        return max(self._bandwidth(tier, kind, pattern, t, size) for t in grid)
+
     def _latency(self, tier: _Tier, kind: str, pattern: str) -> float:
         if kind == "read" and tier.read_latency_add_ns is not None and tier.bw_cap is not None:
             return (tier.bw_cap.latency_ns(kind, pattern) + tier.read_latency_add_ns) * NS
@@ -252,12 +268,13 @@ class AnalyticModel:
 
     def _access(
         self, tier: _Tier, kind: str, nbytes: np.ndarray, patterns: list[str], sizes: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(solo seconds, aggregate seconds, rounded bytes) of accesses of `nbytes` with contiguous `sizes`."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(solo seconds, aggregate seconds, rounded bytes, seconds at the saturated bandwidth) of accesses of
+        `nbytes` with contiguous `sizes`."""
         line = float(tier.device.line_bytes)
         rounded = np.where(nbytes > 0, np.ceil(nbytes / line) * line, 0.0)
-        solo, agg = np.zeros(len(nbytes)), np.zeros(len(nbytes))
-        cache: dict[tuple[str, float], tuple[float, float, float]] = {}
+        solo, agg, busy = np.zeros(len(nbytes)), np.zeros(len(nbytes)), np.zeros(len(nbytes))
+        cache: dict[tuple[str, float], tuple[float, float, float, float]] = {}
         for k, (pattern, size) in enumerate(zip(patterns, sizes)):
             if nbytes[k] <= 0:
                 continue
@@ -267,11 +284,13 @@ class AnalyticModel:
                     self._bandwidth(tier, kind, pattern, self.threads_per_task, size),
                     self._bandwidth(tier, kind, pattern, self.active_threads, size),
                     self._latency(tier, kind, pattern),
+                    self._saturated(tier, kind, pattern, size),
                 )
-            bw_solo, bw_agg, lat = cache[key]
+            bw_solo, bw_agg, lat, bw_sat = cache[key]
             solo[k] = rounded[k] / bw_solo + lat
             agg[k] = rounded[k] / bw_agg
-        return solo, agg, rounded
+            busy[k] = rounded[k] / bw_sat
+        return solo, agg, rounded, busy
 
     def _sizes(self, nbytes: np.ndarray, gathers: np.ndarray | None = None) -> np.ndarray:
         """Contiguous access size: a gathered row for gathers, the tensor itself below `STREAM_BYTES`."""
@@ -299,6 +318,7 @@ class AnalyticModel:
         o_solo = np.where(out_all_resident, wb * o[0], o[0])
         o_agg = np.where(out_all_resident, wb * o[1], o[1])
         o_bytes = np.where(out_all_resident, wb * o[2], o[2])
+        o_busy = np.where(out_all_resident, wb * o[3], o[3])
         return TierCosts(
             weights=w[0],
             shared=sh[0],
@@ -314,6 +334,11 @@ class AnalyticModel:
             bytes_shared=sh[2],
             bytes_output=o_bytes,
             bytes_edges=e[2],
+            busy_weights=w[3],
+            busy_shared=sh[3],
+            busy_output=o_busy,
+            busy_edges=e[3],
+            busy_model_input=mi[3],
         )
 
     def _outputs_consumed_in_cache(self) -> np.ndarray:
@@ -358,11 +383,15 @@ class AnalyticModel:
 
         fw, fa = sums((fast.agg_weights, fast.agg_shared, fast.agg_output, fast.agg_edges))
         sw, sa = sums((other.agg_weights, other.agg_shared, other.agg_output, other.agg_edges))
+        bfw, bfa = sums((fast.busy_weights, fast.busy_shared, fast.busy_output, fast.busy_edges))
+        bsw, bsa = sums((other.busy_weights, other.busy_shared, other.busy_output, other.busy_edges))
         rw, ra = sums((other.bytes_weights, other.bytes_shared, np.zeros(n), other.bytes_edges))
         ww, wa = sums((np.zeros(n), np.zeros(len(self.shared_bytes)), other.bytes_output, np.zeros(len(self.edge_src))))
         traffic = {
             "theta_fast": (float(fast.agg_model_input.sum()), fw, fa),
             "theta_slow": (float(sw.sum() + sa.sum()), -sw, -sa),
+            "busy_fast": (float(fast.busy_model_input.sum()), bfw, bfa),
+            "busy_slow": (float(bsw.sum() + bsa.sum()), -bsw, -bsa),
             "read_slow_bytes": (float(rw.sum() + ra.sum()), -rw, -ra),
             "write_slow_bytes": (float(ww.sum() + wa.sum()), -ww, -wa),
         }
