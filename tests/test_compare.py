@@ -10,7 +10,7 @@ import pytest
 
 from agents.compare import CSV_COLUMNS, compare, make_agent
 from agents.random_search import RandomSearch
-from marl_gym.cli import main
+from marl_lab.cli import main
 
 SMALL = dict(workload="resnet50", system="optane-16g-128g", n_tasks=32)
 
@@ -105,7 +105,7 @@ def test_cli_compare_writes_the_three_outputs(tmp_path, capsys):
             "--workload",
             "resnet50",
             "--agents",
-            "random,greedy,milp",
+            "random,greedy,rules,milp",
             "--budget",
             "30",
             "--seeds",
@@ -122,7 +122,7 @@ def test_cli_compare_writes_the_three_outputs(tmp_path, capsys):
     for ext in ("csv", "md", "png"):
         assert (out / f"{stem}.{ext}").stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "| greedy | 1 | " in printed and f"wrote csv: {out / stem}.csv" in printed
+    assert "| greedy | 1 | " in printed and "| rules | 1 | " in printed and f"wrote csv: {out / stem}.csv" in printed
     assert not list(out.glob(".*.tmp")), "no temp files left behind"
 
 

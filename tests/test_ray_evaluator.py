@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import gymnasium as gym
@@ -26,6 +26,7 @@ from agents.evaluators_factory import EVALUATOR_KINDS, make_evaluator  # noqa: E
 from agents.random_search import RandomSearch  # noqa: E402
 from agents.ray_evaluator import RayEvaluator  # noqa: E402
 from marl_gym.envs.placement_env import HeteroMemPlacementEnv  # noqa: E402
+from marl_gym.envs.problem import PlacementProblem  # noqa: E402
 from marl_gym.envs.rewards import compute_rewards, get_reward  # noqa: E402
 
 ENV_KWARGS = {"workload": "resnet50", "system": "optane-16g-128g", "n_tasks": 4}
@@ -64,18 +65,14 @@ def random_actions(env: Any, count: int, seed: int = 0) -> np.ndarray:
     return (rng.random((count, n, 2)) < p).astype(np.int8)
 
 
-class FaultyEnv(HeteroMemPlacementEnv):
-    """The real env, with a fault injected into `evaluate_batch` (what the Ray actors call)."""
+class FaultyProblem(PlacementProblem):
+    """The real env's problem, with a fault injected into `evaluate_batch` (what the Ray actors call)."""
 
-    def __init__(self, fault: FaultyFactory, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.fault = fault
-        self.calls = 0
-
-    def evaluate_batch(self, actions: Any):
-        self.calls += 1
-        f = self.fault
-        if f.busy_marker and self.calls == 2:  # "I am busy with my second task": the test kills me now
+    def evaluate_batch(self, actions: Any, rng: Any = None):
+        state = self.__dict__["fault_state"]
+        state["calls"] += 1
+        f = state["fault"]
+        if f.busy_marker and state["calls"] == 2:  # "I am busy with my second task": the test kills me now
             try:
                 fd = os.open(f.busy_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
@@ -85,7 +82,7 @@ class FaultyEnv(HeteroMemPlacementEnv):
                 os.close(fd)
         if f.sleep_s:
             time.sleep(f.sleep_s * len(actions))
-        if f.crash_on_call and self.calls == f.crash_on_call and f.marker:
+        if f.crash_on_call and state["calls"] == f.crash_on_call and f.marker:
             try:  # O_EXCL: of actors reaching this call at the same moment, exactly one crashes
                 os.close(os.open(f.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
@@ -96,7 +93,17 @@ class FaultyEnv(HeteroMemPlacementEnv):
             os._exit(1)  # any placement with node 0's activation in fast memory kills its actor, every time
         if f.raises:
             raise {"value": ValueError, "runtime": RuntimeError}[f.raises](f"injected {f.raises} error")
-        return super().evaluate_batch(actions)
+        return super().evaluate_batch(actions, rng)
+
+
+class FaultyEnv(HeteroMemPlacementEnv):
+    """The real env, posing a `FaultyProblem`."""
+
+    def __init__(self, fault: FaultyFactory, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        p = self.problem
+        self.problem = FaultyProblem(**{f.name: getattr(p, f.name) for f in fields(p)})
+        self.problem.__dict__["fault_state"] = {"fault": fault, "calls": 0}
 
 
 @dataclass(frozen=True)
@@ -195,9 +202,9 @@ def test_bounded_retries_then_reported_failure(local_ray, env):
     actions[:, 0, 1] = 0
     actions[4, 0, 1] = 1  # the poisoned placement
     expected = InProcessBatchEvaluator(env).evaluate(actions)
-    base = env.unwrapped
+    r = env.unwrapped.problem.reward
     env_failure = compute_rewards(
-        get_reward(base.reward_name), [np.inf], [False], [0], base.baseline_s, base.all_slow_s, base.footprint_bytes
+        get_reward(r.name), [np.inf], [False], [0], r.baseline_s, r.all_slow_s, r.footprint_bytes
     )[0]
     with RayEvaluator(FaultyFactory(poison=True), n_actors=2, max_retries=1) as ev:
         assert ev.failure_reward == env_failure < 0
@@ -313,7 +320,7 @@ def test_cli_flags():
 def test_compare_runs_on_ray_like_in_process(local_ray, tmp_path):
     """`marl-gym compare --evaluator ray`: same best-so-far history as in-process for a seeded agent."""
     from agents.compare import compare
-    from marl_gym.cli import main
+    from marl_lab.cli import main
 
     common = dict(agents=["random"], budget=24, seeds=1, system="optane-16g-128g", n_tasks=8, milp_time_limit_s=30)
     local = compare("resnet50", progress=False, **common)
