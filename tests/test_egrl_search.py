@@ -157,7 +157,7 @@ def test_sigkill_mid_training_then_resume(tmp_path):
 
     # nothing half-written: every file parses, no temp files are left as the real names
     state = torch.load(out / CHECKPOINT_NAME, weights_only=True)
-    killed_gen, killed_used = state["generation"], state["session"]["used"]
+    killed_gen, killed_used = state["generation"], state["budget"]["used"]
     assert 3 <= killed_gen and killed_used < 200
     before = _generations(out / "generations.csv")
     assert len(before) >= killed_gen - 1
