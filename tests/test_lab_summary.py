@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 import marl_gym
 from agents.random_search import RandomSearch
-from agents.testing import small_graph
+from agents.testing import OpaqueBackend, small_graph
 from marl_gym.backends.model import ModelBackend
 from marl_lab.summary import MODES, RULE_LABELS, summarise
 from marl_lab.training_curve import mode_lines, plot_training_curve
@@ -65,22 +64,9 @@ def test_json_is_versioned_and_finite(env, searched, tmp_path):
         assert row["latency_s"] is None if not math.isfinite(r.latency_s) else row["latency_s"] == r.latency_s
 
 
-class _Measured:
-    """A backend that is not the analytic model: summarise must not search it with model-only baselines."""
-
-    name = "measured"
-    deterministic = True
-
-    def __init__(self, inner: ModelBackend) -> None:
-        self._inner = inner
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._inner, attr)
-
-
 def test_without_a_cost_model_only_the_cheap_rows():
     graph = small_graph(6)
-    env = gym.make(marl_gym.ENV_ID, workload=graph, n_tasks=64, backend=_Measured(ModelBackend(graph, None, 64)))
+    env = gym.make(marl_gym.ENV_ID, workload=graph, n_tasks=64, backend=OpaqueBackend(ModelBackend(graph, None, 64)))
     s = summarise(env, RandomSearch(seed=0).fit(env, budget=8))
     labels = [r.placement for r in s.rows]
     assert "optimum (MILP)" not in labels and "random search" not in labels and "greedy" not in labels

@@ -20,7 +20,7 @@ from agents.rules import (
     rule_placements,
     size_lifetime_fill,
 )
-from agents.testing import small_graph
+from agents.testing import OpaqueBackend, small_graph
 from marl_gym.backends.model import ModelBackend
 from marl_gym.envs.capacity import ACTIVATION, WEIGHTS
 
@@ -132,23 +132,10 @@ def test_agent_spends_one_evaluation_per_applicable_rule():
         SimpleRules().fit(small, budget=0)
 
 
-class _MeasuredStandIn:
-    """A backend that is not the analytic model (as a measured one): `problem.cost_model` is then None."""
-
-    name = "stand-in"
-    deterministic = True
-
-    def __init__(self, inner: ModelBackend) -> None:
-        self._inner = inner
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._inner, attr)
-
-
 def test_rules_never_need_the_cost_model():
     graph = small_graph(6)
     modelled = _env(workload=graph, n_tasks=64).unwrapped.problem
-    measured_env = _env(workload=graph, n_tasks=64, backend=_MeasuredStandIn(ModelBackend(graph, None, 64)))
+    measured_env = _env(workload=graph, n_tasks=64, backend=OpaqueBackend(ModelBackend(graph, None, 64)))
     measured = measured_env.unwrapped.problem
     assert measured.cost_model is None and modelled.cost_model is not None
     for name in RULES:
