@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from marl_gym.workloads.graph import WorkloadGraph, build_graph
+from marl_gym.workloads.builder import build_graph
+from marl_gym.workloads.graph import WorkloadGraph
 
 MIB = 2**20
 

@@ -7,11 +7,12 @@ placement that keeps crashing its actor is reported as failed after the bounded 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
@@ -25,8 +26,8 @@ from agents.evaluators import GymEnvFactory, InProcessBatchEvaluator, ProcessPoo
 from agents.evaluators_factory import EVALUATOR_KINDS, make_evaluator  # noqa: E402
 from agents.random_search import RandomSearch  # noqa: E402
 from agents.ray_evaluator import RayEvaluator  # noqa: E402
+from marl_gym.backends.model import ModelBackend  # noqa: E402
 from marl_gym.envs.placement_env import HeteroMemPlacementEnv  # noqa: E402
-from marl_gym.envs.problem import PlacementProblem  # noqa: E402
 from marl_gym.envs.rewards import compute_rewards, get_reward  # noqa: E402
 
 ENV_KWARGS = {"workload": "resnet50", "system": "optane-16g-128g", "n_tasks": 4}
@@ -65,14 +66,18 @@ def random_actions(env: Any, count: int, seed: int = 0) -> np.ndarray:
     return (rng.random((count, n, 2)) < p).astype(np.int8)
 
 
-class FaultyProblem(PlacementProblem):
-    """The real env's problem, with a fault injected into `evaluate_batch` (what the Ray actors call)."""
+class FaultyBackend(ModelBackend):
+    """The analytic model with a fault injected into `evaluate_batch` (what the Ray actors' evaluator calls)."""
 
-    def evaluate_batch(self, actions: Any, rng: Any = None):
-        state = self.__dict__["fault_state"]
-        state["calls"] += 1
-        f = state["fault"]
-        if f.busy_marker and state["calls"] == 2:  # "I am busy with my second task": the test kills me now
+    def __init__(self, fault: FaultyFactory, mix: Any, system: Any) -> None:
+        super().__init__(mix, system)
+        self.fault = fault
+        self.calls = 0
+
+    def evaluate_batch(self, weights_fast: Any, activations_fast: Any):
+        self.calls += 1
+        f = self.fault
+        if f.busy_marker and self.calls == 2:  # "I am busy with my second task": the test kills me now
             try:
                 fd = os.open(f.busy_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
@@ -81,29 +86,28 @@ class FaultyProblem(PlacementProblem):
                 os.write(fd, str(os.getpid()).encode())
                 os.close(fd)
         if f.sleep_s:
-            time.sleep(f.sleep_s * len(actions))
-        if f.crash_on_call and state["calls"] == f.crash_on_call and f.marker:
+            time.sleep(f.sleep_s * len(weights_fast))
+        if f.crash_on_call and self.calls == f.crash_on_call and f.marker:
             try:  # O_EXCL: of actors reaching this call at the same moment, exactly one crashes
                 os.close(os.open(f.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 pass
             else:
                 os._exit(1)  # the actor's process dies: nothing is returned
-        if f.poison and (np.asarray(actions)[:, 0, 1] == 1).any():
+        if f.poison and np.asarray(activations_fast)[:, 0].any():
             os._exit(1)  # any placement with node 0's activation in fast memory kills its actor, every time
         if f.raises:
             raise {"value": ValueError, "runtime": RuntimeError}[f.raises](f"injected {f.raises} error")
-        return super().evaluate_batch(actions, rng)
+        return super().evaluate_batch(weights_fast, activations_fast)
 
 
 class FaultyEnv(HeteroMemPlacementEnv):
-    """The real env, posing a `FaultyProblem`."""
+    """The real env whose problem evaluates through `FaultyBackend`."""
 
     def __init__(self, fault: FaultyFactory, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        p = self.problem
-        self.problem = FaultyProblem(**{f.name: getattr(p, f.name) for f in fields(p)})
-        self.problem.__dict__["fault_state"] = {"fault": fault, "calls": 0}
+        faulty = FaultyBackend(fault, self.problem.mix, self.problem.system)
+        self.problem = dataclasses.replace(self.problem, backend=faulty)
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,7 @@ def test_bounded_retries_then_reported_failure(local_ray, env):
     env_failure = compute_rewards(
         get_reward(r.name), [np.inf], [False], [0], r.baseline_s, r.all_slow_s, r.footprint_bytes
     )[0]
+    assert env_failure == r.failed_value
     with RayEvaluator(FaultyFactory(poison=True), n_actors=2, max_retries=1) as ev:
         assert ev.failure_reward == env_failure < 0
         got = ev.evaluate(actions)  # does not raise

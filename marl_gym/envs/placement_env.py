@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import Any
 
@@ -200,6 +201,8 @@ class HeteroMemPlacementEnv(gym.Env):
                 raise ValueError(
                     f"a mix of workloads (tasks=) runs on the analytic model only: use backend='model', got {backend!r}"
                 )
+            if importlib.util.find_spec("torch") is None:
+                raise ValueError("the native backend runs the real model with PyTorch: pip install 'marl-gym[torch]'")
             from marl_gym.backends.native import NativeBackend
 
             return NativeBackend(mix.graph, system, n_tasks=mix.n_tasks, **kwargs)

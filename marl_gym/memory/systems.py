@@ -23,6 +23,7 @@ from typing import Any
 from marl_gym.memory.devices import (
     CXL_TYPE3_DDR5_X8,
     DRAM_DDR4_2666_X6,
+    OPTANE_DCPMM_100_X1,
     OPTANE_DCPMM_100_X6,
     REMOTE_NUMA_DDR4,
     Device,
@@ -67,6 +68,17 @@ class MemorySystem:
     """Fast-tier accesses per Memory Mode read miss (tag-checked read + fill)."""
     mm_dram_accesses_per_write_miss: float = 3.0
     """Fast-tier accesses per Memory Mode write miss (tag read, fill, dirty victim read)."""
+    threads_per_task: int | None = None
+    """Threads each task runs; None = all cores for a lone task, one per task when several run (how the MARL
+    paper ran them: docs/model.md, "Threads per task")."""
+    sockets: int = 1
+    l2_bytes_per_core: int = 0
+    """Private cache per core (0 = no cache modelled)."""
+    l3_bytes_per_socket: int = 0
+    """Shared last-level cache per socket (0 = no cache modelled)."""
+    llc_writeback_fraction: float = 1.0
+    """Share of an activation's write charged when every reader found it in the cache (its dirty lines are
+    written back when evicted)."""
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -92,6 +104,12 @@ class MemorySystem:
             raise MemorySystemError(f"system {self.name!r}: reserve_hot_fraction must be in [0, 1]")
         if self.mm_dram_accesses_per_read_miss < 1 or self.mm_dram_accesses_per_write_miss < 1:
             raise MemorySystemError(f"system {self.name!r}: Memory Mode DRAM accesses per miss must be >= 1")
+        if self.threads_per_task is not None and self.threads_per_task < 1:
+            raise MemorySystemError(f"system {self.name!r}: threads_per_task must be >= 1 or None")
+        if self.sockets < 1 or self.l2_bytes_per_core < 0 or self.l3_bytes_per_socket < 0:
+            raise MemorySystemError(f"system {self.name!r}: sockets must be >= 1 and cache sizes >= 0")
+        if not 0 <= self.llc_writeback_fraction <= 1:
+            raise MemorySystemError(f"system {self.name!r}: llc_writeback_fraction must be in [0, 1]")
 
     @property
     def fast_available_bytes(self) -> int:
@@ -142,25 +160,42 @@ _PAPER_COMMON: dict[str, Any] = dict(
     core_gflops=_CORE_GFLOPS,  # src: derivation above (64 FLOP/cycle x 2.0 GHz x 0.5)
     framework_overhead_bytes=200 * 10**6,  # src: issue #3 "a process that imports torch holds ~200 MB"
     overhead_tier="slow",  # assumption: framework pages are cold; agents' DRAM budget is for tensors (PAPER §6.2 uses all 16+128 GB)
-    reserve_hot_fraction=0.25,  # assumption: a quarter of the 14 GiB reserve (kernel, page cache, daemons) is touched while tasks run; sensitivity 0..0.75 in docs/model.md
+    reserve_hot_fraction=0.75,  # assumption: PAPER §2.4/§6.2 "4 tasks fill the 16GB DRAM (system also uses memory)" => ~10-12 GiB of the 14 GiB reserve is hot; band 0..0.75 in docs/model.md
     mm_miss_latency_ns=70.0,  # src: MD §2, Moon, Oh and Ahn JOK 2020: each miss adds about 70 ns
     mm_dram_accesses_per_read_miss=2.0,  # src: MD §2, Hildebrand ISPASS'21 ~5 accesses per demand miss in all: tag read + fill on DRAM (2), PM read (1), dirty victim read + PM write charged to writes
     mm_dram_accesses_per_write_miss=3.0,  # src: same accounting: tag read + fill + dirty victim read on DRAM
+    sockets=2,  # assumption: no 32-core Cascade Lake Gold exists; 2 x 16-core Gold 5218 class (memory_measurements.md §5)
+    l2_bytes_per_core=1 * 2**20,  # src: Intel 000027820, Cascade Lake L2 1 MB per core
+    l3_bytes_per_socket=22 * 2**20,  # src: Intel 000027820, 1.375 MB L3 per core x 16 cores (Gold 5218: 22 MB)
+    llc_writeback_fraction=1.0,  # assumption: a cached activation's dirty lines still reach memory when evicted; band 0..1
 )
 
 OPTANE_16G_128G = MemorySystem(
     name="optane-16g-128g",
-    description="The MARL paper's server: 16 GiB DDR4 (14 GiB taken by the system) + 128 GiB Optane DC PM "
-    "in App Direct, 32 cores, one socket",
+    description="The MARL paper's server: 16 GiB DDR4 (14 GiB taken by the system) + 128 GiB Optane DC PM in "
+    "App Direct, 32 cores. No 32-core Cascade Lake Gold exists: the profile assumes 2 x 16-core Gold 5218-class "
+    "cores and caches, sharing one socket's memory as OptaneStudy measured it (6 x DDR4-2666, 6 interleaved "
+    "Optane 100 DIMMs on a Xeon 8260)",
     fast=DRAM_DDR4_2666_X6,  # src: PAPER §6 "Samsung's DDR4 DRAM"; MD §0 profile
     slow=OPTANE_DCPMM_100_X6,  # src: PAPER §6 Optane DC; MD §0 6-DIMM interleaved profile
     slow_capacity_bytes=128 * GIB,  # src: PAPER §6 "128GB PM"
     **_PAPER_COMMON,
 )
 
+OPTANE_1DIMM_16G_128G = MemorySystem(
+    name="optane-1dimm-16g-128g",
+    description="The paper's server read literally: its 128 GB of PM as ONE Optane 100 DIMM (no interleaving); "
+    "the paper does not say how many DIMMs it had",
+    fast=DRAM_DDR4_2666_X6,  # src: as optane-16g-128g
+    slow=OPTANE_DCPMM_100_X1,  # assumption: "128GB PM" as one 128 GB module (Optane 100 comes in 128/256/512 GB)
+    slow_capacity_bytes=128 * GIB,  # src: PAPER §6 "128GB PM"
+    **_PAPER_COMMON,
+)
+
 CXL_16G_128G = MemorySystem(
     name="cxl-16g-128g",
-    description="What-if: the paper's server with its PM replaced by a 128 GiB CXL type-3 expander",
+    description="What-if: the paper's server with its PM replaced by a 128 GiB CXL type-3 expander (the expander's "
+    "measured latency excess and saturation on an Emerald Rapids box, beside the Cascade Lake DRAM profile)",
     fast=DRAM_DDR4_2666_X6,  # src: as optane-16g-128g
     slow=CXL_TYPE3_DDR5_X8,  # assumption: one x8 CXL expander (devices.py)
     slow_capacity_bytes=128 * GIB,  # assumption: same capacity as the paper's PM, for comparison
@@ -178,7 +213,9 @@ NUMA_16G_128G = MemorySystem(
 
 # --- presets end
 
-PRESETS: dict[str, MemorySystem] = {s.name: s for s in (OPTANE_16G_128G, CXL_16G_128G, NUMA_16G_128G)}
+PRESETS: dict[str, MemorySystem] = {
+    s.name: s for s in (OPTANE_16G_128G, OPTANE_1DIMM_16G_128G, CXL_16G_128G, NUMA_16G_128G)
+}
 DEFAULT_SYSTEM = "optane-16g-128g"
 
 

@@ -7,6 +7,7 @@
 three import torch, lazily).
 """
 
+from marl_gym.workloads.builder import build_graph
 from marl_gym.workloads.granularity import (
     GRANULARITIES,
     layer_index,
@@ -22,7 +23,6 @@ from marl_gym.workloads.graph import (
     Node,
     WorkloadError,
     WorkloadGraph,
-    build_graph,
     peak_live_activation_bytes,
 )
 from marl_gym.workloads.registry import load, names, resolve

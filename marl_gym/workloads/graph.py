@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,15 @@ import numpy as np
 from marl_gym.io import atomic_write_text, format_bytes
 from marl_gym.workloads.lifetimes import live_bytes_by_step, live_matrix
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the JSON layout written by `WorkloadGraph.to_json`; bumped on any incompatible change.
 
-Version 2 added the node fields `weight_tensor_bytes` and `part_of` (version-1 readers reject unknown
-node fields, hence the bump). Version-1 files are still read: their nodes get the defaults (no
-per-tensor sizes, so only nodes with at most one parameter can be split to tensor granularity)."""
+Version 2 added the node fields `weight_tensor_bytes` and `part_of`; version 3 `weight_read_bytes`,
+`shared_reads` and `gather_bytes` (what a node reads of its own and of other nodes' weights, and how
+large a gathered row is). Older readers reject unknown node fields, hence the bumps. Version-1 and -2
+files are still read: their nodes get the defaults (a node reads all its own weights and nothing else)."""
 
-READABLE_SCHEMA_VERSIONS = (1, 2)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 """JSON layouts `WorkloadGraph.from_dict` accepts."""
 
 ACCESS_PATTERNS = ("sequential", "strided", "random", "tiny")
@@ -95,10 +95,24 @@ class Node:
     part_of: str | None = None
     """At tensor granularity: the name of the layer node this node was split from (a parameter node placed
     before it, or an extra-output node placed after it); None for layer nodes and at layer granularity."""
+    weight_read_bytes: int | None = None
+    """Bytes of its own weights this node reads per run; None reads all of `weight_bytes`. An embedding
+    lookup reads only the rows it gathers (tokens x row bytes), not the table."""
+    shared_reads: tuple[tuple[str, str, int], ...] = ()
+    """Weights owned by earlier nodes that this node reads too, one (owner node, parameter name, bytes read)
+    per tensor: a module called again, a tied LM head reading the embedding table. A tensor is one placement
+    decision, its owner's; each reader pays its own read at the owner's tier."""
+    gather_bytes: int | None = None
+    """For gathers (access "random"): bytes of each contiguous row read; None is one 64-B line per access."""
 
     @property
     def has_weights(self) -> bool:
         return self.weight_bytes > 0
+
+    @property
+    def own_read_bytes(self) -> int:
+        """Bytes of its own weights the node reads per run (`weight_read_bytes`, else all of them)."""
+        return self.weight_bytes if self.weight_read_bytes is None else self.weight_read_bytes
 
     @property
     def has_activation_decision(self) -> bool:
@@ -163,6 +177,7 @@ class WorkloadGraph:
                         f"{where}: weight_tensor_bytes {list(node.weight_tensor_bytes)} must be >= 0 and sum to "
                         f"weight_bytes {node.weight_bytes}"
                     )
+        self._validate_weight_reads()
         last_reader = list(range(n))
         for s, d in self.edges:
             if not (0 <= s < n and 0 <= d < n):
@@ -177,6 +192,28 @@ class WorkloadGraph:
                     f"after its last_use {node.last_use}"
                 )
         self._validate_parts()
+
+    def _validate_weight_reads(self) -> None:
+        """Own reads within the node's weights; shared reads of an earlier owner's parameters."""
+        index = {node.name: i for i, node in enumerate(self.nodes)}
+        for i, node in enumerate(self.nodes):
+            where = f"node {i} ({node.name!r}) of workload {self.name!r}"
+            if node.weight_read_bytes is not None and not 0 <= node.weight_read_bytes <= node.weight_bytes:
+                raise WorkloadError(
+                    f"{where}: weight_read_bytes {node.weight_read_bytes} must be in [0, weight_bytes = "
+                    f"{node.weight_bytes}] (a node reads at most its own weights)"
+                )
+            if node.gather_bytes is not None and node.gather_bytes < 1:
+                raise WorkloadError(f"{where}: gather_bytes must be >= 1, got {node.gather_bytes}")
+            for owner, param, nbytes in node.shared_reads:
+                j = index.get(owner)
+                if j is None or j >= i:
+                    raise WorkloadError(f"{where}: shared read of {param!r} names {owner!r}, not an earlier node")
+                holder = self.nodes[j]
+                if not holder.has_weights or (holder.weight_names and param not in holder.weight_names):
+                    raise WorkloadError(f"{where}: shared read of {param!r}: node {owner!r} does not hold that weight")
+                if nbytes < 0:
+                    raise WorkloadError(f"{where}: shared read of {param!r} has negative bytes {nbytes}")
 
     def _validate_parts(self) -> None:
         """A node split from a layer (`part_of`) must name a layer node it is joined to by an edge."""
@@ -315,6 +352,9 @@ class WorkloadGraph:
             replace(
                 n,
                 output_bytes=int(round(n.output_bytes * scale)),
+                weight_read_bytes=None
+                if n.weight_read_bytes is None
+                else min(n.weight_bytes, int(round(n.weight_read_bytes * scale))),
                 input_bytes=int(round(n.input_bytes * scale)),
                 flops=int(round(n.flops * scale)),
                 access=classify_access(
@@ -355,7 +395,7 @@ class WorkloadGraph:
                 f"{source}: schema_version {version!r} is not supported (this marl-gym reads versions "
                 f"{readable}); re-extract the graph with `marl-gym extract`"
             )
-        fields_known = _NODE_FIELDS if version >= 2 else _NODE_FIELDS_V1
+        fields_known = {1: _NODE_FIELDS_V1, 2: _NODE_FIELDS_V2}.get(version, _NODE_FIELDS)
         missing = [k for k in ("name", "nodes", "edges") if k not in data]
         if missing:
             raise WorkloadError(f"{source}: missing key(s) {missing}")
@@ -390,13 +430,15 @@ class WorkloadGraph:
 
 
 _NODE_FIELDS = tuple(f.name for f in fields(Node))
-_NODE_FIELDS_V1 = tuple(f for f in _NODE_FIELDS if f not in ("weight_tensor_bytes", "part_of"))
+_NODE_FIELDS_V2 = tuple(f for f in _NODE_FIELDS if f not in ("weight_read_bytes", "shared_reads", "gather_bytes"))
+_NODE_FIELDS_V1 = tuple(f for f in _NODE_FIELDS_V2 if f not in ("weight_tensor_bytes", "part_of"))
 
 
 def _node_to_dict(node: Node) -> dict[str, Any]:
     d = asdict(node)
     d["weight_names"] = list(node.weight_names)
     d["weight_tensor_bytes"] = list(node.weight_tensor_bytes)
+    d["shared_reads"] = [list(r) for r in node.shared_reads]
     return d
 
 
@@ -412,6 +454,10 @@ def _node_from_dict(d: Any, known: tuple[str, ...] = _NODE_FIELDS) -> Node:
             kwargs[key] = int(kwargs[key])
     kwargs["weight_names"] = tuple(kwargs.get("weight_names", ()))
     kwargs["weight_tensor_bytes"] = tuple(int(b) for b in kwargs.get("weight_tensor_bytes", ()))
+    kwargs["shared_reads"] = tuple((str(o), str(p), int(b)) for o, p, b in kwargs.get("shared_reads", ()))
+    for key in ("weight_read_bytes", "gather_bytes"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = int(kwargs[key])
     return Node(**kwargs)
 
 
@@ -429,47 +475,3 @@ def classify_access(op: str, weight_bytes: int, output_bytes: int, input_bytes: 
 def peak_live_activation_bytes(graph: WorkloadGraph) -> int:
     """Largest total of simultaneously live activations over all steps (all of them in one tier)."""
     return int(graph.live_bytes_by_step().max())
-
-
-def build_graph(
-    name: str,
-    nodes: Iterable[dict[str, Any]],
-    edges: Iterable[tuple[int, int]],
-    batch_size: int = 1,
-    meta: dict[str, Any] | None = None,
-    output_nodes: Iterable[int] = (),
-) -> WorkloadGraph:
-    """Assemble a graph from plain node records, deriving `produced_at`, `last_use` and `access`.
-
-    Each record needs name, op, weight_bytes, output_bytes, input_bytes and flops (module, call,
-    weight_names, weight_tensor_bytes and part_of are optional). `output_nodes` are the model's outputs: they stay live to the end.
-    This is what extraction and hand-written test graphs both use, so lifetimes are derived one way.
-    """
-    records = list(nodes)
-    edge_list = sorted({(int(s), int(d)) for s, d in edges})
-    n = len(records)
-    for s, d in edge_list:
-        if not (0 <= s < n and 0 <= d < n):
-            raise WorkloadError(f"edge ({s}, {d}) of workload {name!r} references a missing node (0..{n - 1})")
-    outputs = [int(o) for o in output_nodes]
-    for o in outputs:
-        if not 0 <= o < n:
-            raise WorkloadError(f"output node {o} of workload {name!r} does not exist (0..{n - 1})")
-    last_use = list(range(n))
-    for s, d in edge_list:
-        last_use[s] = max(last_use[s], d)
-    for o in outputs:
-        last_use[o] = n - 1
-    built = []
-    for i, rec in enumerate(records):
-        rec = dict(rec)
-        rec.setdefault(
-            "access",
-            classify_access(rec["op"], rec["weight_bytes"], rec["output_bytes"], rec["input_bytes"]),
-        )
-        rec["produced_at"] = i
-        rec["last_use"] = last_use[i]
-        rec["weight_names"] = tuple(rec.get("weight_names", ()))
-        rec["weight_tensor_bytes"] = tuple(rec.get("weight_tensor_bytes", ()))
-        built.append(Node(**rec))
-    return WorkloadGraph(name, tuple(built), tuple(edge_list), batch_size, dict(meta or {}))
