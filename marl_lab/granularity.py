@@ -127,11 +127,13 @@ def milp_solver() -> Callable | None:
 
 
 def per_node_latency(backend: ModelBackend, placement: Placement) -> float:
-    """Tensor-graph latency with one roofline per node (no grouping): how the model scored it before."""
+    """Tensor-graph latency of one task alone with one roofline per node (no grouping): how the model scored
+    split-off tensors before the grouping. Unloaded tier latencies, so compare it only within its column."""
     m = backend.model
     W = placement.weights_fast[None, :].astype(float) * m.has_weights
     A = placement.activations_fast[None, :].astype(float)
-    return float(np.maximum(m.tensor_memory_times(W, A), m.node_compute_s).sum())
+    fast, other = m.tensor_memory_parts(W, A)
+    return float(np.maximum(fast + other, m.node_compute_s).sum())
 
 
 def best_single_move(backend: ModelBackend, placement: Placement, groups: np.ndarray) -> tuple[int, float]:
@@ -234,7 +236,7 @@ def report(rows: list[Row], command: str, system: str, milp_used: bool) -> str:
         "on the model of the graph the search ran on; *tensor model* = on the tensor graph's model, which takes "
         "one roofline per layer and its parameter nodes (layer placements lifted: every tensor in its layer's "
         "tier); *per-node* = the same placement with one roofline per node, as the model scored tensor graphs "
-        "before the grouping (a split-off tensor's read added to its layer's time). Speedup = Memory Mode "
+        "before the grouping (a split-off tensor's read added to its layer's time), for one task alone. Speedup = Memory Mode "
         "(layer model) / tensor-model latency. Gain = latency saved by the tensor-granularity placement over the "
         "layer one found by the same search. Layers split = layers whose tensors the placement puts in "
         "different tiers.",

@@ -17,7 +17,7 @@ Rows, each evaluated on the same env (so with the env's noise, if it has any):
   all-slow.
 
 Columns: latency, speedup over the env's reward baseline, gap to the optimum (1 - optimum latency /
-latency: 0 is optimal, DRAM-only is below 0 as it ignores the budget), fast bytes per task, evaluations
+latency: 0 is optimal; DRAM-only, which ignores the budget, is usually below 0), fast bytes per task, evaluations
 spent and whether the placement fits.
 """
 
@@ -95,7 +95,7 @@ class Summary:
             evals = f"{r.evaluations:11d}" if r.evaluations is not None else f"{'-':>11}"
             lines.append(f"{r.placement:<28} {lat} {speed} {gap} {dram} {evals} {'yes' if r.valid else 'no':>5}")
         lines.append(
-            f"(per-task DRAM budget {self.fast_budget_mib:.1f} MiB; DRAM-only ignores it: it is the ideal. Gap = "
+            f"(per-task DRAM budget {self.fast_budget_mib:.1f} MiB, which DRAM-only ignores. Gap = "
             "1 - optimum latency / latency. Random search had the agent's budget; the greedy ran until no move helped.)"
         )
         return "\n".join(lines)

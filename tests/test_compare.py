@@ -47,7 +47,9 @@ def test_compare_writes_csv_markdown_and_png(tmp_path):
     assert md == cmp.markdown
     assert "| agent | runs | best speedup | gap to optimum | evaluations to 95% of optimum | wall time (s) |" in md
     assert "| milp | 1 | " in md and "| random | 2 | " in md
-    assert cmp.optimum["optimal"] and cmp.optimum_speedup > 1.0
+    # the MILP proves how far its answer can be from the model's optimum (model v2's loaded latency makes the
+    # program exact only for fixed load factors): under 1 % here
+    assert cmp.optimum["mip_gap"] < 0.01 and cmp.optimum_speedup > 1.0
     # the summary agrees with the runs
     summary = {s["agent"]: s for s in cmp.summary()}
     assert summary["milp"]["evals_to_reach"][0] == 1

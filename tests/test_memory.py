@@ -89,7 +89,7 @@ def test_presets_and_default():
     assert "optane-16g-128g" in systems()
     assert any(n.startswith("cxl-") for n in systems()) and any(n.startswith("numa-") for n in systems())
     for name, s in PRESETS.items():  # every preset's name states its capacities; available = capacity - reserve
-        fast_gib, slow_gib = (int(x) for x in re.fullmatch(r"[a-z]+-(\d+)g-(\d+)g", name).groups())
+        fast_gib, slow_gib = (int(x) for x in re.fullmatch(r"[a-z0-9-]+?-(\d+)g-(\d+)g", name).groups())
         assert (s.fast_capacity_bytes, s.slow_capacity_bytes) == (fast_gib * GIB, slow_gib * GIB), name
         assert s.fast_available_bytes == s.fast_capacity_bytes - s.system_reserve_bytes > 0, name
     s = get_system()
