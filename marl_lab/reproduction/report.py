@@ -4,9 +4,10 @@
     text = write_report(res, "runs/repro")     # report.md (atomically); the same text is returned
 
 Every number comes from the results (`study.run_study`, or a results.json read back with
-`study.read_results`), so rewriting the report from a stored results.json gives the same text. The prose
-states what the results show, with the comparisons computed from them (which is faster, by how much,
-where the optimum equals DRAM-only), not fixed sentences.
+`study.read_results`), so rewriting the report from a stored results.json gives the same text, and the
+comparisons in the prose (which is faster, by how much, where the optimum equals DRAM-only) are computed
+from them. A few explanatory sentences (why a number differs from the paper's) are fixed text written for
+the analytic model as docs/model.md described it then; revisit them when the model changes.
 """
 
 from __future__ import annotations
