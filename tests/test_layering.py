@@ -28,7 +28,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("marl_gym.workloads", "marl_gym.placement", "marl_gym.mix"),  # what the workload is
     ("marl_gym.memory",),  # what fast and slow memory cost
     ("marl_gym.backends", "marl_gym.calibrate", "marl_gym.deploy"),  # placements -> latencies, on a model or a host
-    ("marl_gym.suites", "marl_gym.validate"),  # named instances; the model against published measurements
+    # named instances; the model against published measurements
+    ("marl_gym.suites", "marl_gym.validate", "marl_gym.predictions", "marl_gym.measurements"),
     ("marl_gym.envs", "marl_gym.wrappers", "marl_gym"),  # the Gymnasium contract and PlacementProblem
     ("agents",),  # choose placements from observations and rewards
     ("marl_lab",),  # what people run: the CLI, studies, the leaderboard

@@ -186,8 +186,8 @@ def test_reads_and_writes_on_optane_cost_more_together_than_apart():
     """OptaneStudy: a 1:1 read/write mix on 4 threads reaches 6.9 GB/s where the additive rule gives 14: the slow
     tier's busy time includes the measured penalty."""
     d = get_system(SYSTEM).slow
-    assert d.mix_penalty_s(1.0, 1.0) == pytest.approx(2.0 * 0.0737, rel=1e-9)
-    assert d.mix_penalty_s(4.0, 1.0) == pytest.approx(5.0 * 0.0027, rel=1e-9)
+    assert d.mix_penalty_s(1.0, 1.0) == pytest.approx(2.0 * 0.0737 / 1.048576, rel=1e-9)
+    assert d.mix_penalty_s(4.0, 1.0) == pytest.approx(5.0 * 0.0027 / 1.048576, rel=1e-9)
     assert d.mix_penalty_s(1.0, 0.0) == d.mix_penalty_s(0.0, 1.0) == 0.0
     b = ModelBackend("resnet50", SYSTEM, n_tasks=32)
     n = b.graph.num_nodes

@@ -190,7 +190,8 @@ class Device:
             access_bytes = 64.0 if pattern in ("random", "tiny") else float(STREAM_BYTES)
         if access_bytes >= STREAM_BYTES:
             return large
-        measured = self.small_reads if kind == "read" else self.small_writes
+        # the measured small-write curves are plain stores; non-temporal small writes use the factor
+        measured = self.small_reads if kind == "read" else (self.small_writes if ordinary_stores else ())
         if measured:
             sizes = [float(b) for b, _ in measured] + [float(STREAM_BYTES)]
             values = [c(threads) for _, c in measured] + [large]
@@ -459,11 +460,13 @@ OPTANE_DCPMM_100_X6 = Device(
         (0.91, 1.33),  # src: same file
         (1.00, 1.62),  # src: same file; assumption: stands for any load (no read-load curve found)
     ),
-    mix_penalty=(  # src: OS graphs/17-numa.csv local Optane, 4 threads: measured mixes vs the additive rule
-        (0.20, 0.0027),  # src: 4:1 R:W 13.84 GB/s vs additive 14.38 (model_v2 notes §5)
-        (0.25, 0.0086),  # src: 3:1 R:W 12.75 vs 14.33
-        (0.333, 0.0258),  # src: 2:1 R:W 10.41 vs 14.23
-        (0.50, 0.0737),  # src: 1:1 R:W 6.90 vs 14.04; assumption: beyond 50% writes it follows the reads (no point)
+    # src: OS graphs/17-numa.csv local Optane, 4 threads: measured mixes vs the additive rule, in s per OS "GB"
+    # (MiB/1000) divided by MIB to give s per 1e9 B
+    mix_penalty=(
+        (0.20, 0.0027 / MIB),  # src: 4:1 R:W 13.84 GB/s vs additive 14.38 (model_v2 notes §5)
+        (0.25, 0.0086 / MIB),  # src: 3:1 R:W 12.75 vs 14.33
+        (0.333, 0.0258 / MIB),  # src: 2:1 R:W 10.41 vs 14.23
+        (0.50, 0.0737 / MIB),  # src: 1:1 R:W 6.90 vs 14.04; assumption: past 50% writes it follows the reads
     ),
     sources={
         "read": "OS raw bandwidth.csv (1 MiB random blocks, every thread count), x MIB",
