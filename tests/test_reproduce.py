@@ -163,12 +163,12 @@ def test_model_table_orders_the_modes_and_bounds_the_optimum():
 
     res = run(n_tasks=(1, 32))
     for r in res["rows"]:
-        # the optimum of the model is never slower than the greedy, and no valid placement beats DRAM-only
-        assert r["dram_only_s"] <= r["optimum_s"] * (1 + 1e-9) and r["optimum_s"] <= r["greedy_s"] * (1 + 1e-9)
+        # the optimum of the model is never slower than the greedy, a placement it could have chosen
+        assert r["optimum_s"] <= r["greedy_s"] * (1 + 1e-9)
         assert r["speedup_vs_memory_mode"] == pytest.approx(r["memory_mode_s"] / r["optimum_s"])
-    one, many = res["rows"]
-    assert one["optimum_s"] == pytest.approx(one["dram_only_s"])  # one task fits DRAM: the optimum is DRAM-only
-    assert many["optimum_s"] > many["dram_only_s"]  # 32 do not
+        assert r["speedup_vs_random"] == pytest.approx(r["random_s"] / r["optimum_s"])
+    one = res["rows"][0]
+    assert one["optimum_s"] <= one["dram_only_s"] * (1 + 1e-6)  # one task fits DRAM whole: all-fast is a candidate
     cases = list(res["max_tasks"].values())
     assert cases[1]["footprint_bytes"] == pytest.approx(1.5e9) and cases[1]["app_direct"] == 1
     assert all(c["best"] >= c["app_direct"] for c in cases)
