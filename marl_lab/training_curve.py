@@ -37,7 +37,7 @@ def plot_training_curve(
     """Write the PNG (atomically)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.5))
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax: Any = fig.subplots()
     best = [h[1] for h in history]
     ax.plot([h[0] for h in history], best, label=f"{agent} best so far", lw=2)
@@ -46,17 +46,23 @@ def plot_training_curve(
     if optimum_reward is not None:
         ax.axhline(optimum_reward, ls="-", c="tab:green", lw=1, label="optimum of the model (MILP)")
     lines = mode_lines(problem)
-    for value, modes in lines.items():
-        ax.axhline(value, ls=":", c="grey", lw=1)
-        ax.annotate(
-            " ≈ ".join(modes), (0.01, value), xycoords=("axes fraction", "data"), fontsize=8, va="bottom", c="dimgrey"
-        )
     finite = [v for v in best if math.isfinite(v)]
-    lo = min(finite, default=0.0)
-    ax.set_ylim(bottom=max(lo, -2.0) - 0.1, top=max(max(lines, default=1.0), max(finite, default=1.0)) * 1.05)
+    bottom = max(min(finite, default=0.0), -2.0) - 0.1
+    top = max(max(lines, default=1.0), max(finite, default=1.0)) * 1.05
+    ax.set_ylim(bottom=bottom, top=top)
+    for value, modes in lines.items():
+        if bottom <= value <= top:  # a mode below the curve's range is left out, not drawn off the axes
+            ax.axhline(value, ls=":", c="grey", lw=1)
+            ax.annotate(
+                " ≈ ".join(modes),
+                (0.01, value),
+                xycoords=("axes fraction", "data"),
+                fontsize=8,
+                va="bottom",
+                c="dimgrey",
+            )
     ax.set_xlabel("evaluations")
     ax.set_ylabel(f"reward: speedup over {problem.reward.baseline}\n(< 0: does not fit in DRAM)")
     ax.set_title(f"{agent} on {problem.name}, {problem.n_tasks} tasks")
     ax.legend(loc="lower right")
-    fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120), binary=True)
