@@ -325,7 +325,7 @@ def test_cli_flags():
 def test_compare_runs_on_ray_like_in_process(local_ray, tmp_path):
     """`marl-gym compare --evaluator ray`: same best-so-far history as in-process for a seeded agent."""
     from agents.compare import compare
-    from marl_gym.cli import main
+    from marl_lab.cli import main
 
     common = dict(agents=["random"], budget=24, seeds=1, system="optane-16g-128g", n_tasks=8, milp_time_limit_s=30)
     local = compare("resnet50", progress=False, **common)
