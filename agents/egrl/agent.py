@@ -50,7 +50,7 @@ from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file,
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from marl_gym.io import write_csv
+from marl_gym.io import remove_stale_temp_files, write_csv
 
 CHECKPOINT_SCHEMA_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -229,6 +229,8 @@ class EGRL:
         cfg = self.config
         self.session = EvaluationSession(evaluator, Budget(budget), mask, cache=cfg.cache_evaluations)
         ckpt = self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+        if self.out_dir is not None:
+            remove_stale_temp_files(self.out_dir)  # a killed run's half-written temp files; the real ones are intact
         if resume and ckpt is not None and ckpt.exists():
             restore_noise_rng(base, self._load(ckpt, expect_nodes=g.num_nodes))  # the noise goes on where it stopped
             self.graph_input = g

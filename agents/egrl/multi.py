@@ -52,7 +52,7 @@ from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file,
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from marl_gym.io import write_csv
+from marl_gym.io import remove_stale_temp_files, write_csv
 
 CHECKPOINT_KIND = "marl_gym.EGRLMultiCheckpoint"
 CHECKPOINT_SCHEMA_VERSION = 1
@@ -200,6 +200,8 @@ class MultiWorkloadEGRL:
             raise ValueError(f"budget must be a positive number of evaluations, got {budget!r}")
         self._read_envs(envs)
         ckpt = self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
+        if self.out_dir is not None:
+            remove_stale_temp_files(self.out_dir)  # a killed run's half-written temp files; the real ones are intact
         if resume and ckpt is not None and ckpt.exists():
             self._load(ckpt)
         else:
