@@ -117,7 +117,8 @@ class EGRLConfig:
     buffer_size: int = 100_000
     learning_starts: int = 50
     gradient_steps_per_transition: float = 1.0
-    """Gradient steps per generation = this x environment steps taken that generation (EGRL: 1)."""
+    """Gradient steps per generation = this x new evaluations that generation (EGRL: 1 per environment step;
+    a repeat served from the cache is stored in the buffer but adds no steps)."""
     action_noise_std: float = 0.2
     """Replayed actions are one-hot + N(0, std), clipped to [0, 1] (eq. 3 of the MARL paper)."""
     migration_period: int = 1
