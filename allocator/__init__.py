@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from allocator._build import BuildError, build, cache_root, library_path, source_hash
+from allocator._build import CSRC, BuildError, build, cache_root, library_path, source_hash
 
 __all__ = [
     "ENV_VARS",
@@ -59,10 +60,6 @@ __all__ = [
     "trim",
 ]
 
-ABI_VERSION = 1
-DEFAULT, FAST, SLOW, SYSTEM = 0, 1, 2, 3
-TIERS = {"default": DEFAULT, "fast": FAST, "slow": SLOW}
-_TIER_NAMES = {DEFAULT: "default", FAST: "fast", SLOW: "slow", SYSTEM: "system"}
 
 ENV_VARS: dict[str, str] = {
     "MARL_ALLOC_THRESHOLD": "Allocations smaller than this many bytes always go to the system allocator "
@@ -90,28 +87,29 @@ ENV_VARS: dict[str, str] = {
     "~/.cache/marl-gym).",
 }
 
-_CDEF = """
-typedef struct marl_tier_stats {
-    uint64_t live_bytes; uint64_t live_requested_bytes; uint64_t peak_bytes; uint64_t total_bytes;
-    uint64_t alloc_count; uint64_t free_count; uint64_t live_count;
-    uint64_t overflow_count; uint64_t overflow_bytes; uint64_t fallback_count; uint64_t fallback_bytes;
-    uint64_t reserve_bytes; uint64_t limit_bytes; uint64_t available;
-} marl_tier_stats;
-int marl_abi_version(void);
-int marl_set_tier(int tier);
-int marl_get_tier(void);
-int marl_set_process_tier(int tier);
-size_t marl_set_threshold(size_t bytes);
-size_t marl_get_threshold(void);
-uint64_t marl_set_fast_limit(uint64_t bytes);
-int marl_get_stats(int tier, marl_tier_stats *out);
-void marl_reset_stats(void);
-int marl_tier_of(const void *ptr);
-size_t marl_block_size(const void *ptr);
-int marl_config_json(char *buf, size_t len);
-int marl_check_heap(int tier);
-uint64_t marl_trim(void);
-"""
+
+def cdef_from_header(text: str) -> str:
+    """cffi declarations from marl_alloc.h: comments and preprocessor lines dropped, except integer
+    ``#define`` constants (which cffi understands). The header is the one description of the API, so the
+    Python side cannot drift from it."""
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.DOTALL)
+    text = re.sub(r"//[^\n]*", " ", text)
+    kept = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and not re.fullmatch(r"#\s*define\s+MARL_\w+\s+\d+", stripped):
+            continue
+        kept.append(line.rstrip())
+    return "\n".join(line for line in kept if line.strip()) + "\n"
+
+
+_HEADER_TEXT = (CSRC / "marl_alloc.h").read_text()
+_CDEF = cdef_from_header(_HEADER_TEXT)
+_HEADER_DEFINES = {name: int(value) for name, value in re.findall(r"#define\s+(MARL_\w+)\s+(\d+)", _HEADER_TEXT)}
+ABI_VERSION = _HEADER_DEFINES["MARL_ABI_VERSION"]
+DEFAULT, FAST, SLOW, SYSTEM = (_HEADER_DEFINES[f"MARL_TIER_{n}"] for n in ("DEFAULT", "FAST", "SLOW", "SYSTEM"))
+TIERS = {"default": DEFAULT, "fast": FAST, "slow": SLOW}
+_TIER_NAMES = {DEFAULT: "default", FAST: "fast", SLOW: "slow", SYSTEM: "system"}
 
 
 class AllocatorNotLoaded(RuntimeError):
@@ -136,6 +134,7 @@ class TierStats:
     reserve_bytes: int
     limit_bytes: int
     available: bool
+    nospace_count: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
