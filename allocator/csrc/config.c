@@ -161,8 +161,8 @@ __attribute__((constructor(101))) static void marl_init(void) {
     uint64_t threshold = env_size("MARL_ALLOC_THRESHOLD", 256, 0, MAX_REQUEST, SIZE_SYNTAX);
     g_threshold = threshold ? threshold : 1;
     g_fast_limit = env_size("MARL_ALLOC_FAST_LIMIT", 0, 0, UINT64_MAX,
-                            "a whole number of bytes with an optional binary suffix K, M, G or T (e.g. 512M); "
-                            "0 means no limit");
+                            "a whole number of bytes: digits with an optional binary suffix K, M, G or T (e.g. "
+                            "512M); 0 means no limit");
     static const char reserve_expected[] = "a size from 1M to 64T: digits with an optional binary suffix K, M, G or "
                                            "T (e.g. 64G)";
     uint64_t reserve[3] = {0, 0, 0};
