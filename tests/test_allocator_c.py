@@ -106,10 +106,10 @@ def test_threads_reallocating_never_overshoot_the_fast_limit(binaries: dict[str,
     """The limit check and the in-place resize are one step under one lock (issue 17: two threads
     reallocating at once took 1,100,032 live fast bytes against a 1,048,576 limit)."""
     if build == "sanitized":
-        out = _run([str(binaries["limit_race_asan"]), "4", "20000", "5"], env=SANITIZER_ENV)
+        out = _run([str(binaries["limit_race_asan"]), "4", "20000", "4"], env=SANITIZER_ENV)
     else:
         env = allocator.preload_env(fast_reserve="1G", slow_reserve="1G", strict=True)
-        out = _run([str(binaries["limit_race"]), "4", "20000", "5"], env=env)
+        out = _run([str(binaries["limit_race"]), "4", "20000", "10"], env=env)
     assert "limit=1048576" in out
 
 
@@ -142,6 +142,18 @@ def test_fork_while_threads_allocate(binaries: dict[str, Path], tmp_path: Path, 
     assert _run([str(binaries["forktest"]), "25"], env=env, timeout=90).startswith("ok forks=25")
     if slow == "file":
         assert not list(tmp_path.iterdir()), "backing files must be unlinked (O_TMPFILE or unlink after create)"
+
+
+def test_threads_under_thread_sanitizer(tmp_path: Path) -> None:
+    """The allocator and the threaded tests built with ThreadSanitizer: no data race in the locking."""
+    obj = tmp_path / "marl_alloc_tsan.o"
+    cmd = ["gcc", "-O1", "-g", "-DMARL_PREFIX_ENTRIES", "-fvisibility=hidden", "-fsanitize=thread", "-r", "-nostdlib"]
+    proc = subprocess.run([*cmd, "-o", str(obj), *(str(CSRC / n) for n in C_SOURCES)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    env = {"TSAN_OPTIONS": "halt_on_error=1", "PATH": "/usr/bin:/bin"}
+    for name, args in (("limit_race", ["4", "4000", "2"]), ("stress", ["4", "2000", "1"])):
+        exe = _compile(tmp_path / name, [CTESTS / f"{name}.c", obj], ["-fsanitize=thread", "-DMARL_PREFIX_ENTRIES"])
+        _run([str(exe), *args], env=env)
 
 
 def test_stress_fails_when_preload_is_missing(binaries: dict[str, Path]) -> None:

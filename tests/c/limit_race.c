@@ -4,7 +4,8 @@
  * in place, and swings it between a small and a large size. The limit admits two large blocks plus the
  * small ones, so threads keep racing for the same room. The allocator records the peak of live fast
  * bytes under its lock at every change; after each of several rounds (a race is a matter of chance) the
- * peak must not exceed the limit. The limit must have refused something, so that a quiet scheduler
+ * peak must not exceed the limit. The threads meet at a barrier every PHASE reallocs so that none runs
+ * its whole loop alone in one time slice. The limit must have refused something, so that a quiet scheduler
  * cannot make the test pass without racing; every block must keep its data and the arenas must be
  * consistent at the end.
  *
@@ -22,7 +23,8 @@
 #define LIMIT (1u << 20)
 
 static int iterations = 20000;
-static pthread_barrier_t start;
+static pthread_barrier_t phase; /* all threads run every phase together: none can finish alone */
+#define PHASE 2048
 
 static void *worker(void *arg) {
     int me = (int)(intptr_t)arg;
@@ -35,9 +37,9 @@ static void *worker(void *arg) {
     A(free)(room);
     p[0] = (unsigned char)me;
     uint64_t r = 0x9E3779B97F4A7C15ull * (uint64_t)(me + 1);
-    pthread_barrier_wait(&start);
     size_t n = SMALL;
     for (int i = 0; i < iterations; i++) {
+        if (i % PHASE == 0) pthread_barrier_wait(&phase);
         r ^= r << 13, r ^= r >> 7, r ^= r << 17;
         size_t want = (r & 1) ? LARGE - (size_t)(r >> 40) % 4096 : SMALL + (size_t)(r >> 40) % 4096;
         unsigned char *q = A(realloc)(p, want);
@@ -63,7 +65,7 @@ int main(int argc, char **argv) {
     CTL(marl_set_threshold)(4096);
     CTL(marl_set_fast_limit)(LIMIT);
     CTL(marl_reset_stats)();
-    pthread_barrier_init(&start, NULL, (unsigned)threads);
+    pthread_barrier_init(&phase, NULL, (unsigned)threads);
     pthread_t th[32];
     marl_tier_stats fast, slow;
     int rounds = argc > 3 ? atoi(argv[3]) : 5;
