@@ -12,8 +12,6 @@ JSON (schema versioned) and writes its history as CSV; both are written atomical
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -24,8 +22,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from marl_gym.io import atomic_write, atomic_write_text, jsonable, read_csv, write_csv
 from marl_gym.placement import Placement
-from marl_gym.workloads.graph import WorkloadGraph, atomic_write, atomic_write_text
+from marl_gym.workloads.graph import WorkloadGraph
 
 RESULT_SCHEMA_VERSION = 1
 """Version of the JSON written by `SearchResult.save` and of the history CSV."""
@@ -77,26 +76,6 @@ class Budget:
 
     def elapsed_s(self) -> float:
         return self.elapsed_offset_s + (time.perf_counter() - self._t0)
-
-
-def jsonable(value: Any) -> Any:
-    """Turn numpy scalars/arrays and nested containers into plain JSON values (inf/nan as strings)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return f if math.isfinite(f) else str(f)
-    if value is None or isinstance(value, str):
-        return value
-    return repr(value)
 
 
 @dataclass
@@ -191,26 +170,10 @@ class SearchResult:
 
 def write_history_csv(path: str | os.PathLike[str], history: list[tuple[int, float, float]]) -> None:
     """Write history rows as CSV atomically; the first line is a `# schema_version=N` comment."""
-    buf = io.StringIO()
-    buf.write(f"# schema_version={RESULT_SCHEMA_VERSION}\n")
-    writer = csv.writer(buf)
-    writer.writerow(HISTORY_COLUMNS)
-    for evals, best, t in history:
-        writer.writerow([int(evals), repr(float(best)), f"{float(t):.4f}"])
-    atomic_write_text(path, buf.getvalue())
-
-
-def write_log_csv(
-    path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict[str, Any]], schema_version: int
-) -> None:
-    """Write one dict per row (keys outside `columns` dropped) as CSV atomically, under a
-    `# schema_version=N` comment line."""
-    buf = io.StringIO()
-    buf.write(f"# schema_version={schema_version}\n")
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    rows = [
+        {"evaluations": int(e), "best_reward": repr(float(r)), "wall_time_s": f"{float(t):.4f}"} for e, r, t in history
+    ]
+    write_csv(path, HISTORY_COLUMNS, rows, RESULT_SCHEMA_VERSION)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -221,11 +184,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def read_history_csv(path: str | os.PathLike[str]) -> list[tuple[int, float, float]]:
-    lines = [ln for ln in Path(path).read_text().splitlines() if not ln.startswith("#")]
-    rows = list(csv.reader(lines))
-    if not rows or tuple(rows[0]) != HISTORY_COLUMNS:
-        raise ValueError(f"{path}: expected header {HISTORY_COLUMNS}, got {rows[0] if rows else None}")
-    return [(int(e), float(r), float(t)) for e, r, t in rows[1:]]
+    return [
+        (int(r["evaluations"]), float(r["best_reward"]), float(r["wall_time_s"]))
+        for r in read_csv(path, HISTORY_COLUMNS)
+    ]
 
 
 class BestTracker:

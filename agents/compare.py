@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import SearchResult
-from marl_gym.workloads.graph import atomic_write, atomic_write_text
+from marl_gym.io import atomic_write, atomic_write_text
 
 COMPARE_SCHEMA_VERSION = 1
 """Version of the CSV layout and of the per-run metadata written by `compare`."""

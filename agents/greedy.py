@@ -34,9 +34,9 @@ import numpy as np
 
 from agents.base import Budget, SearchResult, decision_mask_of
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
+from marl_gym.io import atomic_write_text
 from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
-from marl_gym.workloads.graph import atomic_write_text
 
 WEIGHTS, ACTIVATION = 0, 1
 """Columns of an (N, 2) action."""

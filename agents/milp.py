@@ -53,9 +53,9 @@ from agents import _highs
 from agents.base import Budget, SearchResult, decision_mask_of
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
 from agents.greedy import analytic_model_of, model_greedy
+from marl_gym.io import atomic_write_text
 from marl_gym.memory.model import AnalyticModel
 from marl_gym.placement import Placement
-from marl_gym.workloads.graph import atomic_write_text
 
 PROBE_CHUNK = 256
 """Single-decision placements evaluated per call while reading the model's coefficients."""

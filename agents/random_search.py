@@ -17,7 +17,7 @@ import numpy as np
 
 from agents.base import Budget, SearchResult, decision_mask_of
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from marl_gym.workloads.graph import atomic_write_text
+from marl_gym.io import atomic_write_text
 
 
 @dataclass

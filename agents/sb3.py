@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import BestTracker, Budget, SearchResult, apply_mask, decision_mask_of
-from marl_gym.workloads.graph import atomic_write, atomic_write_text
+from marl_gym.io import atomic_write, atomic_write_text
 
 ALGOS = ("ppo", "a2c")
 

@@ -38,8 +38,8 @@ import torch  # noqa: E402
 import marl_gym  # noqa: E402
 from agents.egrl import EGRL, EGRLConfig  # noqa: E402
 from agents.random_search import RandomSearch  # noqa: E402
+from marl_gym.io import atomic_write_text  # noqa: E402
 from marl_gym.placement import Placement  # noqa: E402
-from marl_gym.workloads.graph import atomic_write_text  # noqa: E402
 
 SCHEMA_VERSION = 1
 

@@ -19,9 +19,9 @@ import sys
 import time
 
 from marl_gym.backends.model import ModelBackend
+from marl_gym.io import atomic_write_text
 from marl_gym.memory.systems import systems
 from marl_gym.workloads import names
-from marl_gym.workloads.graph import atomic_write_text
 
 SCHEMA_VERSION = 1
 

@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(res)
     print(text)
     if out is not None:
-        from marl_gym.workloads.graph import atomic_write_text
+        from marl_gym.io import atomic_write_text
 
         atomic_write_text(out / "results.json", json.dumps(res, default=float))
         atomic_write_text(out / "report.md", text)

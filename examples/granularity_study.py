@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from marl_gym.backends.model import ModelBackend
+from marl_gym.io import atomic_write_text
 from marl_gym.memory.search import greedy_placement
 from marl_gym.placement import Placement
 from marl_gym.workloads import WorkloadGraph, layer_index, lift_placement, load, to_tensor_granularity
-from marl_gym.workloads.graph import atomic_write_text
 
 MIB = 2**20
 

@@ -88,8 +88,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from agents.compare import compare
+    from marl_gym.io import atomic_write_text
     from marl_gym.workloads import names
-    from marl_gym.workloads.graph import atomic_write_text
 
     workloads = args.workloads or names()
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]

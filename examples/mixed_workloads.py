@@ -37,9 +37,9 @@ from agents.milp import solve_milp  # noqa: E402
 from agents.milp_mixed import solve_mixed_milp  # noqa: E402
 from agents.random_search import RandomSearch  # noqa: E402
 from marl_gym.backends.mixed import MixedModelBackend  # noqa: E402
+from marl_gym.io import atomic_write_text  # noqa: E402
 from marl_gym.memory.model import AnalyticModel  # noqa: E402
 from marl_gym.placement import Placement  # noqa: E402
-from marl_gym.workloads.graph import atomic_write_text  # noqa: E402
 
 REPORT_SCHEMA_VERSION = 1
 DEFAULT_MIXES = (

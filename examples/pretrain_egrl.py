@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     import marl_gym
     from agents.compare import reference_optimum
     from agents.egrl import EGRLConfig, MultiWorkloadEGRL, graph_input_from_obs
-    from marl_gym.workloads.graph import atomic_write_text
+    from marl_gym.io import atomic_write_text
 
     torch.set_num_threads(1)
     envs, labels = [], []

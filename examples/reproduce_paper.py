@@ -219,7 +219,7 @@ def ratio(a: float, b: float) -> str:
 
 
 def savefig(fig: Any, path: Path) -> None:
-    from marl_gym.workloads.graph import atomic_write
+    from marl_gym.io import atomic_write
 
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI, bbox_inches="tight"), binary=True)
 
@@ -720,7 +720,7 @@ def write_report(res: dict[str, Any], out: Path, cmd: str) -> str:
         "- The model and its constants: [docs/model.md](model.md)\n"
     )
     text = "\n".join(L)
-    from marl_gym.workloads.graph import atomic_write_text
+    from marl_gym.io import atomic_write_text
 
     atomic_write_text(out / "report.md", text)
     return text
@@ -939,7 +939,7 @@ def main(argv: list[str] | None = None) -> int:
     for rr in [*slim["fig9"].values(), *[x for v in slim["fig11"].values() for x in v], slim["fig12"]]:
         rr.pop("egrl_action", None)
         rr.pop("milp_action", None)
-    from marl_gym.workloads.graph import atomic_write_text
+    from marl_gym.io import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(slim, default=float))
     publish(slim, out, res["command"])

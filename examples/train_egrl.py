@@ -155,7 +155,7 @@ def plot_curve(path: Path, history, env, random_history=None, optimum: float | N
     ax.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    from marl_gym.workloads.graph import atomic_write
+    from marl_gym.io import atomic_write
 
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120), binary=True)
     plt.close(fig)
@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     from agents.egrl import EGRL, EGRLConfig
     from agents.evaluators_factory import evaluator_from_args
     from agents.random_search import RandomSearch
+    from marl_gym.io import atomic_write_text
     from marl_gym.placement import Placement
-    from marl_gym.workloads.graph import atomic_write_text
 
     torch.set_num_threads(max(1, args.threads))
     env_kwargs = dict(

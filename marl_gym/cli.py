@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from marl_gym.workloads.graph import WorkloadError, WorkloadGraph, _fmt_bytes, peak_live_activation_bytes
+from marl_gym.io import format_bytes
+from marl_gym.workloads.graph import WorkloadError, WorkloadGraph, peak_live_activation_bytes
 
 
 class CLIError(Exception):
@@ -65,8 +66,8 @@ def _run_workloads(args: argparse.Namespace) -> int:
         g = load(name).with_batch_size(args.batch_size)
         peak = peak_live_activation_bytes(g)
         print(
-            f"{name:<18} {len(g.nodes):>6} {_fmt_bytes(g.total_weight_bytes):>11} "
-            f"{_fmt_bytes(peak):>17} {g.total_flops / 1e9:>8.2f}"
+            f"{name:<18} {len(g.nodes):>6} {format_bytes(g.total_weight_bytes):>11} "
+            f"{format_bytes(peak):>17} {g.total_flops / 1e9:>8.2f}"
         )
     return 0
 
@@ -235,7 +236,7 @@ def _run_show(args: argparse.Namespace) -> int:
         )
         for i, n in enumerate(graph.nodes):
             print(
-                f"{i:>5} {n.name:<48} {n.op:<10} {_fmt_bytes(n.weight_bytes):>10} {_fmt_bytes(n.output_bytes):>10} "
+                f"{i:>5} {n.name:<48} {n.op:<10} {format_bytes(n.weight_bytes):>10} {format_bytes(n.output_bytes):>10} "
                 f"{n.flops / 1e6:>9.2f} {n.last_use:>8}  {','.join(map(str, preds[i]))}"
             )
     return 0

@@ -41,7 +41,6 @@ from agents.base import (
     decision_mask_of,
     noise_rng_state,
     restore_noise_rng,
-    write_log_csv,
 )
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
@@ -51,6 +50,7 @@ from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file,
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
+from marl_gym.io import write_csv
 
 CHECKPOINT_SCHEMA_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -395,7 +395,7 @@ class EGRL:
         self.save(out / CHECKPOINT_NAME)
         result = self.result()
         result.save_history_csv(out / "history.csv")
-        write_log_csv(out / "generations.csv", GENERATION_COLUMNS, self.generation_log, CHECKPOINT_SCHEMA_VERSION)
+        write_csv(out / "generations.csv", GENERATION_COLUMNS, self.generation_log, CHECKPOINT_SCHEMA_VERSION)
         if self.session.tracker.best_action is not None:
             result.save_placement(out / "best_placement.json", graph)
             result.save(out / "result.json")

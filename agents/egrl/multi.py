@@ -44,7 +44,6 @@ from agents.base import (
     decision_mask_of,
     noise_rng_state,
     restore_noise_rng,
-    write_log_csv,
 )
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, evolve, migrate, population_from_state
@@ -53,6 +52,7 @@ from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file,
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
+from marl_gym.io import write_csv
 
 CHECKPOINT_KIND = "marl_gym.EGRLMultiCheckpoint"
 CHECKPOINT_SCHEMA_VERSION = 1
@@ -341,7 +341,7 @@ class MultiWorkloadEGRL:
         atomic_torch_save(self.state_dict(), out / CHECKPOINT_NAME)
         if self.best_actor_state is not None:
             self.save_actor(out / ACTOR_NAME)
-        write_log_csv(out / "generations.csv", LOG_COLUMNS, self.log, CHECKPOINT_SCHEMA_VERSION)
+        write_csv(out / "generations.csv", LOG_COLUMNS, self.log, CHECKPOINT_SCHEMA_VERSION)
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

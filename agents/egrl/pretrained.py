@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import atomic_torch_save, jsonable
+from agents.base import atomic_torch_save
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, Individual, mutate_gnn, transfer
 from agents.egrl.gnn import GNNActor, GraphInput
 from agents.egrl.sac import make_actor
+from marl_gym.io import jsonable
 
 ACTOR_FILE_KIND = "marl_gym.GNNActor"
 ACTOR_FILE_SCHEMA_VERSION = 1

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+
+from marl_gym.io import atomic_write_text, format_bytes
 
 SCHEMA_VERSION = 2
 """Version of the JSON layout written by `WorkloadGraph.to_json`; bumped on any incompatible change.
@@ -280,8 +281,8 @@ class WorkloadGraph:
                 f"workload      {self.name} (batch {self.batch_size})",
                 f"nodes         {len(self.nodes)} ({sum(n.has_weights for n in self.nodes)} with weights), "
                 f"edges {len(self.edges)}",
-                f"weights       {_fmt_bytes(self.total_weight_bytes)} ({self.total_weight_bytes:,} B)",
-                f"activations   {_fmt_bytes(self.total_activation_bytes)} written, peak live {_fmt_bytes(peak)}",
+                f"weights       {format_bytes(self.total_weight_bytes)} ({self.total_weight_bytes:,} B)",
+                f"activations   {format_bytes(self.total_activation_bytes)} written, peak live {format_bytes(peak)}",
                 f"compute       {self.total_flops / 1e9:.2f} GFLOP",
                 f"ops           {op_text}",
             ]
@@ -402,29 +403,6 @@ def _node_from_dict(d: Any, known: tuple[str, ...] = _NODE_FIELDS) -> Node:
     return Node(**kwargs)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], binary: bool = False) -> None:
-    """Call `write(fh)` on a temp file beside `path`, fsync, then rename: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and package data must be readable by others
-        with os.fdopen(fd, "wb" if binary else "w") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one."""
-    atomic_write(path, lambda fh: fh.write(text))
-
-
 def classify_access(op: str, weight_bytes: int, output_bytes: int, input_bytes: int) -> str:
     """Access-pattern class of a node, from its op and sizes (see `ACCESS_PATTERNS`)."""
     if weight_bytes + output_bytes + input_bytes < TINY_BYTES:
@@ -440,14 +418,6 @@ def peak_live_activation_bytes(graph: WorkloadGraph) -> int:
     """Largest total of simultaneously live activations over all steps (all of them in one tier)."""
     live = graph.live_matrix()
     return int((live * graph.array("output_bytes")[None, :]).sum(axis=1).max())
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"
 
 
 # ---------------------------------------------------------------------- features
