@@ -50,12 +50,17 @@ extern void *__libc_pvalloc(size_t);
 #endif
 
 /* ------------------------------------------------------------------------------------------ routing */
+/* The tier for a request of n bytes, 0 for the system allocator. The size test comes first: below the
+ * threshold (most requests) it is one compare, without reading the thread's tier. */
 static inline int route(size_t n) {
+    if (LIKELY(n < g_threshold)) return 0;
     int t = tl_tier;
-    if (LIKELY(t == MARL_TIER_DEFAULT)) t = g_process_tier;
-    if (LIKELY(t == MARL_TIER_DEFAULT) || n < g_threshold) return 0;
-    return t;
+    return LIKELY(t == MARL_TIER_DEFAULT) ? g_process_tier : t;
 }
+
+/* The slow paths stay out of line (noinline): inlined, they make the compiler save registers before
+ * the pass-through test, which then costs several instructions more than a bare tail call. */
+#define OUT_OF_LINE __attribute__((noinline))
 
 static void *system_alloc(size_t n, size_t align) {
     return align > 16 ? SYS_MEMALIGN(align, n) : SYS_MALLOC(n);
@@ -69,7 +74,7 @@ static void count_refusal(arena_t *a, enum refusal why, size_t usable) {
 
 /* Allocate n bytes in tier t (FAST or SLOW); overflow and fallback are handled here. The fast limit is
  * checked and the block taken in one critical section, against the block's real size. */
-static void *tier_alloc(int t, size_t n, size_t align, int zero) {
+static OUT_OF_LINE void *tier_alloc(int t, size_t n, size_t align, int zero) {
     if (UNLIKELY(n > MAX_REQUEST)) return NULL;
     char *zero_to = NULL;
     void *p = NULL;
@@ -112,7 +117,7 @@ static void *tier_alloc(int t, size_t n, size_t align, int zero) {
     return p;
 }
 
-static void tier_free(int t, void *p) {
+static OUT_OF_LINE void tier_free(int t, void *p) {
     arena_t *a = &g_arena[t];
     block_t *b = hdr_of(p);
     pthread_mutex_lock(&a->lock);
@@ -122,7 +127,7 @@ static void tier_free(int t, void *p) {
 }
 
 /* Usable and requested bytes of a live tier block. */
-static size_t usable_of(int t, const void *p, size_t *req) {
+static OUT_OF_LINE size_t usable_of(int t, const void *p, size_t *req) {
     arena_t *a = &g_arena[t];
     block_t *b = hdr_of(p);
     pthread_mutex_lock(&a->lock);
@@ -157,12 +162,16 @@ size_t system_usable_size(void *p) {
 }
 
 /* ------------------------------------------------------------------------------ interposed entries */
-EXPORT void *ENTRY(malloc)(size_t n) {
-    int t = route(n);
-    if (LIKELY(!t)) return SYS_MALLOC(n);
+static OUT_OF_LINE void *tier_malloc(int t, size_t n) {
     void *p = tier_alloc(t, n, 0, 0);
     if (!p) errno = ENOMEM;
     return p;
+}
+
+EXPORT void *ENTRY(malloc)(size_t n) {
+    int t = route(n);
+    if (LIKELY(!t)) return SYS_MALLOC(n);
+    return tier_malloc(t, n);
 }
 
 EXPORT void ENTRY(free)(void *p) {
