@@ -236,6 +236,41 @@ def test_fork_with_a_full_file_system_keeps_the_parent_alive(small_fs: SmallFs) 
     assert proc.stderr.count(DAX_WARNING) == 1, proc.stderr  # the child did not warn again
 
 
+def test_fork_after_trim_on_a_full_file_system(small_fs: SmallFs) -> None:
+    """Holes punched by trim() in free blocks must not be read while the tier is copied for the child: on
+    tmpfs a read fault on a hole allocates a page, which a full file system refuses with SIGBUS."""
+    code = PRELUDE + textwrap.dedent(
+        """
+        a, b = slow_malloc(3 * MiB), slow_malloc(MiB)
+        touch(a, 3 * MiB, 1)
+        touch(b, MiB, 5)
+        libc.free(a)
+        A.trim()  # a's pages go back to the file system
+        filler = os.path.join(sys.argv[1], "filler")
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"x" * 65536)
+            except OSError:
+                pass
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if ctypes.string_at(b, MiB) == b"\x05" * MiB else 1)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"child": status, "b_intact": ctypes.string_at(b, MiB) == b"\x05" * MiB}))
+        """
+    )
+    proc = run_preloaded(
+        [sys.executable, "-c", code, str(small_fs.path)],
+        small_fs,
+        slow=f"file:{small_fs.path}",
+        slow_reserve="256M",
+        strict=True,
+    )
+    assert proc.returncode != -7, "SIGBUS in the parent while copying the tier for the child"
+    assert last_json(proc) == {"child": 0, "b_intact": True}
+
+
 def test_non_dax_file_backing_warns_once_per_tier(tmp_path: Path) -> None:
     code = "import os\nfor _ in range(3):\n    pid = os.fork()\n    pid or os._exit(0)\n    os.waitpid(pid, 0)\n"
     proc = run_preloaded([sys.executable, "-c", code], slow=f"file:{tmp_path}", fast_reserve="1G", slow_reserve="1G")

@@ -225,8 +225,10 @@ int backing_release(arena_t *a, char *lo, char *hi) {
  *   - into a fresh preallocated file in the same directory (the child's tier stays file-backed), or
  *   - when that file cannot be preallocated (file system full), into anonymous private memory: the
  *     child's tier then is ordinary memory, which it is told on stderr.
- * Nothing here touches an unpreallocated page of a shared mapping, so a full file system never raises
- * SIGBUS in the parent. Only when even the anonymous copy fails (out of memory) does the child, and only
+ * Only live blocks and the headers of free blocks are copied: a free block's pages may have been given
+ * back (a hole; on tmpfs even a read of a hole allocates a page), and they hold nothing. So nothing here
+ * touches an unallocated page of a shared mapping, and a full file system never raises SIGBUS in the
+ * parent. Only when even the anonymous copy fails (out of memory) does the child, and only
  * the child, stop. The cost is a copy of the tier's used bytes per fork. */
 static void snapshot_for_child(arena_t *a) {
     a->fork_fd = -1;
@@ -234,13 +236,12 @@ static void snapshot_for_child(arena_t *a) {
     a->fork_bytes = 0;
     if (!a->available || a->kind != BACK_FILE) return;
     size_t used = round_up((size_t)(a->top - a->base), (size_t)sysconf(_SC_PAGESIZE));
-    UNPOISON(a->base, used);
     int fd = make_file(a, (size_t)(a->end - a->base));
     if (fd >= 0 && used) {
         void *tmp = MAP_FAILED;
         if (preallocate(fd, 0, used) == 0) tmp = mmap(NULL, used, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (tmp != MAP_FAILED) {
-            memcpy(tmp, a->base, used);
+            arena_copy_live_locked(a, tmp);
             munmap(tmp, used);
         } else {
             close(fd);
@@ -258,7 +259,7 @@ static void snapshot_for_child(arena_t *a) {
         a->fork_bytes = (size_t)-1; /* the child cannot get a copy */
         return;
     }
-    memcpy(copy, a->base, used);
+    arena_copy_live_locked(a, copy);
     a->fork_anon = copy;
 }
 

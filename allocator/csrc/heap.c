@@ -375,6 +375,17 @@ int arena_check_locked(arena_t *a) {
     return 0;
 }
 
+void arena_copy_live_locked(arena_t *a, char *dst) {
+    for (char *c = a->base; c < a->top;) {
+        block_t *b = (block_t *)c;
+        UNPOISON(b, HDR);
+        size_t n = (b->flags & F_INUSE) ? b->size : HDR; /* a free block's payload may be punched out */
+        UNPOISON(c, n);
+        memcpy(dst + (c - a->base), c, n);
+        c += b->size;
+    }
+}
+
 uint64_t arena_trim_locked(arena_t *a) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     uint64_t released = 0;

@@ -148,6 +148,9 @@ INTERNAL int arena_resize_locked(arena_t *a, block_t *b, size_t req, uint64_t ro
 INTERNAL void check_block(arena_t *a, block_t *b, const void *p); /* dies unless p is a live block */
 INTERNAL int arena_check_locked(arena_t *a);                      /* 0 when consistent */
 INTERNAL uint64_t arena_trim_locked(arena_t *a);                  /* bytes given back */
+/* Copy every live block, and the header of every free block, to dst at the same offsets from base. Free
+ * payloads are skipped: they hold nothing, and reading a punched hole may fault (tmpfs allocates). */
+INTERNAL void arena_copy_live_locked(arena_t *a, char *dst);
 
 /* --------------------------------------------------------------------------------------- backing.c */
 INTERNAL int backing_setup(arena_t *a); /* 0, or -1 with a->error set */
