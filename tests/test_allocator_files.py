@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pytest
 import allocator
 
 MIB = 1 << 20
+TRUE = shutil.which("true") or "/bin/true"
 DAX_WARNING = "not a DAX file system"
 
 
@@ -269,6 +271,27 @@ def test_fork_after_trim_on_a_full_file_system(small_fs: SmallFs) -> None:
     )
     assert proc.returncode != -7, "SIGBUS in the parent while copying the tier for the child"
     assert last_json(proc) == {"child": 0, "b_intact": True}
+
+
+def test_file_size_limit_below_the_reserve_is_an_error_not_sigxfsz(tmp_path: Path) -> None:
+    """A file tier under `ulimit -f` smaller than its reserve: the sparse file would exceed the limit,
+    which raises SIGXFSZ; the tier is refused instead (a warning; in strict mode exit 78)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * MIB, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    env = allocator.preload_env(slow=f"file:{tmp_path}", slow_reserve="1G")
+    code = "import json, allocator; print(json.dumps(allocator.config()['slow']))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, preexec_fn=limit, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode} (-25 is SIGXFSZ): {proc.stderr}"
+    cfg = json.loads(proc.stdout)
+    assert not cfg["available"] and "ulimit -f" in cfg["error"]
+    strict = subprocess.run(
+        [TRUE], env={**env, "MARL_ALLOC_STRICT": "1"}, preexec_fn=limit, capture_output=True, text=True, timeout=60
+    )
+    assert strict.returncode == 78 and "file size limit" in strict.stderr, strict.stderr
 
 
 def test_non_dax_file_backing_warns_once_per_tier(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -122,6 +123,14 @@ static int file_is_dax(int fd) {
 static int setup_file(arena_t *a) {
     size_t size = (size_t)(a->end - a->base);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    /* under a file size limit (ulimit -f) a file past it raises SIGXFSZ, which ends the process */
+    struct rlimit fsize;
+    if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY && fsize.rlim_cur < size) {
+        set_error(a, "the file size limit (ulimit -f) is below the tier's reserve (the file's size); lower "
+                     "MARL_ALLOC_FAST_RESERVE / MARL_ALLOC_SLOW_RESERVE or raise the limit",
+                  NULL);
+        return -1;
+    }
     int fd = make_file(a, size);
     if (fd < 0) {
         set_error(a, "cannot create a backing file", error_text(-fd));
