@@ -6,6 +6,8 @@
    the interposer passes straight to glibc; goal: <= 1.1) and large sizes (also with the thread's tier set
    to fast, i.e. served by the allocator's own arena). A "floor" preload that only forwards malloc/free to
    glibc shows the least any LD_PRELOAD interposer costs.
+3. With valgrind installed: instructions per malloc+free pair (callgrind) for glibc, the interposer and
+   the floor, an exact count that the machine's load cannot blur.
 
     .venv/bin/python benchmarks/bench_allocator.py [--rounds 11] [--repeats 5] [--json out.json]
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -145,7 +148,8 @@ def per_round_ratio(num: list[float], den: list[float]) -> dict[str, float]:
     return spread([a / b for a, b in zip(num, den, strict=True)])
 
 
-def bench_malloc(rounds: int) -> list[dict]:
+def build_loop_programs() -> tuple[Path, Path]:
+    """The malloc/free loop program and the forward-only floor library, compiled into a temp folder."""
     work = Path(tempfile.mkdtemp(prefix="bench-alloc-"))
     src = work / "loop.c"
     src.write_text(LOOP_C)
@@ -155,14 +159,23 @@ def bench_malloc(rounds: int) -> list[dict]:
     floor_src.write_text(FLOOR_C)
     floor_lib = work / "libfloor.so"
     subprocess.run(["gcc", "-O2", "-fno-plt", "-fPIC", "-shared", "-o", str(floor_lib), str(floor_src)], check=True)
+    return exe, floor_lib
+
+
+def loop_envs(floor_lib: Path) -> dict[str, tuple[dict[str, str], int]]:
+    """variant -> (environment, thread tier) for the loop program."""
     plain_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MARL_ALLOC_")}
-    envs = {
+    return {
         "glibc": (plain_env, 0),
         "preload": (allocator.preload_env(plain_env, threshold=4096), 0),
         "floor": ({**plain_env, "LD_PRELOAD": str(floor_lib)}, 0),
         "fast_tier": (allocator.preload_env(plain_env, threshold=4096), 1),
     }
 
+
+def bench_malloc(rounds: int) -> list[dict]:
+    exe, floor_lib = build_loop_programs()
+    envs = loop_envs(floor_lib)
     rows = []
     cases = [
         ("small", 16, 2_000_000),
@@ -192,6 +205,31 @@ def bench_malloc(rounds: int) -> list[dict]:
         if kind == "large":
             row["ratio_fast_tier_over_glibc"] = per_round_ratio(ns["fast_tier"], ns["glibc"])
         rows.append(row)
+    return rows
+
+
+def instructions_per_pair(sizes: list[int]) -> list[dict]:
+    """Instructions per malloc+free pair counted by callgrind: exact and independent of machine load.
+
+    Each count is the difference between runs of 2N and N iterations, divided by the 5 N extra pairs
+    (the loop makes 5 passes), so process start-up and the library's constructor cancel out."""
+    exe, floor_lib = build_loop_programs()
+    envs = loop_envs(floor_lib)
+
+    def collected(variant: str, size: int, iters: int) -> int:
+        env, tier = envs[variant]
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(exe), str(size), str(iters)]
+        out = subprocess.run([*cmd, str(tier)], env=env, capture_output=True, text=True, timeout=600)
+        found = [line for line in out.stderr.splitlines() if "Collected :" in line]
+        if out.returncode != 0 or not found:
+            raise RuntimeError(f"callgrind failed for {variant}: {out.stderr[-2000:]}")
+        return int(found[-1].split(":")[-1].strip())
+
+    n = 100_000
+    rows = []
+    for size in sizes:
+        per = {v: (collected(v, size, 2 * n) - collected(v, size, n)) / (5 * n) for v in ("glibc", "preload", "floor")}
+        rows.append({"size_bytes": size, "instructions_per_pair": per})
     return rows
 
 
@@ -250,6 +288,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed resnet50 inferences per round (default 5)")
     parser.add_argument("--threads", type=int, help="torch threads per inference (default: all cores)")
     parser.add_argument("--skip-resnet", action="store_true", help="only the malloc/free loop")
+    parser.add_argument(
+        "--skip-callgrind", action="store_true", help="do not count instructions per pair with valgrind/callgrind"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file (atomically)")
     args = parser.parse_args()
     if args.rounds < 2:
@@ -283,6 +324,16 @@ def main() -> int:
     print(f"  goal small malloc <= {SMALL_GOAL}x glibc: {verdict(small, SMALL_GOAL)}")
 
     result = {"command": " ".join(sys.argv), "machine": info, "malloc": rows, "small_malloc_worst": worst}
+    if not args.skip_callgrind and shutil.which("valgrind"):
+        print("\ninstructions per malloc+free pair (callgrind; exact, independent of load)")
+        counts = instructions_per_pair([16, 64, 256])
+        for c in counts:
+            per = c["instructions_per_pair"]
+            print(
+                f"  {c['size_bytes']:>8d} B  glibc {per['glibc']:6.1f}  preload {per['preload']:6.1f} "
+                f"(+{per['preload'] - per['glibc']:.1f})  floor {per['floor']:6.1f} (+{per['floor'] - per['glibc']:.1f})"
+            )
+        result["instructions_per_pair"] = counts
     if not args.skip_resnet:
         print(
             f"\nresnet50 inference, batch 1 ({args.rounds} paired rounds x {args.repeats} timed runs, mean per round)"
