@@ -92,6 +92,14 @@ def run_preloaded(
     return subprocess.run(list(cmd), env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_on_small_fs(body: str, fs: SmallFs) -> subprocess.CompletedProcess:
+    """Run PRELUDE + body in Python under the preload, with the slow tier in a file on the small file system."""
+    code = PRELUDE + textwrap.dedent(body)
+    return run_preloaded(
+        [sys.executable, "-c", code, str(fs.path)], fs, slow=f"file:{fs.path}", slow_reserve="256M", strict=True
+    )
+
+
 def last_json(proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -113,12 +121,19 @@ def slow_malloc(n):
 
 def touch(p, n, value):  # a store into every page: SIGBUS here if the page has no backing
     ctypes.memset(p, value, n)
+
+def fill_file_system(path):  # write a file until the file system is full; returns the errno
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"x" * 65536)
+        except OSError as exc:
+            return exc.errno
 """
 
 
 def test_full_file_system_falls_back_instead_of_sigbus(small_fs: SmallFs) -> None:
-    code = PRELUDE + textwrap.dedent(
-        """
+    code = """
         out = {}
         big = slow_malloc(32 * MiB)  # larger than the file system
         touch(big, 32 * MiB, 0x5A)
@@ -149,12 +164,7 @@ def test_full_file_system_falls_back_instead_of_sigbus(small_fs: SmallFs) -> Non
         libc.free(a)
         A.trim()
         filler = os.path.join(sys.argv[1], "filler")
-        with open(filler, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"x" * 65536)
-            except OSError as exc:
-                out["filler_errno"] = exc.errno
+        out["filler_errno"] = fill_file_system(filler)
         c = slow_malloc(2 * MiB)
         touch(c, 2 * MiB, 3)
         out["punched_while_full"] = A.tier_of(c)
@@ -169,14 +179,7 @@ def test_full_file_system_falls_back_instead_of_sigbus(small_fs: SmallFs) -> Non
         out["fs_type"] = A.config()["slow"]["fs_type"]
         print(json.dumps(out))
         """
-    )
-    proc = run_preloaded(
-        [sys.executable, "-c", code, str(small_fs.path)],
-        small_fs,
-        slow=f"file:{small_fs.path}",
-        slow_reserve="256M",
-        strict=True,
-    )
+    proc = run_on_small_fs(code, small_fs)
     assert proc.returncode != -7, "SIGBUS: a store hit an unbacked page of the file tier"
     out = last_json(proc)
     assert out["fs_type"] == "tmpfs"
@@ -197,8 +200,7 @@ def test_full_file_system_falls_back_instead_of_sigbus(small_fs: SmallFs) -> Non
 
 
 def test_fork_with_a_full_file_system_keeps_the_parent_alive(small_fs: SmallFs) -> None:
-    code = PRELUDE + textwrap.dedent(
-        """
+    code = """
         n = 6 * MiB
         p = slow_malloc(n)  # most of the 8 MiB file system; no room left for a file copy at fork
         touch(p, n, 7)
@@ -223,14 +225,7 @@ def test_fork_with_a_full_file_system_keeps_the_parent_alive(small_fs: SmallFs) 
         print(json.dumps({"child": status, "parent_intact": intact, "parent_tier": A.tier_of(q),
                           "parent_backing": A.config()["slow"]["backing"]}))
         """
-    )
-    proc = run_preloaded(
-        [sys.executable, "-c", code, str(small_fs.path)],
-        small_fs,
-        slow=f"file:{small_fs.path}",
-        slow_reserve="256M",
-        strict=True,
-    )
+    proc = run_on_small_fs(code, small_fs)
     assert proc.returncode != -7, "SIGBUS in the parent while copying the tier for the child"
     out = last_json(proc)
     assert out == {"child": 0, "parent_intact": True, "parent_tier": "slow", "parent_backing": "file"}
@@ -241,34 +236,21 @@ def test_fork_with_a_full_file_system_keeps_the_parent_alive(small_fs: SmallFs) 
 def test_fork_after_trim_on_a_full_file_system(small_fs: SmallFs) -> None:
     """Holes punched by trim() in free blocks must not be read while the tier is copied for the child: on
     tmpfs a read fault on a hole allocates a page, which a full file system refuses with SIGBUS."""
-    code = PRELUDE + textwrap.dedent(
-        """
+    code = """
         a, b = slow_malloc(3 * MiB), slow_malloc(MiB)
         touch(a, 3 * MiB, 1)
         touch(b, MiB, 5)
         libc.free(a)
         A.trim()  # a's pages go back to the file system
         filler = os.path.join(sys.argv[1], "filler")
-        with open(filler, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"x" * 65536)
-            except OSError:
-                pass
+        fill_file_system(filler)
         pid = os.fork()
         if pid == 0:
             os._exit(0 if ctypes.string_at(b, MiB) == b"\x05" * MiB else 1)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"child": status, "b_intact": ctypes.string_at(b, MiB) == b"\x05" * MiB}))
         """
-    )
-    proc = run_preloaded(
-        [sys.executable, "-c", code, str(small_fs.path)],
-        small_fs,
-        slow=f"file:{small_fs.path}",
-        slow_reserve="256M",
-        strict=True,
-    )
+    proc = run_on_small_fs(code, small_fs)
     assert proc.returncode != -7, "SIGBUS in the parent while copying the tier for the child"
     assert last_json(proc) == {"child": 0, "b_intact": True}
 
