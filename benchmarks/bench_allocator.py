@@ -9,7 +9,8 @@
 3. With valgrind installed: instructions per malloc+free pair (callgrind) for glibc, the interposer and
    the floor, an exact count that the machine's load cannot blur.
 
-    .venv/bin/python benchmarks/bench_allocator.py [--rounds 11] [--repeats 5] [--json out.json]
+    .venv/bin/python benchmarks/bench_allocator.py [--rounds 11] [--repeats 5] [--threads N] [--json out.json]
+                                                   [--skip-malloc] [--skip-resnet] [--skip-callgrind]
 
 Pairing: every round runs each variant once, in an order that alternates from round to round (A B C,
 then C B A, ...), so drift and load from other processes hit all variants alike. A ratio is computed
@@ -287,7 +288,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=11, help="paired, interleaved rounds per comparison (default 11)")
     parser.add_argument("--repeats", type=int, default=5, help="timed resnet50 inferences per round (default 5)")
     parser.add_argument("--threads", type=int, help="torch threads per inference (default: all cores)")
-    parser.add_argument("--skip-resnet", action="store_true", help="only the malloc/free loop")
+    parser.add_argument("--skip-resnet", action="store_true", help="no resnet50 inference")
+    parser.add_argument("--skip-malloc", action="store_true", help="no malloc/free loop (and no callgrind counts)")
     parser.add_argument(
         "--skip-callgrind", action="store_true", help="do not count instructions per pair with valgrind/callgrind"
     )
@@ -302,29 +304,31 @@ def main() -> int:
         print(f"  {k:14s} {v}")
     print(f"  allocator      {allocator.library_path()}")
 
-    print(
-        f"\nmalloc/free loop: ns per malloc+free (16 live blocks, best of 5 passes per run), {args.rounds} paired rounds"
-    )
-    print("  glibc: no preload; preload: the allocator with threshold 4096, thread tier default (passes to glibc);")
-    print("  floor: a preload that only forwards malloc/free to glibc; fast tier: the allocator's own arena.")
-    print("  ratios over glibc: median [min-max, IQR] of the per-round ratios")
-    rows = bench_malloc(args.rounds)
-    for r in rows:
-        ns = r["ns_median"]
+    result: dict = {"command": " ".join(sys.argv), "machine": info}
+    if not args.skip_malloc:
         print(
-            f"  {r['size_bytes']:>8d} B  glibc {ns['glibc']:6.1f} ns  preload {ns['preload']:6.1f} ns  floor {ns['floor']:6.1f} ns"
+            f"\nmalloc/free loop: ns per malloc+free (16 live blocks, best of 5 passes per run), {args.rounds} paired rounds"
         )
-        print(f"             preload/glibc   {fmt(r['ratio_preload_over_glibc'])}")
-        print(f"             floor/glibc     {fmt(r['ratio_floor_over_glibc'])}")
-        if "ratio_fast_tier_over_glibc" in r:
-            print(f"             fast tier/glibc {fmt(r['ratio_fast_tier_over_glibc'])} ({ns['fast_tier']:.1f} ns)")
-    worst = max((r for r in rows if r["kind"] == "small"), key=lambda r: r["ratio_preload_over_glibc"]["median"])
-    small = worst["ratio_preload_over_glibc"]
-    print(f"  small malloc, worst size ({worst['size_bytes']} B): {fmt(small)}")
-    print(f"  goal small malloc <= {SMALL_GOAL}x glibc: {verdict(small, SMALL_GOAL)}")
+        print("  glibc: no preload; preload: the allocator with threshold 4096, thread tier default (passes to glibc);")
+        print("  floor: a preload that only forwards malloc/free to glibc; fast tier: the allocator's own arena.")
+        print("  ratios over glibc: median [min-max, IQR] of the per-round ratios")
+        rows = bench_malloc(args.rounds)
+        for r in rows:
+            ns = r["ns_median"]
+            print(
+                f"  {r['size_bytes']:>8d} B  glibc {ns['glibc']:6.1f} ns  preload {ns['preload']:6.1f} ns  floor {ns['floor']:6.1f} ns"
+            )
+            print(f"             preload/glibc   {fmt(r['ratio_preload_over_glibc'])}")
+            print(f"             floor/glibc     {fmt(r['ratio_floor_over_glibc'])}")
+            if "ratio_fast_tier_over_glibc" in r:
+                print(f"             fast tier/glibc {fmt(r['ratio_fast_tier_over_glibc'])} ({ns['fast_tier']:.1f} ns)")
+        worst = max((r for r in rows if r["kind"] == "small"), key=lambda r: r["ratio_preload_over_glibc"]["median"])
+        small = worst["ratio_preload_over_glibc"]
+        print(f"  small malloc, worst size ({worst['size_bytes']} B): {fmt(small)}")
+        print(f"  goal small malloc <= {SMALL_GOAL}x glibc: {verdict(small, SMALL_GOAL)}")
 
-    result = {"command": " ".join(sys.argv), "machine": info, "malloc": rows, "small_malloc_worst": worst}
-    if not args.skip_callgrind and shutil.which("valgrind"):
+        result.update(malloc=rows, small_malloc_worst=worst)
+    if not args.skip_malloc and not args.skip_callgrind and shutil.which("valgrind"):
         print("\ninstructions per malloc+free pair (callgrind; exact, independent of load)")
         counts = instructions_per_pair([16, 64, 256])
         for c in counts:
