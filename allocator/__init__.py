@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,9 +28,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from allocator._build import BuildError, build, cache_root, library_path, source_hash
+from allocator._build import CSRC, BuildError, build, cache_root, library_path, source_hash
 
 __all__ = [
+    "ENV_RULES",
     "ENV_VARS",
     "TIERS",
     "AllocatorNotLoaded",
@@ -59,59 +61,64 @@ __all__ = [
     "trim",
 ]
 
-ABI_VERSION = 1
-DEFAULT, FAST, SLOW, SYSTEM = 0, 1, 2, 3
-TIERS = {"default": DEFAULT, "fast": FAST, "slow": SLOW}
-_TIER_NAMES = {DEFAULT: "default", FAST: "fast", SLOW: "slow", SYSTEM: "system"}
 
 ENV_VARS: dict[str, str] = {
     "MARL_ALLOC_THRESHOLD": "Allocations smaller than this many bytes always go to the system allocator "
-    "(default 256). Suffixes K, M, G (binary) are accepted everywhere a size is.",
+    "(default 256; 0 is taken as 1). A size is digits with an optional binary suffix K, M, G or T (64K, 2G); "
+    "no sign, decimal point, exponent or spaces.",
     "MARL_ALLOC_FAST": "Backing of the fast tier: anon (default: ordinary memory), numa:N (bound to NUMA node N "
     "with mbind) or file:/dir (a file in /dir, e.g. on a DAX file system).",
     "MARL_ALLOC_SLOW": "Backing of the slow tier, same syntax: anon (default; hosts without slow memory), numa:N "
     "(CXL or remote NUMA memory exposed as node N) or file:/dir (Optane PM in App Direct mode: a directory on "
-    "an fsdax file system mounted with -o dax; the MAP_SYNC probe reports whether it really is DAX).",
+    "an fsdax file system mounted with -o dax). A file backing is preallocated (fallocate) before use: when "
+    "its file system is full, requests go to the system allocator (counted in fallback_count and "
+    "nospace_count, warned once) instead of SIGBUS. A directory that is not DAX gets one warning on stderr.",
     "MARL_ALLOC_FAST_LIMIT": "Capacity of the fast tier in bytes (default 0 = unlimited). An allocation that would "
-    "take the fast tier's live bytes past it goes to the slow tier and is counted as overflow.",
-    "MARL_ALLOC_FAST_RESERVE": "Address range reserved for the fast tier (default 64G; virtual, costs no memory "
-    "until used; with a file backing the file is created sparse at this size).",
-    "MARL_ALLOC_SLOW_RESERVE": "Address range reserved for the slow tier (default 64G).",
-    "MARL_ALLOC_PROCESS_TIER": "What the 'default' tier means for every thread: default (the system allocator), "
-    "fast or slow. Lets an unmodified program run with all its large allocations in one tier.",
-    "MARL_ALLOC_REQUIRE_DAX": "1: a file backing that is not on a DAX file system (MAP_SYNC probe fails) is an "
-    "error instead of a warning.",
-    "MARL_ALLOC_STRICT": "1: abort at start-up when a tier's backing cannot be set up or a variable is malformed "
-    "(default: print a warning on stderr; the tier's requests then fall back to the system allocator and are "
-    "counted as fallback).",
-    "MARL_ALLOC_VERBOSE": "1: print the configuration (JSON) on stderr at start-up.",
+    "take the fast tier's live bytes (real block sizes) past it goes to the slow tier and is counted as overflow.",
+    "MARL_ALLOC_FAST_RESERVE": "Address range reserved for the fast tier, 1M to 64T (default 64G; virtual, costs "
+    "no memory until used; with a file backing the file is created sparse at this size).",
+    "MARL_ALLOC_SLOW_RESERVE": "Address range reserved for the slow tier, 1M to 64T (default 64G).",
+    "MARL_ALLOC_PROCESS_TIER": "What the 'default' tier means for every thread: default (or system: the system "
+    "allocator), fast or slow. Lets an unmodified program run with all its large allocations in one tier.",
+    "MARL_ALLOC_REQUIRE_DAX": "Flag: a file backing that is not on a DAX file system is an error (the tier is "
+    "unavailable) instead of a warning.",
+    "MARL_ALLOC_STRICT": "Flag: exit with status 78 and a message when the address reservation or a tier's backing "
+    "cannot be set up (default: a warning, and the tier's requests go to the system allocator, counted as "
+    "fallback). A malformed value of any MARL_ALLOC_* variable ends the process with status 78 in either mode.",
+    "MARL_ALLOC_VERBOSE": "Flag: print the configuration (JSON) on stderr at start-up.",
     "MARL_ALLOC_LIBRARY": "Python side: use this prebuilt library instead of building one into the cache.",
     "MARL_GYM_CACHE": "Python side: cache folder for the built library (default $XDG_CACHE_HOME/marl-gym or "
     "~/.cache/marl-gym).",
 }
+ENV_RULES = (
+    "Flags take 1, true or yes and 0, false or no (any case); an empty value counts as unset. A malformed value "
+    "ends every process that loads the library with exit status 78 and one line naming the variable, the value "
+    "and what is expected."
+)
 
-_CDEF = """
-typedef struct marl_tier_stats {
-    uint64_t live_bytes; uint64_t live_requested_bytes; uint64_t peak_bytes; uint64_t total_bytes;
-    uint64_t alloc_count; uint64_t free_count; uint64_t live_count;
-    uint64_t overflow_count; uint64_t overflow_bytes; uint64_t fallback_count; uint64_t fallback_bytes;
-    uint64_t reserve_bytes; uint64_t limit_bytes; uint64_t available;
-} marl_tier_stats;
-int marl_abi_version(void);
-int marl_set_tier(int tier);
-int marl_get_tier(void);
-int marl_set_process_tier(int tier);
-size_t marl_set_threshold(size_t bytes);
-size_t marl_get_threshold(void);
-uint64_t marl_set_fast_limit(uint64_t bytes);
-int marl_get_stats(int tier, marl_tier_stats *out);
-void marl_reset_stats(void);
-int marl_tier_of(const void *ptr);
-size_t marl_block_size(const void *ptr);
-int marl_config_json(char *buf, size_t len);
-int marl_check_heap(int tier);
-uint64_t marl_trim(void);
-"""
+
+def cdef_from_header(text: str) -> str:
+    """cffi declarations from marl_alloc.h: comments and preprocessor lines dropped, except integer
+    ``#define`` constants (which cffi understands). The header is the one description of the API, so the
+    Python side cannot drift from it."""
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.DOTALL)
+    text = re.sub(r"//[^\n]*", " ", text)
+    kept = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and not re.fullmatch(r"#\s*define\s+MARL_\w+\s+\d+", stripped):
+            continue
+        kept.append(line.rstrip())
+    return "\n".join(line for line in kept if line.strip()) + "\n"
+
+
+_HEADER_TEXT = (CSRC / "marl_alloc.h").read_text()
+_CDEF = cdef_from_header(_HEADER_TEXT)
+_HEADER_DEFINES = {name: int(value) for name, value in re.findall(r"#define\s+(MARL_\w+)\s+(\d+)", _HEADER_TEXT)}
+ABI_VERSION = _HEADER_DEFINES["MARL_ABI_VERSION"]
+DEFAULT, FAST, SLOW, SYSTEM = (_HEADER_DEFINES[f"MARL_TIER_{n}"] for n in ("DEFAULT", "FAST", "SLOW", "SYSTEM"))
+TIERS = {"default": DEFAULT, "fast": FAST, "slow": SLOW}
+_TIER_NAMES = {DEFAULT: "default", FAST: "fast", SLOW: "slow", SYSTEM: "system"}
 
 
 class AllocatorNotLoaded(RuntimeError):
@@ -136,6 +143,7 @@ class TierStats:
     reserve_bytes: int
     limit_bytes: int
     available: bool
+    nospace_count: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,8 @@ def _epilog() -> str:
         lines.append(f"  {name}")
         lines.extend(textwrap.wrap(text, width=92, initial_indent="      ", subsequent_indent="      "))
     lines.append("")
+    lines.extend(textwrap.wrap(allocator.ENV_RULES, width=94))
+    lines.append("")
     lines.append("see allocator/README.md for how it works and its limits")
     return "\n".join(lines)
 
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             if backing == "numa":
                 backing += f" node {t['numa_node']}"
             elif backing == "file":
-                backing += f" in {t['path']} (DAX: {'yes' if t['dax'] else 'no'})"
+                backing += f" in {t['path']} ({t['fs_type']}, DAX: {'yes' if t['dax'] else 'no'})"
             state = "available" if t["available"] else f"UNAVAILABLE: {t['error']}"
             print(f"  {name} tier        {backing}, reserve {t['reserve_bytes'] / 2**30:.1f} GiB, {state}")
         return 0

@@ -18,7 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = ("marl_alloc.c", "marl_alloc.h")
+# Every file the library is built from, in link order; all of them feed the cache key (source_hash), and
+# tests/test_allocator_config.py checks that csrc/ holds no file missing from here.
+C_SOURCES = ("heap.c", "backing.c", "config.c", "entries.c", "control.c", "text.c")
+HEADERS = ("marl_alloc.h", "marl_internal.h")
+SOURCES = HEADERS + C_SOURCES
 LIBRARY_NAME = "libmarl_alloc.so"
 CFLAGS = (
     "-O2",
@@ -80,7 +84,7 @@ def build(force: bool = False) -> Path:
     cc = compiler()
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{LIBRARY_NAME}.", suffix=".tmp")
     os.close(fd)
-    cmd = [*cc.split(), *CFLAGS, "-o", tmp, str(CSRC / "marl_alloc.c"), *LIBS]
+    cmd = [*cc.split(), *CFLAGS, "-o", tmp, *(str(CSRC / name) for name in C_SOURCES), *LIBS]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:

@@ -1,23 +1,30 @@
-"""Overhead of the tiering allocator, measured side by side in one run.
+"""Overhead of the tiering allocator: paired, interleaved runs; medians with their spread.
 
-1. resnet50 inference latency with the allocator preloaded and every weight and activation in the fast
-   tier, over the same inference in a process without the allocator (goal: <= 1.02).
-2. A malloc/free loop through the interposer over plain glibc, for small sizes (which the interposer
-   passes straight to glibc; goal: <= 1.1) and large sizes (also with the thread's tier set to fast, i.e.
-   served by the allocator's own arena).
+1. resnet50 inference (batch 1) with the allocator preloaded and every weight and activation in the fast
+   tier, over the same inference in a process without the allocator. Goal: <= 1.02.
+2. A malloc/free loop through the interposer over plain glibc, for small sizes (below the threshold, which
+   the interposer passes straight to glibc; goal: <= 1.1) and large sizes (also with the thread's tier set
+   to fast, i.e. served by the allocator's own arena). A "floor" preload that only forwards malloc/free to
+   glibc shows the least any LD_PRELOAD interposer costs.
+3. With valgrind installed: instructions per malloc+free pair (callgrind) for glibc, the interposer and
+   the floor, an exact count that the machine's load cannot blur.
 
-    .venv/bin/python benchmarks/bench_allocator.py [--rounds 5] [--repeats 5] [--json out.json]
+    .venv/bin/python benchmarks/bench_allocator.py [--rounds 11] [--repeats 5] [--threads N] [--json out.json]
+                                                   [--skip-malloc] [--skip-resnet] [--skip-callgrind]
 
-Both sides of each ratio run in the same invocation, interleaved round by round, so that load from
-other processes hits both alike; each ratio is the median over rounds of per-round ratios.
+Pairing: every round runs each variant once, in an order that alternates from round to round (A B C,
+then C B A, ...), so drift and load from other processes hit all variants alike. A ratio is computed
+within each round (from that round's own runs); the report gives, for every ratio, the median over
+rounds with the min-max range and the interquartile range of the per-round ratios. A goal counts as met
+when the median ratio is within it; the spread says how firmly.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,8 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import allocator  # noqa: E402
+from marl_gym.io import write_versioned_json  # noqa: E402
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SMALL_GOAL = 1.1
+INFERENCE_GOAL = 1.02
 
 LOOP_C = r"""
 #define _GNU_SOURCE
@@ -109,7 +119,38 @@ def machine_info() -> dict:
     return info
 
 
-def bench_malloc(rounds: int) -> list[dict]:
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min, max and quartiles of per-round values."""
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else (values[0],) * 3
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "q1": q1,
+        "q3": q3,
+        "rounds": len(values),
+    }
+
+
+def fmt(s: dict[str, float]) -> str:
+    return f"{s['median']:.3f} [{s['min']:.3f}-{s['max']:.3f}, IQR {s['q1']:.3f}-{s['q3']:.3f}]"
+
+
+def paired_rounds(variants: list[str], rounds: int, run) -> dict[str, list[float]]:
+    """Run every variant once per round, alternating the order between rounds; returns per-variant lists."""
+    out: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for v in variants if r % 2 == 0 else list(reversed(variants)):
+            out[v].append(run(v))
+    return out
+
+
+def per_round_ratio(num: list[float], den: list[float]) -> dict[str, float]:
+    return spread([a / b for a, b in zip(num, den, strict=True)])
+
+
+def build_loop_programs() -> tuple[Path, Path]:
+    """The malloc/free loop program and the forward-only floor library, compiled into a temp folder."""
     work = Path(tempfile.mkdtemp(prefix="bench-alloc-"))
     src = work / "loop.c"
     src.write_text(LOOP_C)
@@ -119,16 +160,23 @@ def bench_malloc(rounds: int) -> list[dict]:
     floor_src.write_text(FLOOR_C)
     floor_lib = work / "libfloor.so"
     subprocess.run(["gcc", "-O2", "-fno-plt", "-fPIC", "-shared", "-o", str(floor_lib), str(floor_src)], check=True)
-    plain_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    pre_env = allocator.preload_env(plain_env, threshold=4096)
-    floor_env = {**plain_env, "LD_PRELOAD": str(floor_lib)}
+    return exe, floor_lib
 
-    def one(size: int, iters: int, env: dict, tier: int) -> float:
-        out = subprocess.run([str(exe), str(size), str(iters), str(tier)], env=env, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr)
-        return float(out.stdout)
 
+def loop_envs(floor_lib: Path) -> dict[str, tuple[dict[str, str], int]]:
+    """variant -> (environment, thread tier) for the loop program."""
+    plain_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MARL_ALLOC_")}
+    return {
+        "glibc": (plain_env, 0),
+        "preload": (allocator.preload_env(plain_env, threshold=4096), 0),
+        "floor": ({**plain_env, "LD_PRELOAD": str(floor_lib)}, 0),
+        "fast_tier": (allocator.preload_env(plain_env, threshold=4096), 1),
+    }
+
+
+def bench_malloc(rounds: int) -> list[dict]:
+    exe, floor_lib = build_loop_programs()
+    envs = loop_envs(floor_lib)
     rows = []
     cases = [
         ("small", 16, 2_000_000),
@@ -138,26 +186,51 @@ def bench_malloc(rounds: int) -> list[dict]:
         ("large", 1 << 20, 50_000),
     ]
     for kind, size, iters in cases:
-        glibc, interposed, fast, floor = [], [], [], []
-        for _ in range(rounds):
-            glibc.append(one(size, iters, plain_env, 0))
-            interposed.append(one(size, iters, pre_env, 0))
-            floor.append(one(size, iters, floor_env, 0))
-            if kind == "large":
-                fast.append(one(size, iters, pre_env, 1))
+
+        def one(variant: str, size: int = size, iters: int = iters) -> float:
+            env, tier = envs[variant]
+            out = subprocess.run([str(exe), str(size), str(iters), str(tier)], env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"{variant}: {out.stderr}")
+            return float(out.stdout)
+
+        variants = ["glibc", "preload", "floor"] + (["fast_tier"] if kind == "large" else [])
+        ns = paired_rounds(variants, rounds, one)
         row = {
             "kind": kind,
             "size_bytes": size,
-            "glibc_ns": statistics.median(glibc),
-            "interposed_default_ns": statistics.median(interposed),
-            "ratio_interposed_over_glibc": statistics.median(i / g for i, g in zip(interposed, glibc)),
-            "forwarding_floor_ns": statistics.median(floor),
-            "ratio_floor_over_glibc": statistics.median(f / g for f, g in zip(floor, glibc)),
+            "ns_median": {v: statistics.median(ns[v]) for v in variants},
+            "ratio_preload_over_glibc": per_round_ratio(ns["preload"], ns["glibc"]),
+            "ratio_floor_over_glibc": per_round_ratio(ns["floor"], ns["glibc"]),
         }
-        if fast:
-            row["interposed_fast_tier_ns"] = statistics.median(fast)
-            row["ratio_fast_tier_over_glibc"] = statistics.median(f / g for f, g in zip(fast, glibc))
+        if kind == "large":
+            row["ratio_fast_tier_over_glibc"] = per_round_ratio(ns["fast_tier"], ns["glibc"])
         rows.append(row)
+    return rows
+
+
+def instructions_per_pair(sizes: list[int]) -> list[dict]:
+    """Instructions per malloc+free pair counted by callgrind: exact and independent of machine load.
+
+    Each count is the difference between runs of 2N and N iterations, divided by the 5 N extra pairs
+    (the loop makes 5 passes), so process start-up and the library's constructor cancel out."""
+    exe, floor_lib = build_loop_programs()
+    envs = loop_envs(floor_lib)
+
+    def collected(variant: str, size: int, iters: int) -> int:
+        env, tier = envs[variant]
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(exe), str(size), str(iters)]
+        out = subprocess.run([*cmd, str(tier)], env=env, capture_output=True, text=True, timeout=600)
+        found = [line for line in out.stderr.splitlines() if "Collected :" in line]
+        if out.returncode != 0 or not found:
+            raise RuntimeError(f"callgrind failed for {variant}: {out.stderr[-2000:]}")
+        return int(found[-1].split(":")[-1].strip())
+
+    n = 100_000
+    rows = []
+    for size in sizes:
+        per = {v: (collected(v, size, 2 * n) - collected(v, size, n)) / (5 * n) for v in ("glibc", "preload", "floor")}
+        rows.append({"size_bytes": size, "instructions_per_pair": per})
     return rows
 
 
@@ -174,46 +247,56 @@ def bench_resnet(rounds: int, repeats: int, threads: int | None = None) -> dict:
         fast = Placement.all_fast(graph.num_nodes)
         for backend in (plain, tiered):  # an untimed round each: first-use costs (oneDNN primitives, page faults)
             backend.evaluate(fast)
-        base, pre, ratios = [], [], []
-        for r in range(rounds):
-            order = (plain, tiered) if r % 2 == 0 else (tiered, plain)
-            got = {}
-            for backend in order:
-                ev = backend.evaluate(fast)
-                if ev.error:
-                    raise RuntimeError(ev.error)
-                got[backend.preload] = ev
-            base.append(got[False].latency_s)
-            pre.append(got[True].latency_s)
-            ratios.append(got[True].latency_s / got[False].latency_s)
+        evals = {}
+
+        def one(variant: str) -> float:
+            ev = (tiered if variant == "preload" else plain).evaluate(fast)
+            if ev.error:
+                raise RuntimeError(ev.error)
+            evals[variant] = ev
+            return ev.latency_s
+
+        lat = paired_rounds(["without", "preload"], rounds, one)
+        for r, (a, b) in enumerate(zip(lat["without"], lat["preload"], strict=True)):
             print(
-                f"  round {r}: without {base[-1] * 1e3:.1f} ms, with preload (all fast) {pre[-1] * 1e3:.1f} ms, "
-                f"ratio {ratios[-1]:.3f}",
-                flush=True,
+                f"  round {r:2d}: without {a * 1e3:6.1f} ms, preloaded (all fast) {b * 1e3:6.1f} ms, ratio {b / a:.3f}"
             )
-        last = got[True]
+    last = evals["preload"]
     return {
         "threads": tiered.threads_per_task,
         "workers_start_s": started,
-        "latency_without_ms": statistics.median(base) * 1e3,
-        "latency_preload_all_fast_ms": statistics.median(pre) * 1e3,
-        "ratio_preload_over_without": statistics.median(ratios),
+        "latency_without_ms": statistics.median(lat["without"]) * 1e3,
+        "latency_preload_all_fast_ms": statistics.median(lat["preload"]) * 1e3,
+        "ratio_preload_over_without": per_round_ratio(lat["preload"], lat["without"]),
         "fast_weight_bytes": last.fast_weight_bytes,
         "fast_activation_bytes": last.fast_activation_bytes,
         "slow_bytes": last.slow_weight_bytes + last.slow_activation_bytes,
-        "identical_output": got[True].extra["per_task"][0]["output_digest"]
-        == got[False].extra["per_task"][0]["output_digest"],
+        "identical_output": evals["preload"].extra["per_task"][0]["output_digest"]
+        == evals["without"].extra["per_task"][0]["output_digest"],
     }
+
+
+def verdict(ratio: dict[str, float], goal: float) -> str:
+    if ratio["median"] > goal:
+        return f"NOT met (median {ratio['median']:.3f} > {goal})"
+    firm = "the whole interquartile range is within it" if ratio["q3"] <= goal else "but the upper quartile is not"
+    return f"met (median {ratio['median']:.3f} <= {goal}; {firm})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per comparison (default 5)")
+    parser.add_argument("--rounds", type=int, default=11, help="paired, interleaved rounds per comparison (default 11)")
     parser.add_argument("--repeats", type=int, default=5, help="timed resnet50 inferences per round (default 5)")
     parser.add_argument("--threads", type=int, help="torch threads per inference (default: all cores)")
-    parser.add_argument("--skip-resnet", action="store_true", help="only the malloc/free loop")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--skip-resnet", action="store_true", help="no resnet50 inference")
+    parser.add_argument("--skip-malloc", action="store_true", help="no malloc/free loop (and no callgrind counts)")
+    parser.add_argument(
+        "--skip-callgrind", action="store_true", help="do not count instructions per pair with valgrind/callgrind"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file (atomically)")
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (a spread needs several rounds)")
 
     info = machine_info()
     print("machine")
@@ -221,48 +304,58 @@ def main() -> int:
         print(f"  {k:14s} {v}")
     print(f"  allocator      {allocator.library_path()}")
 
-    print("\nmalloc/free loop (ns per malloc+free, 16 live blocks; median of rounds, best of 5 passes each)")
-    rows = bench_malloc(args.rounds)
-    print("  glibc: no preload; preload: the allocator, thread tier default (passes to glibc); floor: a")
-    print("  preload that only forwards malloc/free to glibc; fast tier: the allocator's own arena")
-    print(
-        f"  {'size':>9s} {'glibc':>7s} {'preload':>8s} {'ratio':>6s} {'floor':>7s} {'ratio':>6s} {'fast tier':>9s} {'ratio':>6s}"
-    )
-    for r in rows:
-        extra = (
-            f" {r['interposed_fast_tier_ns']:9.1f} {r['ratio_fast_tier_over_glibc']:6.2f}"
-            if "interposed_fast_tier_ns" in r
-            else ""
-        )
+    result: dict = {"command": " ".join(sys.argv), "machine": info}
+    if not args.skip_malloc:
         print(
-            f"  {r['size_bytes']:>9d} {r['glibc_ns']:7.1f} {r['interposed_default_ns']:8.1f} "
-            f"{r['ratio_interposed_over_glibc']:6.3f} {r['forwarding_floor_ns']:7.1f} {r['ratio_floor_over_glibc']:6.3f}{extra}"
+            f"\nmalloc/free loop: ns per malloc+free (16 live blocks, best of 5 passes per run), {args.rounds} paired rounds"
         )
-    small = max(r["ratio_interposed_over_glibc"] for r in rows if r["kind"] == "small")
-    floor = max(r["ratio_floor_over_glibc"] for r in rows if r["kind"] == "small")
-    print(
-        f"  worst small-size ratio {small:.3f} (goal <= 1.1: {'met' if small <= 1.1 else 'NOT met'}; "
-        f"a forwarding-only interposer: {floor:.3f})"
-    )
+        print("  glibc: no preload; preload: the allocator with threshold 4096, thread tier default (passes to glibc);")
+        print("  floor: a preload that only forwards malloc/free to glibc; fast tier: the allocator's own arena.")
+        print("  ratios over glibc: median [min-max, IQR] of the per-round ratios")
+        rows = bench_malloc(args.rounds)
+        for r in rows:
+            ns = r["ns_median"]
+            print(
+                f"  {r['size_bytes']:>8d} B  glibc {ns['glibc']:6.1f} ns  preload {ns['preload']:6.1f} ns  floor {ns['floor']:6.1f} ns"
+            )
+            print(f"             preload/glibc   {fmt(r['ratio_preload_over_glibc'])}")
+            print(f"             floor/glibc     {fmt(r['ratio_floor_over_glibc'])}")
+            if "ratio_fast_tier_over_glibc" in r:
+                print(f"             fast tier/glibc {fmt(r['ratio_fast_tier_over_glibc'])} ({ns['fast_tier']:.1f} ns)")
+        worst = max((r for r in rows if r["kind"] == "small"), key=lambda r: r["ratio_preload_over_glibc"]["median"])
+        small = worst["ratio_preload_over_glibc"]
+        print(f"  small malloc, worst size ({worst['size_bytes']} B): {fmt(small)}")
+        print(f"  goal small malloc <= {SMALL_GOAL}x glibc: {verdict(small, SMALL_GOAL)}")
 
-    result = {"schema_version": SCHEMA_VERSION, "command": " ".join(sys.argv), "machine": info, "malloc": rows}
+        result.update(malloc=rows, small_malloc_worst=worst)
+    if not args.skip_malloc and not args.skip_callgrind and shutil.which("valgrind"):
+        print("\ninstructions per malloc+free pair (callgrind; exact, independent of load)")
+        counts = instructions_per_pair([16, 64, 256])
+        for c in counts:
+            per = c["instructions_per_pair"]
+            print(
+                f"  {c['size_bytes']:>8d} B  glibc {per['glibc']:6.1f}  preload {per['preload']:6.1f} "
+                f"(+{per['preload'] - per['glibc']:.1f})  floor {per['floor']:6.1f} (+{per['floor'] - per['glibc']:.1f})"
+            )
+        result["instructions_per_pair"] = counts
     if not args.skip_resnet:
-        print(f"\nresnet50 inference, batch 1 ({args.rounds} interleaved rounds x {args.repeats} timed runs)")
+        print(
+            f"\nresnet50 inference, batch 1 ({args.rounds} paired rounds x {args.repeats} timed runs, mean per round)"
+        )
         res = bench_resnet(args.rounds, args.repeats, args.threads)
         result["resnet50"] = res
         ratio = res["ratio_preload_over_without"]
-        print(f"  without allocator         {res['latency_without_ms']:.1f} ms")
+        print(f"  without allocator        {res['latency_without_ms']:.1f} ms (median of rounds)")
         print(
-            f"  preloaded, all fast       {res['latency_preload_all_fast_ms']:.1f} ms "
+            f"  preloaded, all fast      {res['latency_preload_all_fast_ms']:.1f} ms "
             f"(fast tier: {res['fast_weight_bytes'] / 2**20:.1f} MiB weights, "
             f"{res['fast_activation_bytes'] / 2**20:.1f} MiB activations; slow: {res['slow_bytes']} B)"
         )
-        print(
-            f"  ratio                     {ratio:.3f} (goal <= 1.02: {'met' if ratio <= 1.02 else 'NOT met'}); "
-            f"outputs identical: {res['identical_output']}"
-        )
+        print(f"  preloaded/without        {fmt(ratio)}; outputs identical: {res['identical_output']}")
+        print(f"  goal inference <= {INFERENCE_GOAL}x: {verdict(ratio, INFERENCE_GOAL)}")
+    result["machine"]["load_average_after"] = os.getloadavg()
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        write_versioned_json(args.json, "bench_allocator", SCHEMA_VERSION, result)
     return 0
 
 

@@ -248,7 +248,8 @@ def test_configuration_is_reported_and_errors_are_clear(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert strict.returncode != 0 and "MARL_ALLOC_SLOW unavailable" in strict.stderr
+    assert strict.returncode == 78, strict.stderr  # an exit with a message, not abort()
+    assert f"MARL_ALLOC_SLOW={missing} unavailable" in strict.stderr and "MARL_ALLOC_STRICT" in strict.stderr
 
 
 def test_cli_info_and_help() -> None:

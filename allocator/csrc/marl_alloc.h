@@ -3,7 +3,9 @@
  * Load the library with LD_PRELOAD. Every thread has a current tier (MARL_TIER_DEFAULT, _FAST or
  * _SLOW). While a thread's tier is fast or slow, its allocations of at least the threshold size are
  * served from that tier's arena; everything else goes to the system allocator (glibc) untouched.
- * Python reaches these functions through cffi (allocator/_ffi.py mirrors the declarations below).
+ * Python reaches these functions through cffi: allocator/__init__.py builds its cffi declarations from
+ * this file (comments and #include/#ifndef lines dropped, integer #defines kept), so this header is the
+ * only description of the API. Keep it in the subset of C that cffi parses.
  */
 #ifndef MARL_ALLOC_H
 #define MARL_ALLOC_H
@@ -11,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MARL_ABI_VERSION 1
+#define MARL_ABI_VERSION 2 /* 2: nospace_count added */
 
 #define MARL_TIER_DEFAULT 0 /* the process tier (MARL_ALLOC_PROCESS_TIER), normally the system allocator */
 #define MARL_TIER_FAST 1
@@ -28,11 +30,13 @@ typedef struct marl_tier_stats {
     uint64_t live_count;           /* blocks live now */
     uint64_t overflow_count;       /* fast tier only: requests sent to the slow tier by the fast limit */
     uint64_t overflow_bytes;       /* ... and their usable bytes */
-    uint64_t fallback_count;       /* requests this tier could not serve (reserve full or unavailable) */
+    uint64_t fallback_count;       /* requests this tier could not serve (reserve or file system full, no backing) */
     uint64_t fallback_bytes;       /* ... that went to the system allocator instead */
     uint64_t reserve_bytes;        /* size of the tier's address range */
     uint64_t limit_bytes;          /* capacity limit on live_bytes (0 = none; fast tier only) */
     uint64_t available;            /* 1 when the tier's backing was set up */
+    uint64_t nospace_count;        /* file backings: requests refused because preallocating the file failed
+                                      (file system full: ENOSPC); also counted in fallback_count */
 } marl_tier_stats;
 
 int marl_abi_version(void);
