@@ -192,7 +192,13 @@ def test_fractional_modes_lie_between_all_fast_and_all_slow_alone(g, system, n_t
     assert 0 <= h <= 1
     assert solo(1.0) <= solo(0.5) * (1 + 1e-12) <= solo(0.0) * (1 + 1e-12)
     assert solo(1.0) <= solo(h, "memory_mode") * (1 + 1e-12)
-    assert b.baseline_latencies()["memory_mode"] >= b.baseline_latencies()["dram_only"] * (1 - 1e-12)
+    # With every task running, Memory Mode is never faster than DRAM-only either, except where DRAM-only is
+    # throughput-bound on DRAM: a miss's own DRAM accesses (tag, fill) are not charged to DRAM's busy time
+    # (docs/model.md, section 9), so the misses shed DRAM load. Then only the solo comparison above holds.
+    dram = b.mode_latency("dram_only")
+    throughput_bound = dram.theta[0, 0] >= dram.latency[0] * (1 - 1e-12)
+    if not throughput_bound:
+        assert b.baseline_latencies()["memory_mode"] >= b.baseline_latencies()["dram_only"] * (1 - 1e-12)
 
 
 @SETTINGS
