@@ -184,7 +184,7 @@ def _run_extract(args: argparse.Namespace) -> int:
             inputs = tuple(torch.zeros(s, dtype=dtype) for s in shapes)
         module.eval()
         name = args.name or args.model.partition(":")[2]
-        graph = extract(module, inputs, name=name, meta={"factory": args.model})
+        graph = extract(module, inputs, name=name, meta={"factory": args.model}, factory=args.model)
     print(graph.summary())
     if args.output:
         graph.to_json(args.output)

@@ -26,7 +26,13 @@ class Evaluation:
 
     Latencies are for one inference of one task while all `n_tasks` run concurrently (seconds).
     Byte counts are per task. `valid` is False when the placement overflows the per-task fast budget
-    (then `overflow_bytes` > 0) or when a native run failed (then `error` says why).
+    (then `overflow_bytes` > 0), when a native run shows it was not applied as asked (`extra` says how),
+    or when the run failed (`failed`).
+
+    `failed` is True for an infrastructure failure (a native worker crashed, hung or raised, and retrying
+    did not help): the latency (inf) says nothing about the placement, `error` says why, and a learner
+    should neither reward nor penalise the placement for it. `valid` is then False too, so code that does
+    not know `failed` still treats the run as unusable.
     """
 
     latency_s: float
@@ -44,6 +50,8 @@ class Evaluation:
     backend: str = "model"
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+    """True: an infrastructure failure, not a property of the placement (see above)."""
 
     def to_info(self) -> dict[str, Any]:
         """A fresh dict for the env's `info` (arrays copied so successive steps never share objects)."""
