@@ -252,6 +252,15 @@ register(
 )
 
 
+# ------------------------------------------- subcommands implemented in their own modules
+for _name, _module, _help in (
+    ("calibrate", "marl_gym.calibrate.cli", "measure this host's memory tiers into a system file, or fit the model"),
+    ("exec", "marl_gym.deploy.exec_cli", "run a command under the tiering allocator, configured for a placement"),
+):
+    _mod = importlib.import_module(_module)
+    register(Command(_name, _help, _mod.add_arguments, _mod.run, _mod.__doc__))
+
+
 # ------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     for module_name in COMMAND_MODULES:

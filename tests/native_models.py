@@ -38,3 +38,17 @@ def gated_net(width: int = 16, classes: int = 10) -> GatedNet:
 
 def example_input(batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+
+
+def small_cnn() -> nn.Module:
+    """A small image classifier taking 224 x 224 inputs cheaply (the README's server example runs it)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 7, stride=4, padding=3),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    ).eval()

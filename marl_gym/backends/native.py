@@ -58,7 +58,7 @@ import numpy as np
 
 from marl_gym.backends._native_worker import read_msg, write_msg
 from marl_gym.backends.base import BatchEvaluation, Evaluation
-from marl_gym.backends.tiering import functional_runs
+from marl_gym.backends.tiering import TierUnavailable, check_tiers, functional_runs
 from marl_gym.placement import Placement, PlacementError
 from marl_gym.workloads.graph import WorkloadGraph
 from marl_gym.workloads.rebuild import check_rebuildable
@@ -73,10 +73,6 @@ TIMED_BYTES_TOLERANCE = 0.05
 
 class WorkerFailure(RuntimeError):
     """A worker crashed, hung or reported an error; the message says which and why."""
-
-
-class TierUnavailable(ValueError):
-    """A configured tier's backing could not be set up in the workers (e.g. a NUMA node the host lacks)."""
 
 
 class _Worker:
@@ -639,25 +635,5 @@ class NativeBackend:
         )
 
 
-def check_tiers(config: dict[str, Any]) -> None:
-    """TierUnavailable unless both tiers' backings are set up in the allocator `config` (`allocator.config()`)."""
-    down = {t: config[t] for t in TIERS if not config[t]["available"]}
-    if down:
-        raise TierUnavailable(
-            "the allocator could not set up "
-            + "; ".join(f"the {t} tier ({c['backing']}{_backing_detail(c)}): {c.get('error')}" for t, c in down.items())
-            + ". Its bytes would go to ordinary memory and every measurement would be of the wrong memory: choose a "
-            "backing this host has (`python -m allocator --info`, `numactl -H`)"
-        )
-
-
 def _round64(n: int) -> int:
     return int(n) + (-int(n)) % 64
-
-
-def _backing_detail(config: dict[str, Any]) -> str:
-    if config.get("numa_node") is not None:
-        return f" node {config['numa_node']}"
-    if config.get("path"):
-        return f" {config['path']}"
-    return ""

@@ -321,3 +321,31 @@ def output_info(A: Any, torch: Any, args: Any, out: Any, active: bool) -> tuple[
     ptr = t.untyped_storage().data_ptr()
     where = A.tier_of(ptr) if active else "system"
     return (where, ptr in ins, nbytes, block)
+
+
+# ------------------------------------------------------------------------------------- tiers
+TIERS = ("fast", "slow")
+
+
+class TierUnavailable(ValueError):
+    """A configured tier's backing could not be set up (e.g. a NUMA node the host lacks)."""
+
+
+def check_tiers(config: dict[str, Any]) -> None:
+    """TierUnavailable unless both tiers' backings are set up in the allocator `config` (`allocator.config()`)."""
+    down = {t: config[t] for t in TIERS if not config[t]["available"]}
+    if down:
+        raise TierUnavailable(
+            "the allocator could not set up "
+            + "; ".join(f"the {t} tier ({c['backing']}{_backing_detail(c)}): {c.get('error')}" for t, c in down.items())
+            + ". Its bytes would go to ordinary memory and every measurement would be of the wrong memory: choose a "
+            "backing this host has (`python -m allocator --info`, `numactl -H`)"
+        )
+
+
+def _backing_detail(config: dict[str, Any]) -> str:
+    if config.get("numa_node") is not None:
+        return f" node {config['numa_node']}"
+    if config.get("path"):
+        return f" {config['path']}"
+    return ""

@@ -1,0 +1,241 @@
+"""Fitting the analytic model's free parameters to native measurements of one workload.
+
+The model (`marl_gym.memory.model`) gives each layer ``max(compute, memory)`` with compute = FLOPs /
+(core_gflops x threads) and memory = bytes / tier bandwidth (+ one latency per tensor). Calibration
+measures the machine with microbenchmarks; what those cannot know is how much of it a real inference
+gets. So three multipliers are fitted, each in log space, each with a reason:
+
+- ``compute_scale`` multiplies ``core_gflops``. The calibrated rate is that of the workload's conv/linear
+  layers alone; the model charges every node's FLOPs at that rate and has no per-operator framework cost,
+  so the achieved rate over a whole inference (dispatch, small elementwise kernels, thread wake-ups,
+  other load on the host) is what latency depends on.
+- ``fast_bandwidth_scale`` and ``slow_bandwidth_scale`` multiply each tier's bandwidth curves (read,
+  write, ordinary write). Streaming microbenchmarks measure buffers far larger than the caches; a layer
+  moves tensors of a few MB, partly from cache (this host's LLC holds all of resnet50), with less
+  memory-level parallelism.
+
+Latencies are not fitted: the model charges one per tensor access, too little to be identified from
+inference latencies. A parameter the measurements do not move (both tiers are the same memory, or
+every layer is compute-bound) is *not identifiable*: a weak prior keeps it at 1 and the result says so.
+
+The error reported is the mean absolute relative error of predicted vs measured latency, on placements
+held out of the fit, before (the calibrated system) and after (the fitted one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from marl_gym.memory.model import AnalyticModel
+from marl_gym.memory.systems import MemorySystem, get_system
+from marl_gym.placement import Placement
+from marl_gym.workloads.graph import WorkloadGraph
+
+FREE_PARAMETERS = ("compute_scale", "fast_bandwidth_scale", "slow_bandwidth_scale")
+PRIOR_WEIGHT = 1e-5
+"""Weight of the pull towards scale 1 (log 0) per parameter, relative to one placement's log error."""
+IDENTIFIABLE_SENSITIVITY = 0.01
+"""A parameter is identifiable when doubling it changes some training placement's log latency by more than this."""
+LOG_BOUND = math.log(50.0)
+"""Scales are fitted within [1/50, 50]."""
+
+
+def apply_parameters(system: MemorySystem, params: dict[str, float]) -> MemorySystem:
+    """`system` with the free parameters applied (see the module docstring)."""
+    unknown = set(params) - set(FREE_PARAMETERS)
+    if unknown:
+        raise ValueError(f"unknown model parameter(s) {sorted(unknown)}; free parameters: {FREE_PARAMETERS}")
+    for k, v in params.items():
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{k} must be a positive finite number, got {v!r}")
+
+    def scaled(dev: Any, f: float) -> Any:
+        if f == 1.0:
+            return dev
+        return replace(
+            dev,
+            read=dev.read.scaled(f),
+            write=dev.write.scaled(f),
+            ordinary_write=None if dev.ordinary_write is None else dev.ordinary_write.scaled(f),
+        )
+
+    return replace(
+        system,
+        core_gflops=system.core_gflops * params.get("compute_scale", 1.0),
+        fast=scaled(system.fast, params.get("fast_bandwidth_scale", 1.0)),
+        slow=scaled(system.slow, params.get("slow_bandwidth_scale", 1.0)),
+    )
+
+
+def placement_matrices(placements: list[Placement]) -> tuple[np.ndarray, np.ndarray]:
+    W = np.array([p.weights_fast for p in placements], dtype=np.float64)
+    A = np.array([p.activations_fast for p in placements], dtype=np.float64)
+    return W, A
+
+
+def predict(
+    graph: WorkloadGraph,
+    system: MemorySystem,
+    placements: list[Placement],
+    n_tasks: int = 1,
+    threads_per_task: int | None = None,
+) -> np.ndarray:
+    """The model's latency (s) of each placement."""
+    model = AnalyticModel(graph, system, n_tasks=n_tasks, threads_per_task=threads_per_task)
+    W, A = placement_matrices(placements)
+    return model.latencies(W * model.has_weights, A)
+
+
+def relative_error(predicted: np.ndarray, measured: np.ndarray) -> float:
+    """Mean |predicted - measured| / measured."""
+    measured = np.asarray(measured, dtype=np.float64)
+    return float(np.mean(np.abs(np.asarray(predicted) - measured) / measured)) if len(measured) else math.nan
+
+
+@dataclass(frozen=True)
+class FitResult:
+    params: dict[str, float]
+    """Fitted multipliers (1 = the calibrated value)."""
+    identifiable: dict[str, bool]
+    sensitivity: dict[str, float]
+    """Largest change of a training placement's log latency when the parameter doubles (at the fit)."""
+    train_error_before: float
+    train_error_after: float
+    heldout_error_before: float
+    heldout_error_after: float
+    n_train: int
+    n_heldout: int
+    system: MemorySystem = field(repr=False)
+    """The fitted system."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params": dict(self.params),
+            "identifiable": dict(self.identifiable),
+            "sensitivity": dict(self.sensitivity),
+            "train_error_before": self.train_error_before,
+            "train_error_after": self.train_error_after,
+            "heldout_error_before": self.heldout_error_before,
+            "heldout_error_after": self.heldout_error_after,
+            "n_train": self.n_train,
+            "n_heldout": self.n_heldout,
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"fitted on {self.n_train} placements, checked on {self.n_heldout} held out",
+            f"  mean |error|: held out {100 * self.heldout_error_before:.1f} % -> {100 * self.heldout_error_after:.1f} %"
+            f" (training {100 * self.train_error_before:.1f} % -> {100 * self.train_error_after:.1f} %)",
+        ]
+        for k in FREE_PARAMETERS:
+            note = "" if self.identifiable[k] else "  (not identifiable from these placements: kept near 1)"
+            if abs(abs(math.log(self.params[k])) - LOG_BOUND) < 1e-6:
+                note += "  (at the bound of the fit: the model cannot explain the measurements with this term)"
+            lines.append(f"  {k:<22} x{self.params[k]:.3f}{note}")
+        return "\n".join(lines)
+
+
+def fit_parameters(
+    graph: WorkloadGraph,
+    system: Any,
+    placements: list[Placement],
+    measured_s: Any,
+    *,
+    n_tasks: int = 1,
+    threads_per_task: int | None = None,
+    heldout: list[int] | None = None,
+    free: tuple[str, ...] = FREE_PARAMETERS,
+) -> FitResult:
+    """Fit the free parameters so the model's latencies match `measured_s` on the placements not in `heldout`
+    (indices), and report the error on the held-out ones before and after."""
+    from scipy.optimize import least_squares
+
+    base = get_system(system)
+    measured = np.asarray(measured_s, dtype=np.float64)
+    if measured.shape != (len(placements),):
+        raise ValueError(f"need one measured latency per placement, got {measured.shape} for {len(placements)}")
+    if not np.all(np.isfinite(measured)) or np.any(measured <= 0):
+        raise ValueError("measured latencies must be finite and positive (drop failed or invalid runs first)")
+    unknown = set(free) - set(FREE_PARAMETERS)
+    if unknown or not free:
+        raise ValueError(f"free must name some of {FREE_PARAMETERS}, got {free!r}")
+    held = sorted(set(heldout or []))
+    train = [i for i in range(len(placements)) if i not in held]
+    if not train:
+        raise ValueError("no placement left to fit on")
+    for p in placements:
+        p.check(graph)
+    W, A = placement_matrices(placements)
+    log_measured = np.log(measured)
+
+    def latencies(theta: np.ndarray, rows: list[int]) -> np.ndarray:
+        params = {k: float(math.exp(t)) for k, t in zip(free, theta)}
+        model = AnalyticModel(graph, apply_parameters(base, params), n_tasks=n_tasks, threads_per_task=threads_per_task)
+        return model.latencies(W[rows] * model.has_weights, A[rows])
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        log_pred = np.log(latencies(theta, train))
+        return np.concatenate([log_pred - log_measured[train], math.sqrt(PRIOR_WEIGHT) * theta])
+
+    theta0 = np.zeros(len(free))
+    sol = least_squares(residuals, theta0, bounds=(-LOG_BOUND, LOG_BOUND), x_scale=1.0, diff_step=1e-3)
+    theta = sol.x
+    sensitivity = {}
+    base_log = np.log(latencies(theta, train))
+    for k, name in enumerate(free):
+        bumped = theta.copy()
+        bumped[k] += math.log(2.0)
+        sensitivity[name] = float(np.max(np.abs(np.log(latencies(bumped, train)) - base_log)))
+    params = {k: 1.0 for k in FREE_PARAMETERS}
+    params.update({k: float(math.exp(t)) for k, t in zip(free, theta)})
+    sens = {k: sensitivity.get(k, 0.0) for k in FREE_PARAMETERS}
+    fitted = apply_parameters(base, params)
+    before = latencies(theta0, list(range(len(placements))))
+    after = latencies(theta, list(range(len(placements))))
+    return FitResult(
+        params=params,
+        identifiable={k: sens[k] > IDENTIFIABLE_SENSITIVITY for k in FREE_PARAMETERS},
+        sensitivity=sens,
+        train_error_before=relative_error(before[train], measured[train]),
+        train_error_after=relative_error(after[train], measured[train]),
+        heldout_error_before=relative_error(before[held], measured[held]) if held else math.nan,
+        heldout_error_after=relative_error(after[held], measured[held]) if held else math.nan,
+        n_train=len(train),
+        n_heldout=len(held),
+        system=fitted,
+    )
+
+
+def probe_placements(graph: WorkloadGraph, n_random: int = 8, seed: int = 0) -> list[Placement]:
+    """Placements that move the model's terms apart: all fast, all slow, weights-only and activations-only
+    fast, and random ones with fast shares of 25 %, 50 % and 75 %. A run of consecutive functional nodes
+    takes the activation tier of its first node, as the native mechanism can only apply that
+    (`marl_gym.backends.tiering`), so every probe placement can be run natively."""
+    from marl_gym.backends.tiering import functional_runs
+
+    n = graph.num_nodes
+    runs = np.array(functional_runs(graph.nodes), dtype=np.int64)
+    ones, zeros = np.ones(n, bool), np.zeros(n, bool)
+    out = [Placement(ones, ones), Placement(zeros, zeros), Placement(ones, zeros), Placement(zeros, ones)]
+    rng = np.random.default_rng(seed)
+    shares = (0.25, 0.5, 0.75)
+    for k in range(n_random):
+        share = shares[k % len(shares)]
+        act = rng.random(n) < share
+        out.append(Placement(rng.random(n) < share, act[runs]))
+    return out
+
+
+def split_heldout(count: int, fraction: float = 1 / 3, seed: int = 0) -> list[int]:
+    """Indices held out of the fit: a `fraction` of the placements, never the first two (all fast, all slow),
+    which anchor the compute and the slow-tier terms."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"the held-out fraction must be in [0, 1), got {fraction}")
+    candidates = np.arange(2, count)
+    k = int(round(fraction * count))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(candidates, size=min(k, len(candidates)), replace=False))
