@@ -7,8 +7,8 @@ cannot break the protocol.
 
 Each tier's buffers are allocated with the thread's tier set, so they live in the backing the allocator
 was given for that tier (``anon``, ``numa:N``, ``file:/dir``); the probe checks it (`allocator.tier_of`)
-before measuring. Repetitions go round the tiers in turn (rep 1: fast, slow; rep 2: fast, slow; ...), so a
-slow drift of the host (other processes, frequency) touches both tiers alike.
+before measuring. Measurements are paired: each quantity is measured on one tier right after the other
+(the first tier alternating between repetitions), so other load on the host touches both tiers alike.
 """
 
 from __future__ import annotations
@@ -99,26 +99,30 @@ class Probe:
             for t in tiers
         }
         for rep in range(reps):
-            for t in tiers:
-                a, b = bufs[t]
-                for kind in kinds:
-                    for n in threads:
-                        if kind.startswith("rand"):
-                            work = max(1000, int(plan["rand_bytes"]) // 64 // n)
-                        else:
-                            work = seq_passes
-                        samples[t][kind][str(n)].append(k.stream(kind, a, nbytes, n, work, seed=rep + 1))
+            # paired: each quantity is measured on one tier right after the other (the first tier alternates),
+            # so what else runs on the host touches both tiers' samples alike
+            order = tiers if rep % 2 == 0 else tiers[::-1]
+            for kind in kinds:
+                for n in threads:
+                    work = max(1000, int(plan["rand_bytes"]) // 64 // n) if kind.startswith("rand") else seq_passes
+                    for t in order:
+                        samples[t][kind][str(n)].append(k.stream(kind, bufs[t][0], nbytes, n, work, seed=rep + 1))
                         self.step(f"rep {rep + 1}/{reps} {t}: {kind} x{n}")
-                # latencies: the chains live in the second buffer (streaming kernels overwrite the first)
-                for random, key in ((False, "seq_read_ns"), (True, "random_read_ns")):
-                    k.build_chain(b, nbytes, random, seed=11 + rep)
-                    lat[t][key].append(k.chase_ns(b, int(plan["chase_steps"])))
+            # latencies: the chains live in the second buffers (streaming kernels overwrite the first ones)
+            for random, key in ((False, "seq_read_ns"), (True, "random_read_ns")):
+                for t in order:
+                    k.build_chain(bufs[t][1], nbytes, random, seed=11 + rep)
+                for t in order:
+                    lat[t][key].append(k.chase_ns(bufs[t][1], int(plan["chase_steps"])))
                     self.step(f"rep {rep + 1}/{reps} {t}: {'random' if random else 'sequential'} latency")
-                for n in loaders:  # chain is random now; loaders stream-read the first buffer
+            for n in loaders:  # the chains are random now; loaders stream-read the first buffers
+                for t in order:
+                    a, b = bufs[t]
                     ns, gbps = k.loaded_latency(b, int(plan["chase_steps"]), a, nbytes, n)
                     lat[t]["loaded"][str(n)].append([ns, gbps])
                     self.step(f"rep {rep + 1}/{reps} {t}: loaded latency, {n} loader(s)")
-                lat[t]["store_ns"].append(k.store_latency_ns(a, nbytes, int(plan["store_lines"])))
+            for t in order:
+                lat[t]["store_ns"].append(k.store_latency_ns(bufs[t][0], nbytes, int(plan["store_lines"])))
                 self.step(f"rep {rep + 1}/{reps} {t}: store latency")
         stats = allocator.stats()
         result["fallback_count_after"] = {t: stats[t].fallback_count for t in tiers}

@@ -103,6 +103,10 @@ class FitResult:
     identifiable: dict[str, bool]
     sensitivity: dict[str, float]
     """Largest change of a training placement's log latency when the parameter doubles (at the fit)."""
+    log_std: dict[str, float]
+    """Standard error of each fitted log-scale (about the relative error of the scale), from the residuals'
+    variance and the Jacobian: large when parameters trade off against each other (compute-bound vs
+    fast-memory-bound layers near the roofline's ridge), inf when there are no more placements than parameters."""
     train_error_before: float
     train_error_after: float
     heldout_error_before: float
@@ -117,6 +121,7 @@ class FitResult:
             "params": dict(self.params),
             "identifiable": dict(self.identifiable),
             "sensitivity": dict(self.sensitivity),
+            "log_std": dict(self.log_std),
             "train_error_before": self.train_error_before,
             "train_error_after": self.train_error_after,
             "heldout_error_before": self.heldout_error_before,
@@ -135,7 +140,9 @@ class FitResult:
             note = "" if self.identifiable[k] else "  (not identifiable from these placements: kept near 1)"
             if abs(abs(math.log(self.params[k])) - LOG_BOUND) < 1e-6:
                 note += "  (at the bound of the fit: the model cannot explain the measurements with this term)"
-            lines.append(f"  {k:<22} x{self.params[k]:.3f}{note}")
+            sd = self.log_std[k]
+            spread = f" +- {100 * sd:.0f} %" if math.isfinite(sd) else " (uncertainty unknown)"
+            lines.append(f"  {k:<22} x{self.params[k]:.3f}{spread}{note}")
         return "\n".join(lines)
 
 
@@ -190,6 +197,16 @@ def fit_parameters(
         bumped = theta.copy()
         bumped[k] += math.log(2.0)
         sensitivity[name] = float(np.max(np.abs(np.log(latencies(bumped, train)) - base_log)))
+    log_std = dict.fromkeys(FREE_PARAMETERS, 0.0)
+    jac = sol.jac[: len(train)]
+    dof = len(train) - len(free)
+    if dof > 0:
+        variance = float(np.sum(sol.fun[: len(train)] ** 2)) / dof
+        info = jac.T @ jac + PRIOR_WEIGHT * np.eye(len(free))
+        cov = variance * np.linalg.pinv(info)
+        log_std.update({k: float(math.sqrt(max(cov[i, i], 0.0))) for i, k in enumerate(free)})
+    else:
+        log_std.update(dict.fromkeys(free, math.inf))
     params = {k: 1.0 for k in FREE_PARAMETERS}
     params.update({k: float(math.exp(t)) for k, t in zip(free, theta)})
     sens = {k: sensitivity.get(k, 0.0) for k in FREE_PARAMETERS}
@@ -200,6 +217,7 @@ def fit_parameters(
         params=params,
         identifiable={k: sens[k] > IDENTIFIABLE_SENSITIVITY for k in FREE_PARAMETERS},
         sensitivity=sens,
+        log_std=log_std,
         train_error_before=relative_error(before[train], measured[train]),
         train_error_after=relative_error(after[train], measured[train]),
         heldout_error_before=relative_error(before[held], measured[held]) if held else math.nan,

@@ -104,7 +104,7 @@ def make_plan(
             buffer_bytes = min(max(GIB, 4 * llc), avail // 8)
     if buffer_bytes < 64 * 1024 * max(threads):
         raise CalibrationError(f"buffer_bytes {buffer_bytes} is too small for {max(threads)} threads")
-    reps = reps or (3 if quick else 5)
+    reps = reps or 5
     return {
         "tiers": ["fast", "slow"],
         "backings": {"fast": fast, "slow": slow},
