@@ -167,8 +167,10 @@ def test_a_killed_worker_is_retried_and_then_reported_as_failed_not_invalid(gate
             killer.cancel()
         assert ev.valid and not ev.failed and ev.error is None
         assert ev.extra["retries"] == 1 and native.worker_pids[0] != pid
-    env = {**os.environ, FAULT_ENV: "kill@run"}  # every worker, replacements too, is killed in its timed run
-    with NativeBackend(graph, None, env=env, retries=1, **QUICK) as native:
+        # now every worker, replacements too, is killed in its timed run (the replacements' environment
+        # carries the test switch): the retry fails as well, and the result is a failure, not a verdict
+        native._env[FAULT_ENV] = "kill@run"
+        native._inject_fault(0, "kill@run")
         ev = native.evaluate(placement)
     assert ev.failed and not ev.valid and math.isinf(ev.latency_s) and ev.overflow_bytes == 0
     assert ev.extra["attempts"] == 2 and ev.error.count("killed by signal SIGKILL") == 2
