@@ -52,3 +52,22 @@ def small_cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(16, 10),
     ).eval()
+
+
+class DeepResidual(nn.Module):
+    """Many small layers, each followed by an out-of-place residual add (a functional node): a traced
+    inference records hundreds of events, so any allocation the hooks' own bookkeeping makes would land
+    in some layer's tier and show up as a misplaced functional node."""
+
+    def __init__(self, depth: int = 48, width: int = 96) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x) + x
+        return x
+
+
+def deep_residual(depth: int = 48, width: int = 96) -> DeepResidual:
+    return DeepResidual(depth, width).eval()

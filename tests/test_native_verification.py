@@ -133,6 +133,22 @@ def test_activations_left_in_the_wrong_tier_make_the_placement_invalid(gated) ->
     assert bad.fast_weight_bytes == good.fast_weight_bytes and not bad.extra["weights_misplaced"]
 
 
+def test_the_hooks_own_bookkeeping_never_lands_in_a_tier() -> None:
+    """Hundreds of traced events on a deep model, every layer and every residual add in alternating tiers:
+    all valid. (Once, a Python list growing inside a hook was allocated in the tier in effect and made
+    functional nodes look misplaced.)"""
+    torch.manual_seed(0)
+    model = native_models.deep_residual()
+    graph = extract(model, torch.randn(4, 96), name="deep", factory=native_models.deep_residual)
+    adds = np.array([node.module is None for node in graph.nodes])
+    assert adds.sum() == 48
+    act = np.arange(graph.num_nodes) % 2 == 0
+    with NativeBackend(graph, None, **QUICK) as native:
+        ev = native.evaluate(Placement(act, act))
+    assert ev.valid, ev.extra["invalid_reasons"]
+    assert ev.extra["node_status_counts"] == {"ok": graph.num_nodes}
+
+
 @pytest.mark.skipif(Path("/sys/devices/system/node/node7").exists(), reason="this host has a NUMA node 7")
 def test_an_unavailable_slow_tier_is_an_error_at_start_up(gated, monkeypatch) -> None:
     graph, _ = gated

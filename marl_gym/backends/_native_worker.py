@@ -91,26 +91,26 @@ class _AccountTracer:
         self.w = worker
         self.trace: list[tuple] = []
 
-    def _snap(self) -> tuple[int, int, int]:
-        """(cumulative fast bytes, cumulative slow bytes, this thread's tier now)."""
+    def _snap(self, tier: int) -> tuple[int, int, int]:
+        """(cumulative fast bytes, cumulative slow bytes, the thread's tier when the hook was entered)."""
         if self.w.lib is None:
             return (0, 0, 0)
         st = self.w.A.stats()
-        return (st["fast"].total_bytes, st["slow"].total_bytes, int(self.w.lib.marl_get_tier()))
+        return (st["fast"].total_bytes, st["slow"].total_bytes, int(tier))
 
-    def start(self) -> None:
-        self.trace.append(("start", "", 0, time.perf_counter(), self._snap(), None))
+    def start(self, tier: int) -> None:
+        self.trace.append(("start", "", 0, time.perf_counter(), self._snap(tier), None))
 
-    def pre(self, module: str, call: int) -> None:
-        self.trace.append(("pre", module, call, time.perf_counter(), self._snap(), None))
+    def pre(self, module: str, call: int, tier: int) -> None:
+        self.trace.append(("pre", module, call, time.perf_counter(), self._snap(tier), None))
 
-    def post(self, module: str, call: int, args: Any, out: Any) -> None:
+    def post(self, module: str, call: int, args: Any, out: Any, tier: int) -> None:
         t = time.perf_counter()
         info = output_info(self.w.A, self.w.torch, args, out, self.w.lib is not None)
-        self.trace.append(("post", module, call, t, self._snap(), info))
+        self.trace.append(("post", module, call, t, self._snap(tier), info))
 
-    def end(self) -> None:
-        self.trace.append(("end", "", 0, time.perf_counter(), self._snap(), None))
+    def end(self, tier: int) -> None:
+        self.trace.append(("end", "", 0, time.perf_counter(), self._snap(tier), None))
 
 
 class Worker:

@@ -208,12 +208,16 @@ def weights_by_tier(A: Any, nodes: Sequence[Any], params: dict[str, Any], weight
 
 # ------------------------------------------------------------------------------- activations
 class Tracer(Protocol):
-    """Observes a hooked forward (the native worker's accounting run, deploy's verification)."""
+    """Observes a hooked forward (the native worker's accounting run, deploy's verification).
 
-    def start(self) -> None: ...
-    def pre(self, module: str, call: int) -> None: ...
-    def post(self, module: str, call: int, args: Any, out: Any) -> None: ...
-    def end(self) -> None: ...
+    Each method gets `tier`, the thread's tier when the hook was entered (the tier the code before it ran
+    in). It runs with the thread's tier at "default", so whatever it allocates stays out of the tiers.
+    """
+
+    def start(self, tier: int) -> None: ...
+    def pre(self, module: str, call: int, tier: int) -> None: ...
+    def post(self, module: str, call: int, args: Any, out: Any, tier: int) -> None: ...
+    def end(self, tier: int) -> None: ...
 
 
 def install_activation_hooks(
@@ -238,49 +242,58 @@ def install_activation_hooks(
         (pre if kind == "pre" else post)[call] = tier
     hooked = set(by_module) if tracer is None else set(node_modules)
 
+    # The hooks' own bookkeeping (call counters, the tracer's records) runs with the thread's tier at 0
+    # ("default"): a Python list or dict growing inside a hook would otherwise land in the tier in effect
+    # and be counted as that layer's activations. The counters are created for every hooked module when
+    # the forward starts, so they never grow during it.
+    zero = dict.fromkeys(hooked, 0)
+
     def counts() -> dict[str, int]:
         c = getattr(local, "counts", None)
         if c is None:
-            c = local.counts = defaultdict(int)
+            c = local.counts = dict(zero)
         return c
 
     for mod in sorted(hooked):
         pre, post = by_module.get(mod, ({}, {}))
 
         def pre_hook(m: Any, args: Any, mod: str = mod, pre: dict = pre) -> None:
+            entered = set_tier(0)
             c = counts()[mod]
-            if tracer is not None:  # before the switch: the tracer sees the tier the gap before it ran in
-                tracer.pre(mod, c)
+            if tracer is not None:  # the tier the code before this module ran in
+                tracer.pre(mod, c, entered)
             t = pre.get(c)
-            if t is not None:
-                set_tier(t)
+            set_tier(entered if t is None else t)
 
         def post_hook(m: Any, args: Any, out: Any, mod: str = mod, post: dict = post) -> None:
+            entered = set_tier(0)
             cs = counts()
             c = cs[mod]
             cs[mod] = c + 1
             if tracer is not None:
-                tracer.post(mod, c, args, out)
+                tracer.post(mod, c, args, out, entered)
             t = post.get(c)
-            if t is not None:
-                set_tier(t)
+            set_tier(entered if t is None else t)
 
         module = node_modules[mod]
         handles.append(module.register_forward_pre_hook(pre_hook))
         handles.append(module.register_forward_hook(post_hook))
 
     def root_pre(m: Any, args: Any) -> None:
-        counts().clear()
+        entered = set_tier(0)
+        counts().update(zero)
         saved = getattr(local, "saved", None)
         if saved is None:
             saved = local.saved = []
-        saved.append(set_tier(start) if start is not None else set_tier(0))
+        saved.append(entered)
         if tracer is not None:
-            tracer.start()
+            tracer.start(entered)
+        set_tier(start if start is not None else 0)
 
     def root_post(m: Any, args: Any, out: Any) -> None:
+        entered = set_tier(0)
         if tracer is not None:
-            tracer.end()
+            tracer.end(entered)
         saved = getattr(local, "saved", None)
         set_tier(saved.pop() if saved else 0)
 

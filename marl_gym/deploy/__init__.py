@@ -91,18 +91,18 @@ class _OutputTracer:
         self.d = deployment
         self.seen: dict[tuple[str, int], tuple[str, bool, int, int]] = {}
 
-    def start(self) -> None:
+    def start(self, tier: int) -> None:
         pass
 
-    def pre(self, module: str, call: int) -> None:
+    def pre(self, module: str, call: int, tier: int) -> None:
         pass
 
-    def post(self, module: str, call: int, args: Any, out: Any) -> None:
+    def post(self, module: str, call: int, args: Any, out: Any, tier: int) -> None:
         from marl_gym.backends.tiering import output_info
 
         self.seen[(module, call)] = output_info(self.d._A, self.d._torch, args, out, True)
 
-    def end(self) -> None:
+    def end(self, tier: int) -> None:
         pass
 
 
