@@ -77,8 +77,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     if out.suffix not in (".toml", ".json"):
         raise CalibrationError(f"-o must end in .toml or .json, got {out}")
     plan = make_plan(
-        args.fast,
-        args.slow,
+        args.fast or "anon",
+        args.slow or "anon",
         args.workload,
         quick=args.quick,
         threads=_threads(args.threads),
@@ -154,8 +154,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         heldout_fraction=args.heldout,
         repeats=args.repeats,
         seed=args.seed,
-        fast=args.fast if args.fast != "anon" else None,
-        slow=args.slow if args.slow != "anon" else None,
+        fast=args.fast,
+        slow=args.slow,
         progress=not args.no_progress,
     )
     fitted = system_to_dict(result.system)
