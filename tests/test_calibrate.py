@@ -167,6 +167,17 @@ def test_fit_recovers_known_parameters_from_synthetic_measurements() -> None:
         0.45, rel=0.05
     )
     assert rough.heldout_error_after < 0.04 < rough.heldout_error_before
+    # both tiers the same memory: one bandwidth multiplier for both
+    same = {"compute_scale": 0.6, "fast_bandwidth_scale": 0.8, "slow_bandwidth_scale": 0.8}
+    tied = fit_parameters(
+        graph,
+        system,
+        placements,
+        predict(graph, apply_parameters(system, same), placements),
+        heldout=held,
+        free=("compute_scale", "bandwidth_scale"),
+    )
+    assert tied.params == pytest.approx(same, rel=0.01) and tied.tied == ("bandwidth_scale",) and tied.improved
     # from all-fast runs alone the slow tier's bandwidth cannot be known: said so, and left at 1
     only_fast = [Placement.all_fast(graph.num_nodes)] * 3
     blind = fit_parameters(graph, system, only_fast, measured[:1].repeat(3))

@@ -46,6 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     fit.add_argument("--fit", metavar="WORKLOAD", help="measure placements of WORKLOAD natively and fit the model")
     fit.add_argument("--system", metavar="FILE", help="--fit: the calibrated system file to start from")
     fit.add_argument("--n-tasks", type=int, default=1, help="--fit: concurrent tasks (default 1)")
+    fit.add_argument(
+        "--threads-per-task",
+        type=int,
+        help="--fit: threads per task, natively and in the model (default cores / tasks)",
+    )
     fit.add_argument("--placements", type=int, default=8, help="--fit: random placements besides the 4 fixed ones")
     fit.add_argument("--repeats", type=int, default=3, help="--fit: timed inferences per placement (default 3)")
     fit.add_argument("--heldout", type=float, default=1 / 3, help="--fit: share of placements held out (default 1/3)")
@@ -150,6 +155,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         args.fit,
         system_path,
         n_tasks=args.n_tasks,
+        threads_per_task=args.threads_per_task,
         n_random=args.placements,
         heldout_fraction=args.heldout,
         repeats=args.repeats,
@@ -159,7 +165,10 @@ def _run_fit(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     fitted = system_to_dict(result.system)
-    note = f"fitted by marl-gym calibrate --fit {table['workload']} (x{{:.3f}}, {table['n_tasks']} task(s))"
+    note = (
+        f"fitted by marl-gym calibrate --fit {table['workload']} (x{{:.3f}}, {table['n_tasks']} task(s) of "
+        f"{table['threads_per_task']} thread(s))"
+    )
     for tier, key in (("fast", "fast_bandwidth_scale"), ("slow", "slow_bandwidth_scale")):
         for field in ("read", "write", "ordinary_write"):
             old = fitted[tier]["sources"].get(field, "")

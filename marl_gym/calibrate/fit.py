@@ -15,8 +15,10 @@ gets. So three multipliers are fitted, each in log space, each with a reason:
   memory-level parallelism.
 
 Latencies are not fitted: the model charges one per tensor access, too little to be identified from
-inference latencies. A parameter the measurements do not move (both tiers are the same memory, or
-every layer is compute-bound) is *not identifiable*: a weak prior keeps it at 1 and the result says so.
+inference latencies. A parameter the measurements do not move (every layer compute-bound, placements
+that never use the slow tier) is *not identifiable*: it is fixed at 1, the others are fitted again, and
+the result says so. When both tiers are the same memory (the same backing), one bandwidth multiplier
+is fitted for both (``"bandwidth_scale"``).
 
 The error reported is the mean absolute relative error of predicted vs measured latency, on placements
 held out of the fit, before (the calibrated system) and after (the fitted one).
@@ -115,6 +117,15 @@ class FitResult:
     n_heldout: int
     system: MemorySystem = field(repr=False)
     """The fitted system."""
+    tied: tuple[str, ...] = ()
+    """Tied parameters that were fitted as one (``"bandwidth_scale"``: both tiers' bandwidth)."""
+
+    @property
+    def improved(self) -> bool:
+        """Did the fit lower the error on the held-out placements (on the training ones when none is held out)?"""
+        if self.n_heldout:
+            return self.heldout_error_after < self.heldout_error_before
+        return self.train_error_after < self.train_error_before
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +139,8 @@ class FitResult:
             "heldout_error_after": self.heldout_error_after,
             "n_train": self.n_train,
             "n_heldout": self.n_heldout,
+            "tied": list(self.tied),
+            "improved": self.improved,
         }
 
     def summary(self) -> str:
@@ -136,14 +149,30 @@ class FitResult:
             f"  mean |error|: held out {100 * self.heldout_error_before:.1f} % -> {100 * self.heldout_error_after:.1f} %"
             f" (training {100 * self.train_error_before:.1f} % -> {100 * self.train_error_after:.1f} %)",
         ]
+        if self.tied:
+            lines.append(f"  fitted as one: {', '.join(self.tied)} (both tiers are the same memory)")
+        if not self.improved:
+            lines.append(
+                "  WARNING: the fit did not lower the error on held-out placements: keep the calibrated system"
+            )
         for k in FREE_PARAMETERS:
-            note = "" if self.identifiable[k] else "  (not identifiable from these placements: kept near 1)"
+            note = "" if self.identifiable[k] else "  (not identifiable from these placements: fixed at 1)"
             if abs(abs(math.log(self.params[k])) - LOG_BOUND) < 1e-6:
                 note += "  (at the bound of the fit: the model cannot explain the measurements with this term)"
             sd = self.log_std[k]
             spread = f" +- {100 * sd:.0f} %" if math.isfinite(sd) else " (uncertainty unknown)"
             lines.append(f"  {k:<22} x{self.params[k]:.3f}{spread}{note}")
         return "\n".join(lines)
+
+
+TIED_BANDWIDTH = "bandwidth_scale"
+"""One multiplier for both tiers' bandwidth: for a host whose two tiers are the same memory."""
+_SETS = {
+    "compute_scale": ("compute_scale",),
+    "fast_bandwidth_scale": ("fast_bandwidth_scale",),
+    "slow_bandwidth_scale": ("slow_bandwidth_scale",),
+    TIED_BANDWIDTH: ("fast_bandwidth_scale", "slow_bandwidth_scale"),
+}
 
 
 def fit_parameters(
@@ -158,7 +187,11 @@ def fit_parameters(
     free: tuple[str, ...] = FREE_PARAMETERS,
 ) -> FitResult:
     """Fit the free parameters so the model's latencies match `measured_s` on the placements not in `heldout`
-    (indices), and report the error on the held-out ones before and after."""
+    (indices), and report the error on the held-out ones before and after.
+
+    `free` names what is fitted: any of `FREE_PARAMETERS`, or ``"bandwidth_scale"`` for one multiplier on
+    both tiers (use it when both tiers are the same memory). A parameter the training placements do not
+    identify is fixed at 1 and the others are fitted again without it."""
     from scipy.optimize import least_squares
 
     base = get_system(system)
@@ -167,9 +200,10 @@ def fit_parameters(
         raise ValueError(f"need one measured latency per placement, got {measured.shape} for {len(placements)}")
     if not np.all(np.isfinite(measured)) or np.any(measured <= 0):
         raise ValueError("measured latencies must be finite and positive (drop failed or invalid runs first)")
-    unknown = set(free) - set(FREE_PARAMETERS)
-    if unknown or not free:
-        raise ValueError(f"free must name some of {FREE_PARAMETERS}, got {free!r}")
+    free = tuple(free)
+    covered = [k for v in free if v in _SETS for k in _SETS[v]]
+    if not free or any(v not in _SETS for v in free) or len(covered) != len(set(covered)):
+        raise ValueError(f"free must name some of {tuple(_SETS)} (each tier's bandwidth once), got {free!r}")
     held = sorted(set(heldout or []))
     train = [i for i in range(len(placements)) if i not in held]
     if not train:
@@ -179,52 +213,68 @@ def fit_parameters(
     W, A = placement_matrices(placements)
     log_measured = np.log(measured)
 
-    def latencies(theta: np.ndarray, rows: list[int]) -> np.ndarray:
-        params = {k: float(math.exp(t)) for k, t in zip(free, theta)}
+    def params_of(names: tuple[str, ...], theta: np.ndarray) -> dict[str, float]:
+        out = dict.fromkeys(FREE_PARAMETERS, 1.0)
+        for name, t in zip(names, theta):
+            for k in _SETS[name]:
+                out[k] = float(math.exp(t))
+        return out
+
+    def latencies(params: dict[str, float], rows: list[int]) -> np.ndarray:
         model = AnalyticModel(graph, apply_parameters(base, params), n_tasks=n_tasks, threads_per_task=threads_per_task)
         return model.latencies(W[rows] * model.has_weights, A[rows])
 
-    def residuals(theta: np.ndarray) -> np.ndarray:
-        log_pred = np.log(latencies(theta, train))
-        return np.concatenate([log_pred - log_measured[train], math.sqrt(PRIOR_WEIGHT) * theta])
+    def solve(names: tuple[str, ...]) -> Any:
+        def residuals(theta: np.ndarray) -> np.ndarray:
+            log_pred = np.log(latencies(params_of(names, theta), train))
+            return np.concatenate([log_pred - log_measured[train], math.sqrt(PRIOR_WEIGHT) * theta])
 
-    theta0 = np.zeros(len(free))
-    sol = least_squares(residuals, theta0, bounds=(-LOG_BOUND, LOG_BOUND), x_scale=1.0, diff_step=1e-3)
-    theta = sol.x
-    sensitivity = {}
-    base_log = np.log(latencies(theta, train))
-    for k, name in enumerate(free):
-        bumped = theta.copy()
-        bumped[k] += math.log(2.0)
-        sensitivity[name] = float(np.max(np.abs(np.log(latencies(bumped, train)) - base_log)))
-    log_std = dict.fromkeys(FREE_PARAMETERS, 0.0)
-    jac = sol.jac[: len(train)]
-    dof = len(train) - len(free)
-    if dof > 0:
-        variance = float(np.sum(sol.fun[: len(train)] ** 2)) / dof
-        info = jac.T @ jac + PRIOR_WEIGHT * np.eye(len(free))
-        cov = variance * np.linalg.pinv(info)
-        log_std.update({k: float(math.sqrt(max(cov[i, i], 0.0))) for i, k in enumerate(free)})
-    else:
-        log_std.update(dict.fromkeys(free, math.inf))
-    params = {k: 1.0 for k in FREE_PARAMETERS}
-    params.update({k: float(math.exp(t)) for k, t in zip(free, theta)})
-    sens = {k: sensitivity.get(k, 0.0) for k in FREE_PARAMETERS}
-    fitted = apply_parameters(base, params)
-    before = latencies(theta0, list(range(len(placements))))
-    after = latencies(theta, list(range(len(placements))))
+        return least_squares(residuals, np.zeros(len(names)), bounds=(-LOG_BOUND, LOG_BOUND), diff_step=1e-3)
+
+    def sensitivities(names: tuple[str, ...], theta: np.ndarray) -> dict[str, float]:
+        at = np.log(latencies(params_of(names, theta), train))
+        out = {}
+        for k, name in enumerate(names):
+            bumped = theta.copy()
+            bumped[k] += math.log(2.0)
+            out[name] = float(np.max(np.abs(np.log(latencies(params_of(names, bumped), train)) - at)))
+        return out
+
+    sol = solve(free)
+    sens = sensitivities(free, sol.x)
+    names = tuple(v for v in free if sens[v] > IDENTIFIABLE_SENSITIVITY)
+    if names and names != free:  # fix what the placements cannot see at 1, fit the rest again
+        sol = solve(names)
+    elif not names:
+        sol = None
+    theta = sol.x if sol is not None else np.zeros(0)
+    log_std = {v: 0.0 for v in free}
+    if sol is not None:
+        jac = sol.jac[: len(train)]
+        dof = len(train) - len(names)
+        if dof > 0:
+            variance = float(np.sum(sol.fun[: len(train)] ** 2)) / dof
+            cov = variance * np.linalg.pinv(jac.T @ jac + PRIOR_WEIGHT * np.eye(len(names)))
+            log_std.update({v: float(math.sqrt(max(cov[i, i], 0.0))) for i, v in enumerate(names)})
+        else:
+            log_std.update(dict.fromkeys(names, math.inf))
+    params = params_of(names, theta)
+    per_param = {k: (v, sens[v], log_std[v]) for v in free for k in _SETS[v]}
+    before = latencies(params_of((), np.zeros(0)), list(range(len(placements))))
+    after = latencies(params, list(range(len(placements))))
     return FitResult(
         params=params,
-        identifiable={k: sens[k] > IDENTIFIABLE_SENSITIVITY for k in FREE_PARAMETERS},
-        sensitivity=sens,
-        log_std=log_std,
+        identifiable={k: k in per_param and per_param[k][1] > IDENTIFIABLE_SENSITIVITY for k in FREE_PARAMETERS},
+        sensitivity={k: per_param[k][1] if k in per_param else 0.0 for k in FREE_PARAMETERS},
+        log_std={k: per_param[k][2] if k in per_param else 0.0 for k in FREE_PARAMETERS},
         train_error_before=relative_error(before[train], measured[train]),
         train_error_after=relative_error(after[train], measured[train]),
         heldout_error_before=relative_error(before[held], measured[held]) if held else math.nan,
         heldout_error_after=relative_error(after[held], measured[held]) if held else math.nan,
         n_train=len(train),
         n_heldout=len(held),
-        system=fitted,
+        system=apply_parameters(base, params),
+        tied=tuple(v for v in free if len(_SETS[v]) > 1),
     )
 
 

@@ -2,7 +2,9 @@
 
 The placements (`fit.probe_placements`) run on the native backend through the same allocator backings
 the system was calibrated with (recorded in its file), without a fast-tier limit (the fit is about time,
-not capacity). Failed or invalid runs are left out and counted. The fitted system is written with the
+not capacity), with the same threads per task as the model assumes. Failed or invalid runs are left out
+and counted. When both tiers have the same backing (the same memory), one bandwidth multiplier is fitted
+for both. The fitted system is written with the
 calibration it came from and a ``[calibration.fit]`` table: the parameters, their identifiability, every
 placement's measured and predicted latency, and the errors before and after.
 """
@@ -16,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from marl_gym.calibrate.fit import FitResult, fit_parameters, predict, probe_placements, split_heldout
+from marl_gym.calibrate.fit import (
+    FREE_PARAMETERS,
+    TIED_BANDWIDTH,
+    FitResult,
+    fit_parameters,
+    predict,
+    probe_placements,
+    split_heldout,
+)
 from marl_gym.memory.systems import MemorySystem, get_system
 from marl_gym.placement import Placement
 from marl_gym.workloads.registry import resolve
@@ -28,6 +38,7 @@ def measure_placements(
     placements: list[Placement],
     *,
     n_tasks: int = 1,
+    threads_per_task: int | None = None,
     fast: str | None = None,
     slow: str | None = None,
     warmup: int = 1,
@@ -45,7 +56,15 @@ def measure_placements(
 
         bar = tqdm(total=len(placements), desc="native runs", unit="placement", file=sys.stderr)
     with NativeBackend(
-        graph, system, n_tasks=n_tasks, fast_limit_bytes=None, warmup=warmup, repeats=repeats, fast=fast, slow=slow
+        graph,
+        system,
+        n_tasks=n_tasks,
+        threads_per_task=threads_per_task,
+        fast_limit_bytes=None,
+        warmup=warmup,
+        repeats=repeats,
+        fast=fast,
+        slow=slow,
     ) as native:
         for k, p in enumerate(placements):
             ev = native.evaluate(p)
@@ -75,6 +94,7 @@ def fit_native(
     system_path: str | Path,
     *,
     n_tasks: int = 1,
+    threads_per_task: int | None = None,
     n_random: int = 8,
     heldout_fraction: float = 1 / 3,
     repeats: int = 3,
@@ -92,19 +112,33 @@ def fit_native(
     fast, slow = fast or backings.get("fast"), slow or backings.get("slow")
     placements = probe_placements(graph, n_random, seed)
     measured, dropped = measure_placements(
-        graph, system, placements, n_tasks=n_tasks, fast=fast, slow=slow, repeats=repeats, progress=progress
+        graph,
+        system,
+        placements,
+        n_tasks=n_tasks,
+        threads_per_task=threads_per_task,
+        fast=fast,
+        slow=slow,
+        repeats=repeats,
+        progress=progress,
     )
     ok = [k for k in range(len(placements)) if math.isfinite(measured[k])]
     if len(ok) < 2:
         raise ValueError(f"only {len(ok)} of {len(placements)} native runs succeeded: {dropped[:3]}")
     kept = [placements[k] for k in ok]
     held = split_heldout(len(kept), heldout_fraction, seed)
-    result = fit_parameters(graph, system, kept, measured[ok], n_tasks=n_tasks, heldout=held)
-    before = predict(graph, system, kept, n_tasks)
-    after = predict(graph, result.system, kept, n_tasks)
+    same_memory = (fast or "anon") == (slow or "anon")
+    free = ("compute_scale", TIED_BANDWIDTH) if same_memory else FREE_PARAMETERS
+    tpt = threads_per_task
+    result = fit_parameters(
+        graph, system, kept, measured[ok], n_tasks=n_tasks, threads_per_task=tpt, heldout=held, free=free
+    )
+    before = predict(graph, system, kept, n_tasks, tpt)
+    after = predict(graph, result.system, kept, n_tasks, tpt)
     table = {
         "workload": graph.name,
         "n_tasks": n_tasks,
+        "threads_per_task": tpt if tpt is not None else max(1, system.cores // n_tasks),
         "backings": {"fast": fast or "anon", "slow": slow or "anon"},
         "repeats": repeats,
         **result.to_dict(),
