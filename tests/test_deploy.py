@@ -234,3 +234,22 @@ def test_exec_configures_the_allocator_and_names_the_placement(gated_files, tmp_
     if not Path("/sys/devices/system/node/node7").exists():
         assert main(["exec", "--placement", str(placement_path), "--slow", "numa:7", "--", "true"]) == 2
         assert "slow tier (numa node 7)" in capfd.readouterr().err
+
+
+def test_exec_passes_sigterm_on_and_returns_the_commands_status(gated_files) -> None:
+    import signal
+    import time
+
+    _, placement_path, _ = gated_files
+    code = "import sys, time; print('up', flush=True); time.sleep(60)"
+    cmd = [sys.executable, "-m", "marl_gym.cli", "exec", "--placement", str(placement_path), "--"]
+    proc = subprocess.Popen([*cmd, sys.executable, "-c", code], env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"  # the command runs
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert time.monotonic() - started < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()

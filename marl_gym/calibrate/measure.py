@@ -19,6 +19,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -133,11 +134,12 @@ def measure_host(plan: dict[str, Any], *, progress: bool = True, timeout_s: floa
     check_tiers(allocator.probe(env=env)["config"])  # before anything is allocated or measured
     before = meminfo()
     started = time.time()
+    log = tempfile.TemporaryFile(mode="w+")  # stderr to a file: a chatty probe can never fill a pipe and block
     proc = subprocess.Popen(
         [sys.executable, "-m", "marl_gym.calibrate._probe"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         env=env,
         text=True,
     )
@@ -171,7 +173,10 @@ def measure_host(plan: dict[str, Any], *, progress: bool = True, timeout_s: floa
             bar.close()
         if proc.poll() is None:
             proc.kill()
-        stderr = proc.stderr.read() if proc.stderr else ""
+            proc.wait()
+        log.seek(0)
+        stderr = log.read()
+        log.close()
     if error is not None or result is None:
         detail = error["error"] if error else f"the probe exited with code {proc.returncode}"
         raise CalibrationError(f"calibration probe failed: {detail}\n{stderr.strip()[-2000:]}")

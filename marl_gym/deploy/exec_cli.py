@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from marl_gym.deploy import PLACEMENT_ENV, WORKLOAD_ENV, DeployError
@@ -85,13 +86,15 @@ def _run(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(cmd, env=env)
     except OSError as exc:
         raise DeployError(f"cannot start {cmd[0]!r}: {exc}") from exc
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C already reaches the command (the terminal signals the whole foreground group): ignore it
+        # here; a SIGTERM sent to us is passed on. Either way we wait for the command and return its status.
+        def forward(signum: int, frame: object) -> None:
+            proc.send_signal(signum)
 
-    def forward(signum: int, frame: object) -> None:
-        proc.send_signal(signum)
-
-    for s in previous:
-        signal.signal(s, forward)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, forward)
     try:
         code = proc.wait()
     finally:
