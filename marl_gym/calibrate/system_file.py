@@ -26,6 +26,7 @@ memory for ``numa:N``); capacities from /proc/meminfo, the NUMA node's meminfo o
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -318,8 +319,6 @@ def write_system_file(path: str | os.PathLike[str], system: dict[str, Any], cali
     """Write ``[system]`` and ``[calibration]`` atomically (TOML; JSON when the path ends in .json)."""
     path = Path(path)
     if path.suffix == ".json":
-        import json
-
         text = json.dumps({"system": system, "calibration": calibration}, indent=1)
     elif path.suffix == ".toml":
         text = to_toml({"system": system, "calibration": calibration})
@@ -337,7 +336,7 @@ def read_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise MemorySystemError(f"cannot read system file {path}: {exc}") from exc
     try:
-        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else __import__("json").loads(raw)
+        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
     except (tomllib.TOMLDecodeError, ValueError, UnicodeDecodeError) as exc:
         raise MemorySystemError(f"{path}: not a valid system file ({exc})") from exc
     cal = data.get("calibration") if isinstance(data, dict) else None
