@@ -1,4 +1,4 @@
-"""HiGHS plumbing shared by the MILPs of agents/milp.py and agents/milp_mixed.py.
+"""HiGHS plumbing of the MILP in agents/milp.py.
 
     highspy = import_highspy()
     h = build_model(highspy, program, time_limit_s=60, mip_rel_gap=1e-6, threads=None, verbose=False)

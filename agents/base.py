@@ -1,216 +1,47 @@
-"""What every agent offers: the `Agent` protocol, `SearchResult`, and evaluation-budget accounting.
+"""What every agent offers and reads: the `Agent` protocol, the env's `PlacementProblem` (`problem_of`), and
+re-exports of the budget (`agents.budget`) and result (`agents.results`) types that `fit` deals in.
 
 An agent searches placements for one environment (`HeteroMemPlacement-v0` or anything with the same
-observation/action contract) and spends a budget counted in *evaluations*: one evaluated placement is
-one evaluation, whether it ran in-process, in a worker process or on a cluster. A placement whose
-reward is looked up in a cache of earlier evaluations (deterministic backends only) costs nothing.
-
-`SearchResult` is what `fit` returns: the best placement found, its reward and evaluation info, and
-the history of the best-so-far reward against evaluations used and wall time. It round-trips through
-JSON (schema versioned) and writes its history as CSV; both are written atomically.
+observation/action contract) and spends a budget counted in *evaluations*. What it may know about the env
+beyond observations and rewards is `env.unwrapped.problem` (sizes, masks, budgets, the reward; the cost
+model only for model-based baselines, which say so).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from marl_gym.placement import Placement
-from marl_gym.workloads.graph import WorkloadGraph, atomic_write, atomic_write_text
+from agents.budget import Budget, BudgetExhausted
+from agents.results import (
+    HISTORY_COLUMNS,
+    RESULT_SCHEMA_VERSION,
+    BestTracker,
+    SearchResult,
+    read_history_csv,
+    write_history_csv,
+)
+from marl_gym.envs.problem import PlacementProblem
+from marl_gym.io import atomic_write
 
-RESULT_SCHEMA_VERSION = 1
-"""Version of the JSON written by `SearchResult.save` and of the history CSV."""
-
-HISTORY_COLUMNS = ("evaluations", "best_reward", "wall_time_s")
-
-
-class BudgetExhausted(RuntimeError):
-    """Raised by `Budget.charge` when more evaluations are requested than remain."""
-
-
-@dataclass
-class Budget:
-    """Counts evaluations against an optional limit (`None` = unlimited) and wall time since `start`.
-
-    `elapsed_offset_s` carries the wall time of earlier sessions of a resumed run, so histories stay
-    continuous across `--resume`.
-    """
-
-    max_evaluations: int | None
-    used: int = 0
-    elapsed_offset_s: float = 0.0
-    _t0: float = field(default_factory=time.perf_counter, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.max_evaluations is not None and self.max_evaluations < 0:
-            raise ValueError(f"budget must be a non-negative number of evaluations, got {self.max_evaluations}")
-
-    @property
-    def remaining(self) -> int | float:
-        if self.max_evaluations is None:
-            return math.inf
-        return max(self.max_evaluations - self.used, 0)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.remaining <= 0
-
-    def allow(self, requested: int) -> int:
-        """How many of `requested` evaluations may still run (the last batch of a run may be cut short)."""
-        return int(min(requested, self.remaining))
-
-    def charge(self, count: int) -> None:
-        if count < 0:
-            raise ValueError(f"cannot charge a negative number of evaluations ({count})")
-        if count > self.remaining:
-            raise BudgetExhausted(f"{count} evaluation(s) requested but only {self.remaining} remain")
-        self.used += count
-
-    def elapsed_s(self) -> float:
-        return self.elapsed_offset_s + (time.perf_counter() - self._t0)
-
-
-def jsonable(value: Any) -> Any:
-    """Turn numpy scalars/arrays and nested containers into plain JSON values (inf/nan as strings)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return f if math.isfinite(f) else str(f)
-    if value is None or isinstance(value, str):
-        return value
-    return repr(value)
-
-
-@dataclass
-class SearchResult:
-    """The outcome of `Agent.fit`.
-
-    `history` rows are (evaluations used, best-so-far reward, wall time in seconds), one row per
-    evaluation, so "evaluations until within x% of the optimum" can be read off exactly.
-    """
-
-    best_action: np.ndarray
-    best_reward: float
-    best_info: dict[str, Any]
-    history: list[tuple[int, float, float]]
-    evaluations: int
-    wall_time_s: float
-    agent: str = ""
-    workload: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def best_placement(self) -> Placement:
-        return Placement.from_action(self.best_action)
-
-    def evaluations_to_reach(self, reward: float) -> int | None:
-        """The first evaluation count at which the best-so-far reached `reward` (None if never)."""
-        for evals, best, _ in self.history:
-            if best >= reward:
-                return int(evals)
-        return None
-
-    def time_to_reach(self, reward: float) -> float | None:
-        for _, best, t in self.history:
-            if best >= reward:
-                return float(t)
-        return None
-
-    # ------------------------------------------------------------------ files
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": RESULT_SCHEMA_VERSION,
-            "kind": "marl_gym.SearchResult",
-            "agent": self.agent,
-            "workload": self.workload,
-            "best_reward": self.best_reward,
-            "best_action": np.asarray(self.best_action, dtype=int).tolist(),
-            "best_info": jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
-            "evaluations": self.evaluations,
-            "wall_time_s": self.wall_time_s,
-            "history": [list(row) for row in self.history],
-            "meta": jsonable(self.meta),
-        }
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the result as JSON, atomically."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> SearchResult:
-        data = json.loads(Path(path).read_text())
-        if data.get("schema_version") != RESULT_SCHEMA_VERSION or data.get("kind") != "marl_gym.SearchResult":
-            raise ValueError(
-                f"{path}: not a marl_gym.SearchResult of schema version {RESULT_SCHEMA_VERSION} "
-                f"(found kind={data.get('kind')!r}, schema_version={data.get('schema_version')!r})"
-            )
-        return cls(
-            best_action=np.array(data["best_action"], dtype=np.int8),
-            best_reward=float(data["best_reward"]),
-            best_info=dict(data["best_info"]),
-            history=[(int(e), float(r), float(t)) for e, r, t in data["history"]],
-            evaluations=int(data["evaluations"]),
-            wall_time_s=float(data["wall_time_s"]),
-            agent=data.get("agent", ""),
-            workload=data.get("workload", ""),
-            meta=dict(data.get("meta", {})),
-        )
-
-    def save_history_csv(self, path: str | os.PathLike[str]) -> None:
-        write_history_csv(path, self.history)
-
-    def save_placement(self, path: str | os.PathLike[str], graph: WorkloadGraph | None = None) -> None:
-        """The best placement as the JSON `Placement.load`, `examples/run_placement.py` and the env read."""
-        self.best_placement.save(
-            path,
-            graph,
-            reward=float(self.best_reward),
-            found_by=self.agent,
-            evaluations=int(self.evaluations),
-            evaluation=jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
-        )
-
-
-def write_history_csv(path: str | os.PathLike[str], history: list[tuple[int, float, float]]) -> None:
-    """Write history rows as CSV atomically; the first line is a `# schema_version=N` comment."""
-    buf = io.StringIO()
-    buf.write(f"# schema_version={RESULT_SCHEMA_VERSION}\n")
-    writer = csv.writer(buf)
-    writer.writerow(HISTORY_COLUMNS)
-    for evals, best, t in history:
-        writer.writerow([int(evals), repr(float(best)), f"{float(t):.4f}"])
-    atomic_write_text(path, buf.getvalue())
-
-
-def write_log_csv(
-    path: str | os.PathLike[str], columns: tuple[str, ...], rows: list[dict[str, Any]], schema_version: int
-) -> None:
-    """Write one dict per row (keys outside `columns` dropped) as CSV atomically, under a
-    `# schema_version=N` comment line."""
-    buf = io.StringIO()
-    buf.write(f"# schema_version={schema_version}\n")
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+__all__ = [
+    "HISTORY_COLUMNS",
+    "RESULT_SCHEMA_VERSION",
+    "Agent",
+    "BestTracker",
+    "Budget",
+    "BudgetExhausted",
+    "SearchResult",
+    "apply_mask",
+    "atomic_torch_save",
+    "noise_rng_state",
+    "problem_of",
+    "read_history_csv",
+    "restore_noise_rng",
+    "write_history_csv",
+]
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -218,67 +49,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     import torch
 
     atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
-
-
-def read_history_csv(path: str | os.PathLike[str]) -> list[tuple[int, float, float]]:
-    lines = [ln for ln in Path(path).read_text().splitlines() if not ln.startswith("#")]
-    rows = list(csv.reader(lines))
-    if not rows or tuple(rows[0]) != HISTORY_COLUMNS:
-        raise ValueError(f"{path}: expected header {HISTORY_COLUMNS}, got {rows[0] if rows else None}")
-    return [(int(e), float(r), float(t)) for e, r, t in rows[1:]]
-
-
-class BestTracker:
-    """Keeps the best (reward, action, info) seen and the per-evaluation history of the best-so-far."""
-
-    def __init__(self) -> None:
-        self.best_reward = -math.inf
-        self.best_action: np.ndarray | None = None
-        self.best_info: dict[str, Any] = {}
-        self.history: list[tuple[int, float, float]] = []
-
-    def update(self, actions: np.ndarray, rewards: np.ndarray, infos: list[dict[str, Any]], budget: Budget) -> bool:
-        """Record a batch that was just charged to `budget`; returns True when the best improved."""
-        improved = False
-        first = budget.used - len(rewards)
-        now = budget.elapsed_s()
-        for k, r in enumerate(np.asarray(rewards, dtype=np.float64)):
-            if r > self.best_reward:
-                self.best_reward = float(r)
-                self.best_action = np.asarray(actions[k], dtype=np.int8).copy()
-                self.best_info = dict(infos[k])
-                improved = True
-            self.history.append((first + k + 1, self.best_reward, now))
-        return improved
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "best_reward": self.best_reward,
-            "best_action": None if self.best_action is None else self.best_action.astype(int).tolist(),
-            "best_info": jsonable({k: v for k, v in self.best_info.items() if k != "node_times_s"}),
-            "history": [list(row) for row in self.history],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best_reward = float(state["best_reward"])
-        self.best_action = None if state["best_action"] is None else np.array(state["best_action"], dtype=np.int8)
-        self.best_info = dict(state["best_info"])
-        self.history = [(int(e), float(r), float(t)) for e, r, t in state["history"]]
-
-    def result(self, budget: Budget, agent: str, workload: str, meta: dict[str, Any] | None = None) -> SearchResult:
-        if self.best_action is None:
-            raise RuntimeError("no placement was evaluated (budget 0?)")
-        return SearchResult(
-            best_action=self.best_action.copy(),
-            best_reward=self.best_reward,
-            best_info=dict(self.best_info),
-            history=list(self.history),
-            evaluations=budget.used,
-            wall_time_s=budget.elapsed_s(),
-            agent=agent,
-            workload=workload,
-            meta=dict(meta or {}),
-        )
 
 
 @runtime_checkable
@@ -300,30 +70,35 @@ class Agent(Protocol):
         ...
 
 
+def problem_of(env: Any) -> PlacementProblem:
+    """The `PlacementProblem` an env poses (``env.unwrapped.problem``), or a TypeError naming what was given.
+
+    This is the one way agents learn about an env beyond the Gymnasium API: sizes, masks, budgets, the
+    reward, and (for model-based baselines only) the cost model."""
+    try:
+        problem = env.unwrapped.problem
+    except AttributeError:
+        problem = None
+    if not isinstance(problem, PlacementProblem):
+        raise TypeError(
+            f"expected a HeteroMemPlacement-v0 env (or a wrapper of one) exposing env.unwrapped.problem, "
+            f"got {type(env).__name__}"
+        )
+    return problem
+
+
 def noise_rng_state(env: Any) -> dict[str, Any] | None:
-    """The RNG state of an env that draws measurement noise, for a checkpoint (None when it draws none):
-    restored with `restore_noise_rng`, a resumed noisy search draws the noise it would have drawn."""
-    base = getattr(env, "unwrapped", env)
-    if not float(getattr(base, "noise", 0.0)) or not hasattr(base, "np_random"):
+    """The state of the generator an env draws measurement noise from, for a checkpoint (None when the env
+    adds no noise); restored with `restore_noise_rng`, a resumed noisy search draws what it would have."""
+    if problem_of(env).noise == 0:
         return None
-    return base.np_random.bit_generator.state
+    return env.unwrapped.np_random.bit_generator.state
 
 
 def restore_noise_rng(env: Any, state: dict[str, Any] | None) -> None:
     """Put back a state from `noise_rng_state` (None: nothing to restore)."""
-    base = getattr(env, "unwrapped", env)
-    if state is not None and hasattr(base, "np_random"):
-        base.np_random.bit_generator.state = state
-
-
-def decision_mask_of(env: Any) -> np.ndarray:
-    """The (N, 2) boolean decision mask of an env (`WorkloadGraph.decision_mask`)."""
-    base = getattr(env, "unwrapped", env)
-    graph = getattr(base, "graph", None)
-    if graph is not None:
-        return graph.decision_mask
-    obs, _ = env.reset(seed=0)
-    return np.asarray(obs["decision_mask"], dtype=bool)
+    if state is not None:
+        env.unwrapped.np_random.bit_generator.state = state
 
 
 def apply_mask(actions: np.ndarray, mask: np.ndarray) -> np.ndarray:

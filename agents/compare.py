@@ -29,7 +29,7 @@ reruns everything), like CompilerGym's leaderboard ``--resume``.
 
 Agent names: ``egrl`` (EGRL, fast preset), ``egrl:<ablation>`` (ea_only, pg_only, boltzmann_only,
 gnn_only), ``egrl-published`` (published hyperparameters), ``ppo``, ``a2c``, ``random``, ``greedy``,
-``milp``. Your own agent: pass ``(label, factory)`` where ``factory(seed)`` returns an object with
+``rules`` (the simple rules of `agents.rules`, best of them), ``milp``. Your own agent: pass ``(label, factory)`` where ``factory(seed)`` returns an object with
 ``fit(env, budget) -> SearchResult``.
 """
 
@@ -49,13 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import SearchResult
-from marl_gym.workloads.graph import atomic_write, atomic_write_text
+from agents.base import SearchResult, problem_of
+from marl_gym.io import atomic_write, atomic_write_text
 
 COMPARE_SCHEMA_VERSION = 1
 """Version of the CSV layout and of the per-run metadata written by `compare`."""
 
-AGENT_NAMES = ("egrl", "ppo", "a2c", "random", "greedy", "milp")
+AGENT_NAMES = ("egrl", "ppo", "a2c", "random", "greedy", "rules", "milp")
 """Built-in agents (`make_agent` also accepts ``egrl:<ablation>`` and ``egrl-published``)."""
 
 CSV_COLUMNS = (
@@ -91,6 +91,10 @@ def make_agent(name: str, seed: int = 0, progress: bool = False, milp_time_limit
         from agents.greedy import Greedy
 
         return Greedy(seed=seed)
+    if key == "rules":
+        from agents.rules import SimpleRules
+
+        return SimpleRules(seed=seed)
     if key == "milp":
         from agents.milp import MILP, MILPConfig
 
@@ -402,14 +406,12 @@ def _make_env(env_kwargs: dict[str, Any]) -> Any:
 
 
 def reference_optimum(env: Any, time_limit_s: float | None = 60.0) -> dict[str, Any]:
-    """Solve the MILP on the env's analytic model; the dict `Comparison.optimum` holds."""
-    from agents.greedy import analytic_model_of
+    """Solve the MILP on the env's analytic model (noise-free); the dict `Comparison.optimum` holds."""
     from agents.milp import solve_milp
 
-    base = env.unwrapped
-    sol = solve_milp(analytic_model_of(env), time_limit_s=time_limit_s)
-    reward, ev = base.evaluate(sol.placement)
-    return _optimum_dict(sol.to_dict(), ev.latency_s if ev.valid else math.inf, base.baseline_s)
+    problem = problem_of(env)
+    sol = solve_milp(problem, time_limit_s=time_limit_s)
+    return _optimum_dict(sol.to_dict(), sol.latency_s if sol.valid else math.inf, problem.reward.baseline_s)
 
 
 def _optimum_dict(sol: dict[str, Any], latency_s: float, baseline_s: float) -> dict[str, Any]:
@@ -463,11 +465,11 @@ def compare(
     kwargs = dict(env_kwargs or {})
     kwargs.update(workload=workload, system=system, n_tasks=int(n_tasks), baseline=baseline, reward="speedup")
     env = _make_env(kwargs)
-    base = env.unwrapped
-    system_name = getattr(base.system, "name", str(system))
-    workload_name = base.graph.name
+    problem = problem_of(env)
+    system_name = problem.system.name
+    workload_name = problem.name
     name = name or f"{workload_name}-{system_name}-n{int(n_tasks)}"
-    floor = base.baseline_s / base.all_slow_s
+    floor = problem.reward.baseline_s / problem.reward.all_slow_s
     settings = {
         "schema_version": COMPARE_SCHEMA_VERSION,
         "workload": workload_name,
@@ -477,7 +479,7 @@ def compare(
         "budget": int(budget),
         "env_kwargs": {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool))},
         # the model as it stands: a recalibrated model changes these, and resumed runs would be stale
-        "model_fingerprint": {k: repr(float(v)) for k, v in sorted(base.baselines_s.items())},
+        "model_fingerprint": {k: repr(float(v)) for k, v in sorted(problem.baselines_s.items())},
     }
     run_dir = Path(out_dir) / "runs" / name if out_dir is not None else None
 
@@ -548,7 +550,7 @@ def compare(
         baseline=baseline,
         budget=int(budget),
         seeds=int(seeds),
-        baseline_latency_s=float(base.baseline_s),
+        baseline_latency_s=float(problem.reward.baseline_s),
         optimum=optimum,
         runs=runs,
         checkpoints=grid,

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from agents.base import BestTracker, Budget, apply_mask
+from agents.base import BestTracker, Budget, apply_mask, problem_of
 
 ENV_ID = "HeteroMemPlacement-v0"
 
@@ -60,38 +60,29 @@ def _as_batch(actions: Any) -> np.ndarray:
     return arr.astype(np.int8, copy=False)
 
 
-def _env_is_deterministic(env: Any) -> bool:
-    base = getattr(env, "unwrapped", env)
-    backend = getattr(base, "backend", None)
-    name = getattr(backend, "name", "model")
-    return float(getattr(base, "noise", 0.0)) == 0.0 and name == "model"
-
-
 class InProcessBatchEvaluator:
-    """Evaluates a whole batch with one call to `env.unwrapped.evaluate_batch` (the model backend)."""
+    """Evaluates a whole batch with one call to the env's `PlacementProblem` (noise from the env's generator)."""
 
     def __init__(self, env: Any) -> None:
         self.env = env
-        self._base = getattr(env, "unwrapped", env)
-        if not hasattr(self._base, "evaluate_batch"):
-            raise TypeError(
-                f"{type(self._base).__name__} has no evaluate_batch(actions); use ProcessPoolEvaluator for this env"
-            )
+        self.problem = problem_of(env)
         self.evaluations = 0
-        self.deterministic = _env_is_deterministic(env)
+        self.deterministic = self.problem.deterministic
 
     def evaluate(self, actions: Any) -> EvalBatch:
         arr = _as_batch(actions)
         if len(arr) == 0:
             return EvalBatch(np.zeros(0), [])
-        rewards, batch = self._base.evaluate_batch(arr)
+        rewards, batch = self.problem.evaluate_batch(arr, self.env.unwrapped.np_random)
         self.evaluations += len(arr)
+        failed = batch.failed_mask
         infos = [
             {
                 "latency_s": float(batch.latency_s[i]),
                 "valid": bool(batch.valid[i]),
                 "overflow_bytes": int(batch.overflow_bytes[i]),
                 "peak_fast_bytes": int(batch.peak_fast_bytes[i]),
+                **({"failed": True} if failed[i] else {}),
             }
             for i in range(len(arr))
         ]
@@ -204,6 +195,8 @@ class EvaluationSession:
         self.cache: dict[bytes, tuple[float, dict[str, Any]]] = {}
         self.tracker = BestTracker()
         self.last_fresh = np.zeros(0, dtype=bool)
+        self.charged = 0
+        """Evaluations this session ran (the budget may be shared with other sessions)."""
 
     def evaluate(self, actions: Any) -> tuple[np.ndarray, list[dict[str, Any]], np.ndarray]:
         arr = apply_mask(_as_batch(actions), self.mask[None])
@@ -229,6 +222,7 @@ class EvaluationSession:
         if todo:
             batch = self.evaluator.evaluate(arr[todo])
             self.budget.charge(len(todo))
+            self.charged += len(todo)
             self.tracker.update(arr[todo], batch.rewards, batch.infos, self.budget)
             for j, i in enumerate(todo):
                 rewards[i], infos[i], done[i] = batch.rewards[j], batch.infos[j], True
@@ -245,6 +239,7 @@ class EvaluationSession:
     # checkpoint support: the cache holds what was learned about the landscape
     def state_dict(self) -> dict[str, Any]:
         return {
+            "charged": self.charged,
             "used": self.budget.used,
             "elapsed_s": self.budget.elapsed_s(),
             "tracker": self.tracker.state_dict(),
@@ -253,11 +248,8 @@ class EvaluationSession:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.budget.used = int(state["used"])
-        self.budget.elapsed_offset_s = float(state["elapsed_s"])
-        import time
-
-        self.budget._t0 = time.perf_counter()
+        self.budget.resume(used=int(state["used"]), elapsed_s=float(state["elapsed_s"]))
+        self.charged = int(state.get("charged", state["used"]))
         self.tracker.load_state_dict(state["tracker"])
         self.cache = {
             bytes.fromhex(k): (float(v[0]), dict(v[1])) for k, v in zip(state["cache_keys"], state["cache_values"])

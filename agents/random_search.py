@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import Budget, SearchResult, decision_mask_of
+from agents.base import Budget, SearchResult, problem_of
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from marl_gym.workloads.graph import atomic_write_text
+from marl_gym.io import atomic_write_text
 
 
 @dataclass
@@ -44,7 +44,7 @@ class RandomSearch:
         if budget is None:
             raise ValueError("random search needs a finite budget of evaluations")
         evaluator = evaluator or InProcessBatchEvaluator(env)
-        mask = decision_mask_of(env)
+        mask = problem_of(env).decision_mask
         session = EvaluationSession(evaluator, Budget(budget), mask)
         rng = np.random.default_rng(self.seed)
         stalls = 0
@@ -52,11 +52,10 @@ class RandomSearch:
             before = session.budget.used
             session.evaluate(self.sample(rng, self.config.batch_size, mask))
             stalls = stalls + 1 if session.budget.used == before else 0
-        graph = getattr(getattr(env, "unwrapped", env), "graph", None)
         return session.tracker.result(
             session.budget,
             self.name,
-            graph.name if graph is not None else "",
+            problem_of(env).name,
             {"seed": self.seed, **asdict(self.config)},
         )
 

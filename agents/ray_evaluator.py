@@ -34,13 +34,12 @@ and replaced by a fresh actor, and every row of its task is queued again (one ro
 placement that crashes its actor cannot take other placements down with it). A row is tried at most
 ``1 + max_retries`` times; after that it is reported as failed instead of raising, and the run goes on:
 
-- reward: `failure_reward`; by default the reward the environment itself gives an evaluation that
-  failed (a native run that crashed: invalid, no overflow), i.e. ``floor - 1`` where ``floor`` is the
-  reward of the all-slow placement (`marl_gym.envs.rewards`). That is below every valid placement and
-  at the top of the range of invalid (overflowing) ones: bad, but neither -inf (which breaks means,
-  critic targets and the reward-scale of the replay buffer) nor a fixed constant such as EGRL's -5,
-  whose meaning depends on the reward variant. If the environment cannot tell (it has no reward
-  attributes), `DEFAULT_FAILURE_REWARD` is used;
+- reward: `failure_reward`; by default the env's own `Reward.failed_value` (`PlacementProblem.reward`),
+  ``floor - 1`` where ``floor`` is the reward of the all-slow placement (`marl_gym.envs.rewards`). That is
+  below every valid placement and at the top of the range of invalid (overflowing) ones: bad, but neither
+  -inf (which breaks means, critic targets and the reward-scale of the replay buffer) nor a fixed constant
+  such as EGRL's -5, whose meaning depends on the reward variant. Agents do not learn from failed rows;
+  the value only keeps rankings sane;
 - info: ``{"failed": True, "valid": False, "error": "...", "attempts": k, "latency_s": inf, ...}``.
 
 A row that succeeded only after a retry carries ``info["ray_attempts"]`` (the number of tries).
@@ -76,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.base import problem_of
 from agents.evaluators import EvalBatch, InProcessBatchEvaluator, _as_batch
 
 INSTALL_HINT = "pip install 'marl-gym[ray]'"
@@ -84,9 +84,6 @@ DEFAULT_NUM_CPUS = 0.5
 hold every CPU of a small machine; the real work of a native evaluation happens in the backend's own
 worker processes, which Ray does not account for anyway."""
 DEFAULT_MAX_RETRIES = 2
-DEFAULT_FAILURE_REWARD = -5.0
-"""Reward of a failed evaluation when the environment cannot say what its own failure reward is
-(EGRL's runner scored a crashed evaluation -5)."""
 MODES = ("auto", "batch", "step")
 STARTUP_NOTICE_S = 30.0
 """Actors not ready after this long trigger a warning saying what they wait for (then waiting goes on)."""
@@ -101,26 +98,6 @@ def import_ray() -> Any:
             f"the Ray evaluator needs Ray, which is an optional dependency of marl-gym: {INSTALL_HINT} ({exc})"
         ) from None
     return ray
-
-
-def env_failure_reward(env: Any) -> float | None:
-    """The reward `env` gives an evaluation that failed (invalid, zero overflow), or None if it cannot tell."""
-    base = getattr(env, "unwrapped", env)
-    try:
-        from marl_gym.envs.rewards import compute_rewards, get_reward
-
-        value = compute_rewards(
-            get_reward(base.reward_name),
-            np.array([math.inf]),
-            np.array([False]),
-            np.array([0]),
-            float(base.baseline_s),
-            float(base.all_slow_s),
-            float(base.footprint_bytes),
-        )[0]
-    except (AttributeError, ValueError, TypeError):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def check_runtime_env(runtime_env: dict[str, Any] | None) -> None:
@@ -139,26 +116,21 @@ class _EnvActor:
 
     def __init__(self, factory: Callable[[], Any], mode: str, seed: int) -> None:
         self.env = factory()
-        self.base = getattr(self.env, "unwrapped", self.env)
+        self.problem = problem_of(self.env)
         self.env.reset(seed=seed)
-        backend = getattr(getattr(self.base, "backend", None), "name", None)
         if mode == "auto":
-            mode = "batch" if backend == "model" and hasattr(self.base, "evaluate_batch") else "step"
+            mode = "batch" if self.problem.cost_model is not None else "step"
         self.mode = mode
         self._batch = InProcessBatchEvaluator(self.env) if mode == "batch" else None
-        self.backend = backend
 
     def describe(self) -> dict[str, Any]:
-        graph = getattr(self.base, "graph", None)
-        space = getattr(self.env, "action_space", None)
-        n_nodes = graph.num_nodes if graph is not None else (space.shape[0] if space is not None else None)
         return {
-            "n_nodes": n_nodes,
+            "n_nodes": self.problem.num_nodes,
             "mode": self.mode,
-            "backend": self.backend,
-            "deterministic": float(getattr(self.base, "noise", 0.0)) == 0.0 and self.backend == "model",
-            "failure_reward": env_failure_reward(self.env),
-            "workload": getattr(graph, "name", ""),
+            "backend": self.problem.backend.name,
+            "deterministic": self.problem.deterministic,
+            "failure_reward": self.problem.reward.failed_value,
+            "workload": self.problem.name,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
         }
@@ -307,16 +279,8 @@ class RayEvaluator:
         first = self.actor_info[0]
         self.n_nodes: int | None = first["n_nodes"]
         self.mode: str = first["mode"]
-        factory_det = getattr(env_factory, "deterministic", None)
-        self.deterministic = bool(first["deterministic"] if factory_det is None else factory_det)
-        env_reward = first["failure_reward"]
-        self.failure_reward = float(
-            failure_reward
-            if failure_reward is not None
-            else env_reward
-            if env_reward is not None
-            else DEFAULT_FAILURE_REWARD
-        )
+        self.deterministic = bool(first["deterministic"])  # what the env's problem says, not a guess from kwargs
+        self.failure_reward = float(failure_reward if failure_reward is not None else first["failure_reward"])
 
     # ------------------------------------------------------------------ actors
     def _new_actor(self, index: int, generation: int) -> Any:

@@ -22,8 +22,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.base import BestTracker, Budget, SearchResult, apply_mask, decision_mask_of
-from marl_gym.workloads.graph import atomic_write, atomic_write_text
+from agents.base import BestTracker, Budget, SearchResult, apply_mask, problem_of
+from marl_gym.io import atomic_write, atomic_write_text
 
 ALGOS = ("ppo", "a2c")
 
@@ -134,7 +134,7 @@ class SB3Agent:
 
         from marl_gym.wrappers import SB3PlacementWrapper
 
-        mask = decision_mask_of(env)
+        mask = problem_of(env).decision_mask
         b = Budget(int(budget))
         tracker = BestTracker()
         wrapped = SB3PlacementWrapper(_Recorder(env, b, tracker, mask), obs_mode="flat")
@@ -154,9 +154,8 @@ class SB3Agent:
             torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
-        graph = getattr(getattr(env, "unwrapped", env), "graph", None)
         meta = {"seed": self.seed, "algo": self.algo, "config": asdict(self.config)}
-        return tracker.result(b, self.name, graph.name if graph is not None else "", meta)
+        return tracker.result(b, self.name, problem_of(env).name, meta)
 
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """The trained policy's flat action for a flat observation (see `SB3PlacementWrapper`)."""

@@ -3,18 +3,20 @@
     from marl_gym.mix import Mix
     mix = Mix.of({"resnet50": 8, "bert_base": 4})       # or [(graph, 3), ("gpt2@tensor", 2)]
     mix.graph                  # the disjoint union, nodes "resnet50/conv1", ..., "bert_base/...": what agents place
-    mix.node_features()        # each workload's own features, stacked (not the union's)
+    Mix.of_workload("resnet50", n_tasks=4)                # one workload is a mix of one (graph unchanged)
     mix.split(x)               # (..., N_total) -> one (..., n_k) slice per workload
     mix.n_tasks                # total concurrent tasks, sum of the counts
 
 Every task of workload k uses the same placement (the k-th slice of a placement over the union); tasks
 of different workloads use different placements. The latency and capacity semantics live in
-`marl_gym.backends.mixed`; docs/model.md, section "Mixed workloads", has the formulas.
+`marl_gym.backends.model`; docs/model.md, section "Mixed workloads", has the formulas.
 
 The union graph is a bookkeeping device: its nodes are the workloads' nodes one after the other (indices
 and lifetimes offset), its edges the workloads' edges (offset), so a `Placement` over it and the env's
 `(N_total, 2)` action are well defined. Its "steps" are not a schedule (the workloads run concurrently),
-so capacity is never computed on the union: always per workload, then combined.
+so capacity is never computed on the union: always per workload, then combined. A mix of one workload
+has that workload's graph itself as its union (nothing renamed), so single workloads and mixes share every
+code path.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from marl_gym.checks import INT64_MAX, describe
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
 from marl_gym.workloads.registry import resolve
@@ -42,8 +45,10 @@ class MixError(ValueError):
 
 
 def _check_count(name: str, count: Any) -> int:
-    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
-        raise MixError(f"the task count of workload {name!r} must be a positive integer, got {count!r}")
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or not 1 <= count <= INT64_MAX:
+        raise MixError(
+            f"the task count of workload {name!r} must be a positive integer (at most 2**63 - 1), got {describe(count)}"
+        )
     return int(count)
 
 
@@ -101,6 +106,26 @@ class Mix:
         return cls.from_graphs(graphs, counts)
 
     @classmethod
+    def of_workload(
+        cls, workload: WorkloadSpec | TasksSpec | Mix, n_tasks: int | None = None, batch_size: int | None = None
+    ) -> Mix:
+        """A mix from one workload run by `n_tasks` tasks (default 1), or from a tasks spec or a `Mix` as `of`."""
+        if isinstance(workload, (str, os.PathLike, WorkloadGraph)):
+            g = resolve(workload)
+            if batch_size is not None and batch_size != g.batch_size:
+                g = g.with_batch_size(int(batch_size))
+            if n_tasks is not None and (
+                not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or not 1 <= n_tasks <= INT64_MAX
+            ):
+                raise MixError(f"n_tasks must be a positive integer (at most 2**63 - 1), got {describe(n_tasks)}")
+            return cls.from_graphs([g], [1 if n_tasks is None else n_tasks])
+        if n_tasks is not None:
+            raise MixError(
+                f"n_tasks={n_tasks!r} applies to one workload; a mix gives each workload its own count, got {workload!r}"
+            )
+        return cls.of(workload, batch_size=batch_size)
+
+    @classmethod
     def from_graphs(cls, graphs: Iterable[WorkloadGraph], counts: Iterable[int]) -> Mix:
         graphs = tuple(graphs)
         counts = tuple(_check_count(g.name, c) for g, c in zip(graphs, counts, strict=True))
@@ -149,11 +174,6 @@ class Mix:
     def describe(self) -> str:
         return " + ".join(f"{c} x {name}" for name, c in self.tasks.items())
 
-    # ----------------------------------------------------------- observation
-    def node_features(self) -> np.ndarray:
-        """Each workload's own feature matrix (positions, lifetimes, summaries relative to its graph), stacked."""
-        return np.concatenate([g.node_features() for g in self.graphs], axis=0)
-
     # ------------------------------------------------------------- placements
     def split(self, x: Any) -> list[np.ndarray]:
         """Slice the last axis (the union's nodes) into one array per workload (views when possible)."""
@@ -187,9 +207,14 @@ class Mix:
 
 
 def union_graph(graphs: Iterable[WorkloadGraph], counts: Iterable[int] | None = None) -> WorkloadGraph:
-    """The disjoint union of `graphs`: nodes renamed ``workload/node``, indices and lifetimes offset."""
+    """The disjoint union of `graphs`: nodes renamed ``workload/node``, indices and lifetimes offset.
+
+    The union of one graph is that graph.
+    """
     graphs = tuple(graphs)
     counts = tuple(counts) if counts is not None else (1,) * len(graphs)
+    if len(graphs) == 1:
+        return graphs[0]
     nodes = []
     edges: list[tuple[int, int]] = []
     offset = 0

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from marl_gym.workloads.graph import WorkloadGraph, atomic_write_text
+from marl_gym.io import atomic_write_text
+from marl_gym.workloads.graph import WorkloadGraph
 
 PLACEMENT_SCHEMA_VERSION = 1
 

@@ -15,7 +15,7 @@ from agents.base import (
     BudgetExhausted,
     SearchResult,
     apply_mask,
-    decision_mask_of,
+    problem_of,
     read_history_csv,
 )
 from agents.random_search import RandomSearch
@@ -99,6 +99,6 @@ def test_random_search_respects_budget_mask_and_seed(env):
     assert a.history[-1][:2] == b.history[-1][:2]
     np.testing.assert_array_equal(a.best_action, b.best_action)
     assert a.evaluations == 50 and c.evaluations == 50
-    mask = decision_mask_of(env)
+    mask = problem_of(env).decision_mask
     assert not a.best_action[~mask].any()
     assert (apply_mask(np.ones_like(mask, dtype=np.int8), mask) == mask).all()

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import marl_gym  # noqa: F401  (registers the env)
-from agents.base import Agent, SearchResult
-from agents.greedy import ACTIVATION, WEIGHTS, CapacityTracker, Greedy, analytic_model_of, model_greedy
+from agents.base import Agent, SearchResult, problem_of
+from agents.greedy import Greedy, model_greedy
 from agents.sb3 import SB3Agent, SB3Config
+from marl_gym.envs.capacity import ACTIVATION, WEIGHTS
 from marl_gym.placement import Placement
 
 ENV = dict(workload="resnet50", system="optane-16g-128g", n_tasks=32)
@@ -33,15 +34,17 @@ def _check_history(result: SearchResult, budget: int) -> None:
 
 
 def test_capacity_tracker_matches_the_model_on_random_placements(env):
-    m = analytic_model_of(env)
+    """The agents' byte accounting (sizes, lifetimes, budget: no cost model) agrees with the model's to the bit."""
+    problem = problem_of(env)
+    model = problem.cost_model.model
     rng = np.random.default_rng(0)
     for _ in range(20):
-        action = (rng.random((m.n, 2)) < rng.random()).astype(np.int8)
-        action[:, WEIGHTS] &= m.has_weights.astype(np.int8)
-        tracker = CapacityTracker(m, action)
-        cap = m.capacity(action[None, :, WEIGHTS].astype(float), action[None, :, ACTIVATION].astype(float))
-        assert tracker.peak_fast_bytes == cap["peak_fast"][0]
-        assert (tracker.peak_fast_bytes <= tracker.budget_bytes) == bool(cap["valid"][0])
+        action = (rng.random((model.n, 2)) < rng.random()).astype(np.int8)
+        action[:, WEIGHTS] &= model.has_weights.astype(np.int8)
+        tracker = problem.capacity.tracker(action)
+        cap = model.capacity(action[None, :, WEIGHTS].astype(float), action[None, :, ACTIVATION].astype(float))
+        assert tracker.peak_fast_bytes == cap["peak_fast"][0] == problem.capacity.mean_peak_fast_bytes(action)
+        assert problem.capacity.fits(action) == bool(cap["valid"][0])
 
 
 def test_greedy_respects_capacity_and_budget(env):
@@ -57,7 +60,7 @@ def test_greedy_respects_capacity_and_budget(env):
     # a greedy fill is a feasible point of the MILP and can only be as good as the optimum
     from agents.milp import solve_milp
 
-    assert ev.latency_s >= solve_milp(base.backend.model).latency_s * (1 - 1e-9)
+    assert ev.latency_s >= solve_milp(problem_of(env)).latency_s * (1 - 1e-9)
 
 
 def test_greedy_stops_at_a_small_budget(env):
@@ -68,7 +71,7 @@ def test_greedy_stops_at_a_small_budget(env):
 
 def test_model_greedy_is_valid_and_beats_all_slow(env):
     base = env.unwrapped
-    p = model_greedy(base.backend.model)
+    p = model_greedy(problem_of(env))
     assert isinstance(p, Placement)
     ev = base.backend.evaluate(p)
     assert ev.valid

@@ -19,17 +19,16 @@ from marl_gym.calibrate import (  # noqa: E402
     fit_parameters,
     make_plan,
     measure_host,
-    model_start_placement,
     predict,
     probe_placements,
     split_heldout,
     tier_agreement,
 )
 from marl_gym.calibrate.system_file import to_toml  # noqa: E402
-from marl_gym.cli import main  # noqa: E402
 from marl_gym.memory import get_system  # noqa: E402
 from marl_gym.placement import Placement  # noqa: E402
 from marl_gym.workloads import extract, load  # noqa: E402
+from marl_lab.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -157,16 +156,25 @@ def test_fit_recovers_known_parameters_from_synthetic_measurements() -> None:
         assert exact.params[k] == pytest.approx(v, rel=0.01), k
         assert exact.identifiable[k]
     assert exact.heldout_error_before > 0.2 and exact.heldout_error_after < 0.005
-    # with 2 % noise: each truth within 4 of the fit's own standard errors (compute and fast bandwidth trade off
-    # near the roofline's ridge, so theirs are wide; the slow tier's is narrow), held-out error near the noise
-    noisy = measured * (1 + 0.02 * np.random.default_rng(0).standard_normal(len(measured)))
-    rough = fit_parameters(graph, system, placements, noisy, heldout=held)
-    for k, v in truth.items():
-        assert abs(math.log(rough.params[k] / v)) <= 4 * rough.log_std[k] + 1e-3, k
-    assert rough.log_std["slow_bandwidth_scale"] < 0.05 and rough.params["slow_bandwidth_scale"] == pytest.approx(
-        0.45, rel=0.05
-    )
-    assert rough.heldout_error_after < 0.04 < rough.heldout_error_before
+    # with 2 % noise, on three draws: the fit explains the training runs at least as well as the truth does (the
+    # optimiser finds the least-squares fit), the slow tier's multiplier is tightly determined and right, and the
+    # held-out error falls to near the noise. Compute and fast bandwidth trade off along a curved valley near the
+    # roofline's ridge: each draw may land anywhere along it, and the linearised standard errors can understate
+    # that (docs/calibrate.md), so they are not asserted to cover the truth.
+    train = [i for i in range(len(placements)) if i not in held]
+
+    def train_cost(params: dict[str, float], observed: np.ndarray) -> float:
+        predicted = predict(graph, apply_parameters(system, params), [placements[i] for i in train])
+        return float(np.sum((np.log(predicted) - np.log(observed[train])) ** 2))
+
+    for draw in range(3):
+        noisy = measured * (1 + 0.02 * np.random.default_rng(draw).standard_normal(len(measured)))
+        rough = fit_parameters(graph, system, placements, noisy, heldout=held)
+        assert train_cost(rough.params, noisy) <= train_cost(truth, noisy)
+        slow = rough.params["slow_bandwidth_scale"]
+        assert rough.log_std["slow_bandwidth_scale"] < 0.05 and slow == pytest.approx(0.45, rel=0.05)
+        assert abs(math.log(slow / 0.45)) <= 4 * rough.log_std["slow_bandwidth_scale"]
+        assert rough.heldout_error_after < 0.04 < rough.heldout_error_before
     # both tiers the same memory: one bandwidth multiplier for both
     same = {"compute_scale": 0.6, "fast_bandwidth_scale": 0.8, "slow_bandwidth_scale": 0.8}
     tied = fit_parameters(
@@ -204,22 +212,3 @@ def test_fit_command_measures_placements_natively_and_writes_a_fitted_system(gat
     assert fitted.core_gflops == pytest.approx(get_system(host).core_gflops * fit["params"]["compute_scale"])
     assert "fitted by marl-gym calibrate --fit gated" in fitted.fast.sources["read"]
     assert main(["calibrate", "--fit", str(gated_graph)]) == 2  # no --system
-
-
-def test_model_start_placement_is_the_models_best_valid_placement(gated_graph: Path) -> None:
-    from marl_gym.workloads import resolve
-
-    graph = resolve(str(gated_graph))
-    fast = Placement.all_fast(graph.num_nodes)
-    total = graph.total_weight_bytes + sum(n.output_bytes for n in graph.nodes)
-    roomy = {"preset": "optane-16g-128g", "system_reserve_bytes": 0}
-    tight = {**roomy, "fast_capacity_bytes": total // 3}  # all fast does not fit
-    start = model_start_placement(graph, tight)
-    assert start.method == "greedy" and start.predicted_latency_s < start.baselines_s["all_slow"]
-    chosen = model_start_placement(graph, tight, optimizer=lambda model: fast)  # invalid: falls back
-    assert chosen.method == "greedy" and chosen.placement == start.placement
-    few = model_start_placement(graph, roomy, optimizer=lambda model: fast)
-    assert few.method == "optimizer" and few.placement == fast
-    assert few.predicted_latency_s == pytest.approx(few.baselines_s["dram_only"])
-    with pytest.raises(ValueError, match="must return a Placement"):
-        model_start_placement(graph, roomy, optimizer=lambda model: None)

@@ -23,9 +23,9 @@ import native_models  # noqa: E402  (tests/native_models.py: custom models, not 
 
 import allocator  # noqa: E402
 from marl_gym import deploy  # noqa: E402
-from marl_gym.cli import main  # noqa: E402
 from marl_gym.placement import Placement  # noqa: E402
 from marl_gym.workloads import extract  # noqa: E402
+from marl_lab.cli import main  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -179,7 +179,7 @@ def test_readme_server_runs_under_marl_gym_exec(tmp_path: Path) -> None:
         tmp_path / "best_placement.json", graph
     )
     requests = [torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(k)) for k in range(3)]
-    cmd = [sys.executable, "-m", "marl_gym.cli", "exec", "--placement", "best_placement.json"]
+    cmd = [sys.executable, "-m", "marl_lab.cli", "exec", "--placement", "best_placement.json"]
     cmd += ["--workload", "net.json", "--", sys.executable, "server.py"]
     proc = subprocess.run(
         cmd,
@@ -242,7 +242,7 @@ def test_exec_passes_sigterm_on_and_returns_the_commands_status(gated_files) -> 
 
     _, placement_path, _ = gated_files
     code = "import sys, time; print('up', flush=True); time.sleep(60)"
-    cmd = [sys.executable, "-m", "marl_gym.cli", "exec", "--placement", str(placement_path), "--"]
+    cmd = [sys.executable, "-m", "marl_lab.cli", "exec", "--placement", str(placement_path), "--"]
     proc = subprocess.Popen([*cmd, sys.executable, "-c", code], env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "up"  # the command runs

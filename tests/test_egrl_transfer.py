@@ -1,5 +1,5 @@
 """Carrying a GNN actor across workloads: actor files, `EGRL(init_actor=...)`, and EGRL trained on
-several envs at once (`MultiWorkloadEGRL`), including its exact resume from a checkpoint."""
+several envs at once (`EGRL.fit_many`), including its exact resume from a checkpoint."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from agents.egrl import EGRL, GNNIndividual, graph_input_from_obs
-from agents.egrl.multi import ACTOR_NAME, CHECKPOINT_NAME, MultiWorkloadEGRL
+from agents.egrl.agent import ACTOR_NAME, CHECKPOINT_NAME
 from agents.egrl.pretrained import load_actor, save_actor, seed_population
 from agents.egrl.sac import make_actor
 from agents.testing import small_env, small_graph, tiny_egrl_config
@@ -142,8 +142,8 @@ def test_replay_buffer_checks_shapes_and_samples_one_state():
 
 
 def test_multi_workload_training_scores_actors_on_every_env(envs, tmp_path):
-    trainer = MultiWorkloadEGRL(TINY, seed=0, progress=False, out_dir=tmp_path)
-    res = trainer.fit(envs, budget=160)
+    trainer = EGRL(TINY, seed=0, progress=False, tensorboard=False, out_dir=tmp_path)
+    res = trainer.fit_many(envs, budget=160)
     assert res.evaluations == 160 == sum(r.evaluations for r in res.per_env)
     assert [r.workload for r in res.per_env] == [e.unwrapped.graph.name for e in envs]
     assert trainer.buffer.num_nodes == max(_graph(e).num_nodes for e in envs)
@@ -167,58 +167,63 @@ def test_multi_workload_training_scores_actors_on_every_env(envs, tmp_path):
 
 
 def test_multi_workload_resume_continues_exactly(envs, tmp_path):
-    full = MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "full").fit(envs, budget=120)
-    MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "cut").fit(envs, budget=120, max_generations=3)
+    full_agent = EGRL(TINY, seed=3, progress=False, tensorboard=False, out_dir=tmp_path / "full")
+    full = full_agent.fit_many(envs, budget=120)
+    EGRL(TINY, seed=3, progress=False, tensorboard=False, out_dir=tmp_path / "cut").fit_many(
+        envs, budget=120, max_generations=3
+    )
     state = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)
     assert state["generation"] == 3
-    resumed = MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "cut").fit(
-        envs, budget=120, resume=True
-    )
-    assert [(r["evaluations"], r["best_fitness"]) for r in resumed.log] == [
-        (r["evaluations"], r["best_fitness"]) for r in full.log
+    resumed_agent = EGRL(TINY, seed=3, progress=False, tensorboard=False, out_dir=tmp_path / "cut")
+    resumed = resumed_agent.fit_many(envs, budget=120, resume=True)
+    assert [(r["evaluations"], r["best_reward"]) for r in resumed.log] == [
+        (r["evaluations"], r["best_reward"]) for r in full.log
     ]
-    assert _same_weights(resumed.best_actor_state, full.best_actor_state)
-    with pytest.raises(ValueError, match="checkpoint is for workloads"):
-        MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "cut").fit(
+    assert resumed.best_fitness == full.best_fitness
+    assert _same_weights(resumed_agent.best_actor().state_dict(), full_agent.best_actor().state_dict())
+    with pytest.raises(ValueError, match="checkpoint is for"):
+        EGRL(TINY, seed=3, progress=False, tensorboard=False, out_dir=tmp_path / "cut").fit_many(
             envs[::-1], budget=120, resume=True
         )
     # the same graphs at another task count are other envs: their cached rewards would be wrong
     other = [small_env(n_blocks=12, n_tasks=64, seed=1), envs[1]]
     with pytest.raises(ValueError, match="differ in graph, system, task count"):
-        MultiWorkloadEGRL(TINY, seed=3, progress=False, out_dir=tmp_path / "cut").fit(other, budget=120, resume=True)
+        EGRL(TINY, seed=3, progress=False, tensorboard=False, out_dir=tmp_path / "cut").fit_many(
+            other, budget=120, resume=True
+        )
 
 
 def test_multi_workload_resume_with_noisy_envs_replays_the_noise(tmp_path):
     def noisy():
         return [small_env(n_blocks=12, n_tasks=96, seed=1, noise=0.05), small_env(n_blocks=20, seed=2, noise=0.05)]
 
-    full = MultiWorkloadEGRL(TINY, seed=1, progress=False, out_dir=tmp_path / "full").fit(noisy(), budget=100)
-    MultiWorkloadEGRL(TINY, seed=1, progress=False, out_dir=tmp_path / "cut").fit(
+    full = EGRL(TINY, seed=1, progress=False, tensorboard=False, out_dir=tmp_path / "full").fit_many(
+        noisy(), budget=100
+    )
+    EGRL(TINY, seed=1, progress=False, tensorboard=False, out_dir=tmp_path / "cut").fit_many(
         noisy(), budget=100, max_generations=2
     )
-    resumed = MultiWorkloadEGRL(TINY, seed=1, progress=False, out_dir=tmp_path / "cut").fit(
+    resumed = EGRL(TINY, seed=1, progress=False, tensorboard=False, out_dir=tmp_path / "cut").fit_many(
         noisy(), budget=100, resume=True
     )
     assert [r["gen_mean"] for r in resumed.log] == [r["gen_mean"] for r in full.log]
 
 
-def test_multi_workload_learner_alone_keeps_its_best_policy(envs):
-    trainer = MultiWorkloadEGRL(TINY.ablation("pg_only"), seed=1, progress=False, learner_rollouts=4)
-    res = trainer.fit(envs, budget=96)
+def test_multi_workload_learner_alone_carries_the_learner(envs):
+    trainer = EGRL(TINY.ablation("pg_only"), seed=1, progress=False, tensorboard=False)
+    res = trainer.fit_many(envs, budget=96)
     assert trainer.population == [] and res.evaluations == 96
-    scores = [row["gen_mean"] for row in res.log]
-    assert np.isfinite(res.best_fitness) and res.best_fitness == pytest.approx(max(scores))
+    assert trainer.best_actor() is trainer.learner.actor  # no population to score actors: the learner is the answer
+    assert all(np.isfinite(row["learner_reward"]) for row in res.log)
 
 
 def test_multi_workload_rejects_bad_input(envs):
     with pytest.raises(ValueError, match="at least one env"):
-        MultiWorkloadEGRL(TINY, progress=False).fit([], budget=10)
+        EGRL(TINY, progress=False).fit_many([], budget=10)
     with pytest.raises(ValueError, match="budget must be"):
-        MultiWorkloadEGRL(TINY, progress=False).fit(envs, budget=0)
+        EGRL(TINY, progress=False).fit_many(envs, budget=-1)
     with pytest.raises(ValueError, match="boltzmann_only has no GNN"):
-        MultiWorkloadEGRL(TINY.ablation("boltzmann_only"))
-    with pytest.raises(ValueError, match="learner's rollouts are all there is"):
-        MultiWorkloadEGRL(TINY.ablation("pg_only"), learner_rollouts=0)
+        EGRL(TINY.ablation("boltzmann_only"), progress=False).fit_many(envs, budget=10)
 
 
 def test_actor_file_for_another_feature_width_is_refused(envs, tmp_path):

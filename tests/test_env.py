@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import marl_gym
 import marl_gym.workloads as workloads
-from marl_gym.envs import HeteroMemPlacementEnv
+from marl_gym.envs import NUM_NODE_FEATURES, HeteroMemPlacementEnv
 from marl_gym.placement import Placement
 from marl_gym.wrappers import SB3PlacementWrapper, flatten_action, unflatten_action
 
@@ -24,7 +24,7 @@ def test_registered_on_import():
     assert marl_gym.ENV_ID in gym.registry
     env = gym.make("HeteroMemPlacement-v0", workload="resnet50")
     obs, info = env.reset(seed=0)
-    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system"}
+    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system", "budget_shares"}
     assert "memory_mode" in info["baselines_s"]
     env.close()
 
@@ -49,7 +49,7 @@ def test_observation_contents_match_graph():
     env = make("resnet50")
     obs, _ = env.reset(seed=1)
     g = env.graph
-    assert obs["node_features"].shape == (g.num_nodes, workloads.NUM_NODE_FEATURES)
+    assert obs["node_features"].shape == (g.num_nodes, NUM_NODE_FEATURES)
     np.testing.assert_array_equal(obs["edge_index"], g.edge_index())
     np.testing.assert_array_equal(obs["decision_mask"][:, 0], g.weight_mask.astype(np.int8))
     assert obs["decision_mask"][:, 1].all()
@@ -100,11 +100,11 @@ def test_bad_actions_raise_clear_errors(bad, fragment):
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="n_tasks"):
         make(n_tasks=0)
-    with pytest.raises(ValueError, match="unknown reward"):
+    with pytest.raises(ValueError, match="reward must be one of .*'speedup'.*, got the string 'nope'"):
         make(reward="nope")
-    with pytest.raises(ValueError, match="unknown baseline"):
+    with pytest.raises(ValueError, match="baseline must be one of .*'memory_mode'.*, got the string 'nope'"):
         make(baseline="nope")
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(ValueError, match="backend must be one of 'model', 'native', got the string 'gpu'"):
         make(backend="gpu")
     with pytest.raises(workloads.WorkloadError, match="unknown workload"):
         make(workload="resnet9000")
@@ -125,17 +125,24 @@ def test_invalid_placements_score_below_valid_and_worse_with_more_overflow():
     env.reset(seed=0)
     n = env.graph.num_nodes
     all_slow = env.step(np.zeros((n, 2), np.int8))
-    all_fast = env.step(np.ones((n, 2), np.int8))
-    assert all_slow[4]["valid"]
-    assert not all_fast[4]["valid"] and all_fast[4]["overflow_bytes"] > 0
-    assert all_fast[1] < all_slow[1]
-    half = np.zeros((n, 2), np.int8)
-    order = np.argsort(-env.graph.array("weight_bytes"))
-    half[order[: n // 8], 0] = 1
-    half_res = env.step(half)
-    if not half_res[4]["valid"]:
-        assert half_res[4]["overflow_bytes"] < all_fast[4]["overflow_bytes"]
-        assert all_fast[1] < half_res[1] < all_slow[1]
+    assert all_slow[4]["valid"] and all_slow[4]["overflow_bytes"] == 0
+    # weights into DRAM largest first: the first prefix that overflows, a longer one, and all of them
+    capacity = env.unwrapped.problem.capacity
+    order = np.argsort(-env.graph.array("weight_bytes"), kind="stable")
+    prefixes = []
+    for k in range(1, n + 1):
+        action = np.zeros((n, 2), np.int8)
+        action[order[:k], 0] = 1
+        prefixes.append(action)
+    first = next(k for k, a in enumerate(prefixes) if not capacity.fits(a))
+    heavier = [prefixes[first], prefixes[first + 10], np.ones((n, 2), np.int8)]
+    steps = [env.step(a) for a in heavier]
+    overflow = [s[4]["overflow_bytes"] for s in steps]
+    rewards = [s[1] for s in steps]
+    assert not any(s[4]["valid"] for s in steps)
+    assert 0 < overflow[0] < overflow[1] < overflow[2]
+    assert all_slow[1] > rewards[0] > rewards[1] > rewards[2]  # below every valid placement, lower the more over
+    assert env.step(prefixes[first - 1])[4]["valid"]  # one weight fewer fits: the boundary is the model's too
 
 
 def test_ignored_weight_bits_do_not_change_the_result():

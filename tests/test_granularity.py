@@ -15,9 +15,9 @@ from torch import nn
 import marl_gym  # noqa: F401  (registers the env)
 import marl_gym.workloads as w
 from marl_gym.backends.model import ModelBackend
+from marl_gym.envs import NUM_NODE_FEATURES, node_features
 from marl_gym.placement import Placement
 from marl_gym.workloads import (
-    NUM_NODE_FEATURES,
     WorkloadError,
     WorkloadGraph,
     build_graph,
@@ -120,7 +120,7 @@ def test_zoo_tensor_graphs_one_decision_per_parameter_tensor(name):
     if name == "resnet50":
         assert n_tensors == RESNET50_PARAMETER_TENSORS
         assert t.nodes[1].name == "bn1/bias" and t.nodes[1].part_of == "bn1" and t.nodes[1].module == "bn1"
-    assert t.node_features().shape == (t.num_nodes, NUM_NODE_FEATURES)
+    assert node_features(t).shape == (t.num_nodes, NUM_NODE_FEATURES)
     assert w.load(f"{name}@tensor") is t  # cached, and the suffix form is the same graph
 
 
@@ -131,7 +131,7 @@ def test_json_round_trip_of_tensor_graph(tmp_path):
     back = WorkloadGraph.from_json(path)
     assert back == t and back.granularity == "tensor"
     assert [n.part_of for n in back.nodes] == [n.part_of for n in t.nodes]
-    assert json.loads(path.read_text())["schema_version"] == w.SCHEMA_VERSION == 2
+    assert json.loads(path.read_text())["schema_version"] == w.SCHEMA_VERSION == 3
     assert w.resolve(f"{path}@tensor") == t  # already at tensor granularity: unchanged
     layer_path = tmp_path / "r50.json"
     w.load("resnet50").to_json(layer_path)
@@ -163,9 +163,10 @@ def test_lifted_layer_placement_same_bytes_nearly_same_latency(name):
     el = bl.evaluate_batch(W, A)
     et = bt.evaluate_batch(w.lift_decisions(W, g, t), w.lift_decisions(A, g, t))
     # one roofline per layer and its parameter nodes; what is left is each split-off tensor's own access cost
-    # (one more access latency, line rounding, the "tiny" pattern below 4 KiB): small and one-sided
+    # (one more access latency, line rounding, the small-access curves below 4 KiB), and through it the devices'
+    # busy times and load factors: small
     rel = et.latency_s / el.latency_s - 1
-    assert (rel >= -1e-12).all() and (rel < 1e-3).all(), rel
+    assert (np.abs(rel) < 1e-3).all(), rel
     np.testing.assert_array_equal(et.peak_fast_bytes, el.peak_fast_bytes)
     np.testing.assert_array_equal(et.valid, el.valid)
     p = Placement(W[2], A[2])
@@ -195,7 +196,7 @@ def test_split_tensors_of_a_compute_bound_layer_overlap_its_compute():
     m = bt.model
     Wt = w.lift_decisions(W, g, t) * m.has_weights
     At = w.lift_decisions(A, g, t).astype(float)
-    per_node = np.maximum(m.tensor_memory_times(Wt, At), m.node_compute_s).sum(axis=1)
+    per_node = np.maximum(sum(m.tensor_memory_parts(Wt, At)), m.node_compute_s).sum(axis=1)
     assert (per_node > et.latency_s).all()  # one roofline per node would add the out_proj read on top
     ev = bt.evaluate(lift_placement(Placement(W[2], A[2]), g, t))
     assert ev.node_times_s[0] == ev.node_times_s[2] == 0  # a group's time is reported at its layer node

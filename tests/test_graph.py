@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from marl_gym.envs import NUM_NODE_FEATURES, node_features
 from marl_gym.workloads import (
-    NUM_NODE_FEATURES,
     SCHEMA_VERSION,
     WorkloadError,
     WorkloadGraph,
@@ -42,7 +42,7 @@ def test_build_graph_derives_lifetimes_and_access():
 
 
 def test_node_features_are_finite_and_shaped():
-    f = small_graph().node_features()
+    f = node_features(small_graph())
     assert f.shape == (4, NUM_NODE_FEATURES) and f.dtype == np.float32
     assert np.isfinite(f).all()
 
@@ -63,8 +63,8 @@ def test_with_batch_size_scales_activations_not_weights():
         ([_rec("a"), _rec("a")], [], "duplicate node name"),
         ([_rec("a"), _rec("b")], [(1, 0)], "does not follow execution order"),
         ([_rec("a"), _rec("b")], [(0, 5)], "references a missing node"),
-        ([_rec("a", op="nope")], [], "op 'nope' is not one of"),
-        ([_rec("a", w=-1)], [], "weight_bytes is negative"),
+        ([_rec("a", op="nope")], [], "node 'a': op must be one of 'conv', .*, got the string 'nope'"),
+        ([_rec("a", w=-1)], [], "node 'a': weight_bytes must be an integer >= 0, got -1"),
         ([], [], "has no nodes"),
     ],
 )
@@ -125,19 +125,47 @@ def test_wrong_version_and_malformed_files_raise_clear_errors(tmp_path):
         WorkloadGraph.from_json(tmp_path / "missing.json")
 
 
-def test_version_1_files_are_still_read(tmp_path):
-    """Schema 1 had no weight_tensor_bytes / part_of: its nodes get the defaults; a v1 file with them is rejected."""
-    v2 = small_graph().to_dict()
-    v1 = json.loads(json.dumps(v2))
+def test_version_1_and_2_files_are_still_read(tmp_path):
+    """Schema 1 had no weight_tensor_bytes / part_of, schema 2 no weight reads: their nodes get the defaults
+    (a node reads all its own weights, nothing else); an old file with a newer field is rejected."""
+    v3 = small_graph().to_dict()
+    v2 = json.loads(json.dumps(v3))
+    v2["schema_version"] = 2
+    for nd in v2["nodes"]:
+        del nd["weight_read_bytes"], nd["shared_reads"], nd["gather_bytes"]
+    assert WorkloadGraph.from_json(_write(tmp_path, v2)) == small_graph()
+    v2["nodes"][0]["shared_reads"] = []
+    with pytest.raises(WorkloadError, match=r"unknown node field\(s\) \['shared_reads'\]"):
+        WorkloadGraph.from_json(_write(tmp_path, v2))
+    v1 = json.loads(json.dumps(v3))
     v1["schema_version"] = 1
     for nd in v1["nodes"]:
-        del nd["weight_tensor_bytes"], nd["part_of"]
+        del nd["weight_tensor_bytes"], nd["part_of"], nd["weight_read_bytes"], nd["shared_reads"], nd["gather_bytes"]
     back = WorkloadGraph.from_json(_write(tmp_path, v1))
     assert back == small_graph()
     assert all(n.weight_tensor_bytes == () and n.part_of is None for n in back.nodes)
     v1["nodes"][0]["part_of"] = None
     with pytest.raises(WorkloadError, match=r"unknown node field\(s\) \['part_of'\]"):
         WorkloadGraph.from_json(_write(tmp_path, v1))
+
+
+def test_weight_reads_are_validated_and_round_trip(tmp_path):
+    """Own reads stay within the node's weights; shared reads name an earlier holder of that parameter."""
+    emb = {**_rec("emb", w=4000), "weight_names": ("emb.weight",), "weight_read_bytes": 300, "gather_bytes": 100}
+    head = {**_rec("head", w=0), "shared_reads": (("emb", "emb.weight", 4000),)}
+    g = build_graph("tied", [emb, head], [(0, 1)], output_nodes=[1])
+    assert g.nodes[0].own_read_bytes == 300 and g.nodes[1].own_read_bytes == 0
+    assert WorkloadGraph.from_json(_write(tmp_path, g.to_dict())) == g
+    assert g.with_batch_size(4).nodes[0].weight_read_bytes == 1200  # gathered rows grow with the batch
+    assert g.with_batch_size(40).nodes[0].weight_read_bytes == 4000  # never beyond the table
+    with pytest.raises(WorkloadError, match="weight_read_bytes 5000 must be in"):
+        build_graph("x", [{**emb, "weight_read_bytes": 5000}], [])
+    with pytest.raises(WorkloadError, match="not an earlier node"):
+        build_graph("x", [head, emb], [(0, 1)])
+    with pytest.raises(WorkloadError, match="does not hold that weight"):
+        build_graph("x", [emb, {**head, "shared_reads": (("emb", "emb.bias", 10),)}], [(0, 1)])
+    with pytest.raises(WorkloadError, match="gather_bytes must be an integer >= 1"):
+        build_graph("x", [{**emb, "gather_bytes": 0}], [])
 
 
 def test_weight_tensor_bytes_and_part_of_are_validated():

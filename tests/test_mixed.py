@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -10,11 +11,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import marl_gym
-from agents.milp import solve_milp
-from agents.milp_mixed import MixedMILP, solve_mixed_milp
-from marl_gym.backends.mixed import MixedModelBackend
+from agents.milp import MILP, solve_milp
 from marl_gym.backends.model import ModelBackend
+from marl_gym.envs import node_features
 from marl_gym.memory.model import AnalyticModel
+from marl_gym.memory.systems import get_system
 from marl_gym.mix import Mix, MixError
 from marl_gym.placement import Placement
 from marl_gym.workloads import build_graph
@@ -75,7 +76,7 @@ def make_env(**kwargs):
 def test_check_env_on_zoo_mix():
     env = make_env(tasks={"resnet50": 8, "bert_base": 4}, system="optane-16g-128g")
     check_env(env, skip_render_check=True)
-    assert env.n_tasks == 12 and env.tasks == {"resnet50": 8, "bert_base": 4}
+    assert env.n_tasks == 12 and env.problem.mix.tasks == {"resnet50": 8, "bert_base": 4}
 
 
 def test_check_env_on_small_mix_and_observation_layout():
@@ -84,7 +85,7 @@ def test_check_env_on_small_mix_and_observation_layout():
     obs, _ = env.reset(seed=0)
     n1, n2 = CNN.num_nodes, MLP.num_nodes
     assert env.action_space.shape == (n1 + n2, 2)
-    np.testing.assert_array_equal(obs["node_features"], np.concatenate([CNN.node_features(), MLP.node_features()]))
+    np.testing.assert_array_equal(obs["node_features"], np.concatenate([node_features(CNN), node_features(MLP)]))
     np.testing.assert_array_equal(obs["edge_index"], np.concatenate([CNN.edge_index(), MLP.edge_index() + n1], axis=1))
     np.testing.assert_array_equal(obs["decision_mask"][:, 0], np.concatenate([CNN.weight_mask, MLP.weight_mask]))
     np.testing.assert_array_equal(obs["workload_id"], [0] * n1 + [1] * n2)
@@ -95,8 +96,8 @@ def test_check_env_on_small_mix_and_observation_layout():
 def test_single_workload_env_is_unchanged():
     env = make_env(workload="resnet50", n_tasks=4)
     obs, _ = env.reset(seed=0)
-    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system"}
-    assert env.mix is None and env.tasks is None and env.n_tasks == 4
+    assert set(obs) == {"node_features", "edge_index", "decision_mask", "system", "budget_shares"}
+    assert not env.is_mix and env.n_tasks == 4 and env.graph.name == "resnet50"
     assert make_env().graph.name == "wide_resnet101_2" and make_env().n_tasks == 1
 
 
@@ -112,14 +113,14 @@ def test_bad_mix_arguments_raise_clear_errors():
     with pytest.raises(MixError, match="empty"):
         Mix.of({})
     with pytest.raises(ValueError, match="analytic model only"):
-        make_env(tasks={"resnet50": 2}, backend="native")
+        make_env(tasks={"resnet50": 2, "bert_base": 1}, backend="native")
 
 
 def test_one_workload_mix_equals_model_backend():
     """A mix of one workload is exactly n identical tasks."""
     rng = np.random.default_rng(0)
     for n in (1, 32):
-        mixed = MixedModelBackend({"wide_resnet101_2": n}, "optane-16g-128g")
+        mixed = ModelBackend({"wide_resnet101_2": n}, "optane-16g-128g")
         single = ModelBackend("wide_resnet101_2", "optane-16g-128g", n_tasks=n)
         assert mixed.baseline_latencies() == single.baseline_latencies()
         N = mixed.graph.num_nodes
@@ -138,8 +139,8 @@ def test_overflowing_the_shared_dram_is_invalid_even_when_each_workload_alone_fi
     for g, c, p in zip((CNN, MLP), (3, 2), all_fast):
         alone = ModelBackend(g, system, n_tasks=c).evaluate(p)
         assert alone.valid and alone.overflow_bytes == 0
-    mixed = MixedModelBackend(TASKS, system)
-    ev = mixed.evaluate(mixed.join(all_fast))
+    mixed = ModelBackend(TASKS, system)
+    ev = mixed.evaluate(mixed.mix.join(all_fast))
     need = 3 * AnalyticModel(CNN).tensor_footprint_bytes + 2 * AnalyticModel(MLP).tensor_footprint_bytes
     assert need > SMALL_FAST_BYTES
     assert not ev.valid
@@ -157,17 +158,17 @@ def test_overflowing_the_shared_dram_is_invalid_even_when_each_workload_alone_fi
 def test_shared_dram_boundary_is_exact():
     """Valid with exactly the bytes the tasks need together, invalid with one byte less."""
     rng = np.random.default_rng(4)
-    probe = MixedModelBackend(TASKS, small_system())
+    probe = ModelBackend(TASKS, small_system())
     N = probe.graph.num_nodes
     p = Placement(rng.random(N) < 0.5, rng.random(N) < 0.5)
     used = int(probe.evaluate(p).extra["fast_used_bytes"])
-    assert MixedModelBackend(TASKS, small_system(used)).evaluate(p).valid
-    tight = MixedModelBackend(TASKS, small_system(used - 1)).evaluate(p)
+    assert ModelBackend(TASKS, small_system(used)).evaluate(p).valid
+    tight = ModelBackend(TASKS, small_system(used - 1)).evaluate(p)
     assert not tight.valid and tight.overflow_bytes == 1
 
 
 def test_baselines_use_the_whole_mix():
-    mixed = MixedModelBackend(TASKS, small_system())
+    mixed = ModelBackend(TASKS, small_system())
     per = mixed.baseline_latencies_per_workload()
     mean = mixed.baseline_latencies()
     for mode in ("dram_only", "memory_mode", "all_slow"):
@@ -176,10 +177,10 @@ def test_baselines_use_the_whole_mix():
     assert math.isinf(mean["app_direct"])
     assert ModelBackend(CNN, small_system(), n_tasks=3).baseline_latencies()["app_direct"] < math.inf
     # Memory Mode sees the working set of all tasks: a lower hit rate than either workload's tasks alone
-    alone = AnalyticModel(CNN, mixed.system, n_tasks=3).memory_mode_hit_rate()
+    alone = ModelBackend(CNN, mixed.system, n_tasks=3).memory_mode_hit_rate()
     assert mixed.memory_mode_hit_rate() < alone
     for name in ("cnn", "mlp"):
-        assert per[name]["dram_only"] <= per[name]["memory_mode"] <= per[name]["all_slow"]
+        assert per[name]["dram_only"] <= per[name]["memory_mode"] and per[name]["dram_only"] <= per[name]["all_slow"]
 
 
 def test_batch_evaluation_matches_one_by_one():
@@ -213,38 +214,70 @@ def _all_placements(g) -> tuple[np.ndarray, np.ndarray]:
     return W, codes[:, len(w_idx) :].astype(np.float64)
 
 
-def brute_force_optimum(mixed: MixedModelBackend) -> float:
-    """Exhaustive: every placement of each workload, then the best feasible pair (slow tier never binds here)."""
-    (m1, m2), (c1, c2) = mixed.models, mixed.counts
-    lat, peak = [], []
-    for m in (m1, m2):
-        W, A = _all_placements(m.graph)
-        lat.append(m.latencies(W, A))
-        peak.append(m.capacity(W, A)["peak_fast"])
-    order = np.argsort(peak[1], kind="stable")
-    p2, best2 = peak[1][order], np.minimum.accumulate(lat[1][order])
-    room = (mixed.fast_capacity_bytes - c1 * peak[0]) / c2  # what each task of workload 2 may hold
-    k = np.searchsorted(p2, room, side="right") - 1
-    ok = k >= 0
-    total = c1 * lat[0][ok] + c2 * best2[k[ok]]
-    return float(total.min() / mixed.n_tasks)
+def problem_for(backend: ModelBackend):
+    """The problem an env poses for the same workloads, system and task counts as `backend`."""
+    tasks = list(zip(backend.mix.graphs, backend.mix.counts))
+    return make_env(tasks=tasks, system=backend.system, baseline="dram_only").unwrapped.problem
 
 
-def test_milp_on_a_small_mix_equals_brute_force_and_the_model():
-    mixed = MixedModelBackend(TASKS, small_system())
+def every_pair(mixed: ModelBackend) -> dict[str, np.ndarray]:
+    """Every pair of one placement per workload (small graphs only): latency, validity, fast and slow bytes used."""
+    g1, g2 = mixed.mix.graphs
+    W1, A1 = _all_placements(g1)
+    W2, A2 = _all_placements(g2)
+    i = np.repeat(np.arange(len(W1)), len(W2))
+    j = np.tile(np.arange(len(W2)), len(W1))
+    W = np.concatenate([W1[i], W2[j]], axis=1).astype(bool)
+    A = np.concatenate([A1[i], A2[j]], axis=1).astype(bool)
+    terms = mixed.workload_terms(W, A)
+    ev = mixed.evaluate_batch(W, A)
+    return {
+        "latency": np.asarray(ev.latency_s),
+        "valid": np.asarray(ev.valid),
+        "fast": (mixed.counts[:, None] * terms["peak_fast"]).sum(axis=0),
+        "slow": (mixed.counts[:, None] * terms["peak_slow"]).sum(axis=0),
+    }
+
+
+def brute_force_optimum(mixed: ModelBackend) -> float:
+    """The fastest valid pair of placements, by enumeration."""
+    pairs = every_pair(mixed)
+    return float(np.where(pairs["valid"], pairs["latency"], np.inf).min())
+
+
+def unloaded(system: dict) -> dict:
+    """The system without loaded-latency curves or the read/write mixing penalty: the MILP is exact there."""
+    s = get_system(system)
+    fast, slow = replace(s.fast, loaded_latency=()), replace(s.slow, loaded_latency=(), mix_penalty=())
+    return replace(s, fast=fast, slow=slow)
+
+
+CNN6 = small_graph("cnn", {0, 2, 4}, 5, (2, 8), (0.5, 4), n=6)
+MLP6 = small_graph("mlp", {1, 4}, 6, (4, 12), (0.2, 1), n=6)
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["unloaded", "loaded"])
+def test_milp_on_a_small_mix_equals_brute_force_and_the_model(loaded):
+    fp = [AnalyticModel(g).tensor_footprint_bytes for g in (CNN6, MLP6)]
+    system = small_system(int(0.5 * (3 * fp[0] + 2 * fp[1])))
+    mixed = ModelBackend([(CNN6, 3), (MLP6, 2)], system if loaded else unloaded(system))
     assert not mixed.evaluate(Placement.all_fast(mixed.graph.num_nodes)).valid  # the DRAM binds
-    sol = solve_mixed_milp(mixed, mip_rel_gap=0.0, time_limit_s=30)
-    assert sol.optimal and sol.valid
+    best = brute_force_optimum(mixed)
+    sol = solve_milp(problem_for(mixed), mip_rel_gap=0.0, time_limit_s=30)
     ev = mixed.evaluate(sol.placement)
-    assert ev.valid
-    assert sol.objective_s == pytest.approx(ev.latency_s, rel=1e-9)  # the program's objective is the model's latency
-    assert ev.latency_s == pytest.approx(brute_force_optimum(mixed), rel=1e-9)
+    assert sol.valid and ev.valid
+    assert sol.objective_s == pytest.approx(ev.latency_s, rel=1e-9)  # the reported latency is the model's
+    assert sol.dual_bound_s <= best * (1 + 1e-9)
+    if loaded:
+        assert best <= ev.latency_s <= best * (1 + sol.mip_gap) * (1 + 1e-9) and sol.mip_gap <= 0.01
+    else:
+        assert sol.optimal and ev.latency_s == pytest.approx(best, rel=1e-9)
     # per-workload placements beat every task taking an equal DRAM share (each workload's own optimum at n = 5)
-    equal_share = mixed.join(
-        [solve_milp(AnalyticModel(g, mixed.system, 5), mip_rel_gap=0.0).placement for g in (CNN, MLP)]
+    equal_share = mixed.mix.join(
+        [solve_milp(problem_for(ModelBackend(g, mixed.system, 5)), mip_rel_gap=0.0).placement for g in (CNN6, MLP6)]
     )
     eq = mixed.evaluate(equal_share)
-    assert eq.valid and ev.latency_s < eq.latency_s * (1 - 1e-4)
+    assert not eq.valid or ev.latency_s <= eq.latency_s * (1 + 1e-9)
 
 
 def test_agents_run_on_the_mixed_env():
@@ -252,7 +285,7 @@ def test_agents_run_on_the_mixed_env():
     from agents.random_search import RandomSearch
 
     env = make_env(tasks=TASKS, system=small_system())
-    milp = MixedMILP(time_limit_s=30).fit(env, budget=1)
+    milp = MILP(time_limit_s=30).fit(env, budget=1)
     assert milp.best_info["valid"] and milp.evaluations == 1
     rs = RandomSearch(seed=0).fit(env, budget=64)
     assert rs.best_reward <= milp.best_reward + 1e-9
@@ -276,41 +309,34 @@ def test_agents_run_on_the_mixed_env():
 
 def test_milp_when_both_tiers_bind_equals_brute_force():
     """A slow tier too small for the DRAM-only optimum's slow bytes: the MILP's slow rows, against every pair."""
-    g1 = small_graph("cnn", {0, 2, 4}, 5, (2, 8), (0.5, 4), n=6)
-    g2 = small_graph("mlp", {1, 4}, 6, (4, 12), (0.2, 1), n=6)
-    fp = [AnalyticModel(g).tensor_footprint_bytes for g in (g1, g2)]
+    fp = [AnalyticModel(g).tensor_footprint_bytes for g in (CNN6, MLP6)]
     fast = int(0.5 * (3 * fp[0] + 2 * fp[1]))
-    terms = []
-    for m in MixedModelBackend([(g1, 3), (g2, 2)], small_system(fast)).models:  # capacities do not change times
-        W, A = _all_placements(m.graph)
-        cap = m.capacity(W, A)
-        terms.append((m.latencies(W, A), cap["peak_fast"], cap["peak_slow"]))
-    (l1, f1, s1), (l2, f2, s2) = terms
-    total = (3 * l1[:, None] + 2 * l2[None]) / 5
-    fits_fast = 3 * f1[:, None] + 2 * f2[None] <= fast
-    slow_used = 3 * s1[:, None] + 2 * s2[None]
-    k = np.unravel_index(np.argmin(np.where(fits_fast, total, np.inf)), total.shape)
-    slow = int(slow_used[k]) - 1  # the optimum with only the DRAM row no longer fits the slow tier
-    ok = fits_fast & (slow_used <= slow)
-    best = float(np.where(ok, total, np.inf).min())
-    assert best > total[k]
-    mixed = MixedModelBackend([(g1, 3), (g2, 2)], small_system(fast, slow))
-    sol = solve_mixed_milp(mixed, mip_rel_gap=0.0, time_limit_s=30)
+    pairs = every_pair(ModelBackend([(CNN6, 3), (MLP6, 2)], unloaded(small_system(fast))))  # times ignore capacity
+    fits = pairs["fast"] <= fast
+    free_best = float(np.where(fits, pairs["latency"], np.inf).min())
+    slow = np.inf
+    best = free_best
+    while best == free_best:  # shrink the slow tier below every optimal pair's slow bytes (ties included)
+        k = int(np.argmin(np.where(fits & (pairs["slow"] <= slow), pairs["latency"], np.inf)))
+        slow = float(pairs["slow"][k]) - 1
+        best = float(np.where(fits & (pairs["slow"] <= slow), pairs["latency"], np.inf).min())
+    assert free_best < best < np.inf
+    mixed = ModelBackend([(CNN6, 3), (MLP6, 2)], unloaded(small_system(fast, int(slow))))
+    assert brute_force_optimum(mixed) == pytest.approx(best, rel=1e-12)
+    sol = solve_milp(problem_for(mixed), mip_rel_gap=0.0, time_limit_s=30)
     assert sol.extra["slow_rows"] and sol.optimal and sol.valid
     assert sol.latency_s == pytest.approx(best, rel=1e-9)
     assert sol.objective_s == pytest.approx(sol.latency_s, rel=1e-9)
 
 
-def test_plain_milp_agent_solves_a_mix_and_sb3_wrapper_keeps_mix_keys():
+def test_milp_agent_solves_a_mix_and_sb3_wrapper_keeps_mix_keys():
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    from agents.milp import MILP
     from marl_gym.wrappers import SB3PlacementWrapper
 
     env = make_env(tasks=TASKS, system=small_system())
-    joint = MixedMILP(time_limit_s=30).fit(env, budget=1)
-    plain = MILP(time_limit_s=30).fit(env, budget=1)
-    assert plain.best_reward == pytest.approx(joint.best_reward, rel=1e-9)
+    joint = MILP(time_limit_s=30).fit(env, budget=1)
+    assert joint.best_info["valid"] and joint.meta["milp"]["mip_gap"] <= 0.01
     wrapped = SB3PlacementWrapper(make_env(tasks=TASKS, system=small_system()), obs_mode="dict")
     assert {"workload_id", "workload_tasks"} <= set(wrapped.observation_space.spaces)
     sb3_check_env(wrapped, warn=False)

@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch")
 
 import native_models  # noqa: E402  (tests/native_models.py: custom models, not in the zoo)
 
-from marl_gym.cli import main  # noqa: E402
 from marl_gym.workloads import extract, load, resolve  # noqa: E402
 from marl_gym.workloads.extract import ExtractionError  # noqa: E402
 from marl_gym.workloads.rebuild import RebuildError, build_for_graph, check_rebuildable  # noqa: E402
+from marl_lab.cli import main  # noqa: E402
 
 
 def test_marl_gym_extract_records_a_recipe_that_rebuilds_the_module(tmp_path: Path, capsys) -> None:

@@ -115,7 +115,7 @@ def test_regenerated_resnet50_equals_shipped():
 def test_loading_needs_neither_torch_nor_transformers():
     code = (
         "import sys, marl_gym.workloads as w\n"
-        "g = w.load('bert_base'); w.load('wide_resnet101_2').node_features()\n"
+        "g = w.load('bert_base'); w.load('wide_resnet101_2').live_bytes_by_step()\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
         "import marl_gym.workloads.models as m\n"
         "assert 'transformers' not in sys.modules, 'models imports transformers eagerly'\n"

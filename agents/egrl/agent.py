@@ -2,32 +2,44 @@
 
     from agents.egrl import EGRL, EGRLConfig
     agent = EGRL(EGRLConfig.fast(), seed=0, out_dir="runs/wrn")
-    result = agent.fit(env, budget=300)          # SearchResult; result.save_placement(...)
-    result = agent.fit(env, budget=600, resume=True)   # continue a killed (or finished) run
+    result = agent.fit(env, budget=300)                  # SearchResult; result.save_placement(...)
+    result = agent.fit(env, budget=600, resume=True)     # continue a killed (or finished) run
+    multi = EGRL(EGRLConfig.fast()).fit_many([env_a, env_b, env_c], budget=1200)   # one policy, K envs
+    EGRL(EGRLConfig.fast(), init_actor=multi.actor_path or agent.best_actor()).fit(unseen_env, budget=100)
 
-One generation: every member proposes a placement; the batch is evaluated through the evaluator
-(one evaluation each, repeats served from a cache when the backend is deterministic); the
-transitions go to the shared replay buffer; the learner takes as many gradient steps as transitions
-came in; the population evolves (`evolution.evolve`) and the learner's actor replaces the weakest
-member. The best placement ever evaluated is the answer.
+One trainer over K >= 1 environments (a single workload is K = 1). One generation: for every env, every
+population member proposes a placement and the learner adds `learner_rollouts` samples of its own; each
+env's batch is evaluated through its evaluator (one evaluation each, repeats served from a cache when the
+backend is deterministic; the budget is shared by all envs); the transitions go to the shared replay
+buffer (tagged with their env); the learner takes `gradient_steps_per_transition` gradient steps per
+transition, each on a batch of one env's transitions, envs in turn; a member's fitness is its mean reward
+over the envs (rewards are speedups over each env's baseline, so they share a scale); the population
+evolves (`evolution.evolve`) and the learner's actor replaces the weakest member every
+`migration_period` generations. An evaluation that failed to run (a crashed worker) is neither learned
+from nor counted in a fitness. The run stops at the budget, at `max_generations`, or when 20 generations
+running brought no new evaluation (every proposal was a cached repeat).
 
-With `out_dir`, every generation writes (atomically: temp file, then rename) `checkpoint.pt` (all
-state: population, learner and optimisers, replay buffer, RNG states, cache, history),
-`history.csv` (best-so-far per evaluation), `generations.csv`, `best_placement.json`, `actor.pt` (the
-best GNN actor, see `save_actor`) and TensorBoard scalars under `tb/`. `fit(..., resume=True)` restarts from `checkpoint.pt` (with a noisy
-env evaluated in-process, the env's RNG is restored too, so the resumed run replays exactly).
+Boltzmann chromosomes are tables over one graph's nodes, so with K > 1 the population holds GNN actors
+only. The answer is, per env, the best placement ever evaluated, and the fittest GNN actor ever evaluated
+(`best_actor`, saved as ``actor.pt``), which reads any graph.
 
-`init_actor=` starts the population and the learner from a trained GNN actor (an actor file, e.g. one
-written by `save_actor` or by `agents.egrl.multi.MultiWorkloadEGRL`; see `agents.egrl.pretrained`).
+With `out_dir`, every `checkpoint_every` generations and at the end the trainer writes atomically
+`checkpoint.pt` (all state: population, learner and optimisers, replay buffer, RNG states including the
+envs' noise generators, caches, histories), `generations.csv`, `actor.pt` and TensorBoard scalars under
+`tb/`; with one env also `history.csv`, `best_placement.json` and `result.json`, with several
+`results.json` (each env's best). `fit(..., resume=True)` restarts from `checkpoint.pt` with the same
+envs (checked by a fingerprint of each env's graph, system, task count, baseline and reward) and replays
+exactly what the run would have done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +50,9 @@ from agents.base import (
     Budget,
     SearchResult,
     atomic_torch_save,
-    decision_mask_of,
     noise_rng_state,
+    problem_of,
     restore_noise_rng,
-    write_log_csv,
 )
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
@@ -51,10 +62,15 @@ from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file,
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
+from marl_gym.io import jsonable, remove_stale_temp_files, write_csv, write_versioned_json
 
-CHECKPOINT_SCHEMA_VERSION = 1
+CHECKPOINT_KIND = "marl_gym.EGRLCheckpoint"
+CHECKPOINT_SCHEMA_VERSION = 2
+"""Version 2: one format for K >= 1 envs (version 1 held one env; such checkpoints are refused with a message)."""
 CHECKPOINT_NAME = "checkpoint.pt"
 ACTOR_NAME = "actor.pt"
+STALL_GENERATIONS = 20
+"""Generations in a row without a new evaluation after which the search stops: nothing new to learn."""
 GENERATION_COLUMNS = (
     "generation",
     "evaluations",
@@ -87,6 +103,34 @@ class _Stats:
     steps: int = 0
 
 
+@dataclass
+class MultiWorkloadResult:
+    """What `EGRL.fit_many` found: per env the best placement, and the fittest actor over all envs."""
+
+    per_env: list[SearchResult]
+    best_fitness: float
+    """Mean reward over the envs of `best_actor`'s placements (its fitness), -inf when no GNN was scored."""
+    evaluations: int
+    generations: int
+    wall_time_s: float
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def workloads(self) -> list[str]:
+        return [r.workload for r in self.per_env]
+
+
+@dataclass
+class _Env:
+    """One environment the trainer searches: its graph as the GNN reads it and its evaluation session."""
+
+    env: Any
+    graph: GraphInput
+    session: EvaluationSession
+    name: str
+    fingerprint: str
+
+
 class EGRL:
     """The EGRL/MARL agent (see the module docstring). Implements `agents.base.Agent`."""
 
@@ -114,34 +158,63 @@ class EGRL:
         self.fitness = np.zeros(0)
         self.learner: DiscreteSAC | None = None
         self.buffer: ReplayBuffer | None = None
-        self.graph_input: GraphInput | None = None
+        self.envs: list[_Env] = []
+        self.budget = Budget(None)
         self.generation_log: list[dict[str, Any]] = []
-        self.session: EvaluationSession | None = None
         self.rng = np.random.default_rng(self.seed)
         self._migrant: int | None = None
         self._stall = 0
-        self._workload = ""
         self._best_gnn: tuple[float, dict[str, torch.Tensor]] | None = None
-        self._env: Any = None  # the env searched in-process, whose RNG draws the model's noise
 
     # ---------------------------------------------------------------- set-up
     @property
     def name_with_ablation(self) -> str:
         return self.name if self.config.ablation_name == "egrl" else f"egrl[{self.config.ablation_name}]"
 
-    def _init_state(self, g: GraphInput) -> None:
-        cfg = self.config
+    @property
+    def graph_input(self) -> GraphInput | None:
+        """The first env's graph as the GNN reads it (the only one with K = 1)."""
+        return self.envs[0].graph if self.envs else None
+
+    @property
+    def session(self) -> EvaluationSession | None:
+        """The first env's evaluation session (the only one with K = 1)."""
+        return self.envs[0].session if self.envs else None
+
+    def _read_envs(self, envs: Sequence[Any], evaluators: Sequence[Any] | None, budget: int | None) -> None:
+        if len(envs) == 0:
+            raise ValueError("give at least one env to search")
+        if evaluators is not None and len(evaluators) != len(envs):
+            raise ValueError(f"got {len(evaluators)} evaluators for {len(envs)} envs: give one per env (or none)")
+        self.budget = Budget(budget)
+        self.envs = []
+        for i, env in enumerate(envs):
+            problem = problem_of(env)
+            obs, _ = env.reset(seed=self.seed)
+            g = graph_input_from_obs(obs)
+            if self.envs and g.in_channels != self.envs[0].graph.in_channels:
+                raise ValueError(
+                    f"env {i} observes {g.in_channels} features per node, env 0 observes "
+                    f"{self.envs[0].graph.in_channels}: one GNN can only read graphs of the same feature width"
+                )
+            evaluator = evaluators[i] if evaluators is not None else InProcessBatchEvaluator(env)
+            session = EvaluationSession(
+                evaluator, self.budget, problem.decision_mask, cache=self.config.cache_evaluations
+            )
+            self.envs.append(_Env(env, g, session, problem.name, _fingerprint(problem, g)))
+
+    def _init_state(self) -> None:
+        cfg, g = self.config, self.envs[0].graph
         self.rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
-        self.graph_input = g
-        mask = g.mask_np
+        boltzmann = cfg.boltzmann_fraction if len(self.envs) == 1 else 0.0  # chromosomes live on one graph
         self.population = []
         if cfg.use_ea:
-            n_boltz = int(round(cfg.boltzmann_fraction * cfg.population_size))
+            n_boltz = int(round(boltzmann * cfg.population_size))
             for i in range(cfg.population_size):
                 density = self.rng.uniform(0.0, 1.0, size=2) if cfg.init_density == "spread" else None
                 if i < n_boltz:
-                    self.population.append(BoltzmannChromosome.random(mask, self.rng, cfg, density))
+                    self.population.append(BoltzmannChromosome.random(g.mask_np, self.rng, cfg, density))
                 else:
                     actor = make_actor(g.in_channels, cfg)
                     if density is not None:
@@ -154,7 +227,8 @@ class EGRL:
             self.population = seed_population(self.population, state, g, self.rng, cfg)
             if self.learner is not None:
                 self.learner.actor.load_state_dict(state)
-        self.buffer = ReplayBuffer(cfg.buffer_size, g.num_nodes) if cfg.use_learner else None
+        max_nodes = max(e.graph.num_nodes for e in self.envs)
+        self.buffer = ReplayBuffer(cfg.buffer_size, max_nodes) if cfg.use_learner else None
         self.generation = 0
         self.generation_log = []
         self._migrant = None
@@ -162,10 +236,9 @@ class EGRL:
         self._best_gnn = None
 
     # ------------------------------------------------------------------ acting
-    def _proposals(self) -> tuple[np.ndarray, int]:
-        """Actions of every population member, then the learner's own rollouts; and the population size."""
-        g, cfg = self.graph_input, self.config
-        assert g is not None
+    def _proposals(self, e: _Env) -> np.ndarray:
+        """Actions of every population member on env `e`, then the learner's own rollouts."""
+        cfg, g = self.config, e.graph
         acts: list[np.ndarray] = []
         proposed: set[bytes] = set()
         for ind in self.population:
@@ -174,14 +247,21 @@ class EGRL:
             else:
                 act = ind.act(self.rng)
                 for _ in range(cfg.resample_duplicates):  # a known placement teaches nothing: draw again
-                    if not (self._seen(act) or self._key(act) in proposed):
+                    if not (self._seen(e, act) or self._key(e, act) in proposed):
                         break
                     act = ind.act(self.rng)
-            proposed.add(self._key(act))
+            proposed.add(self._key(e, act))
             acts.append(act)
         if self.learner is not None:
             acts.extend(self.learner.actor.sample(g, self.rng) for _ in range(cfg.learner_rollouts))
-        return np.stack(acts).astype(np.int8), len(self.population)
+        return np.stack(acts).astype(np.int8)
+
+    @staticmethod
+    def _key(e: _Env, act: np.ndarray) -> bytes:
+        return np.packbits(act.astype(np.int8) * e.session.mask.astype(np.int8)).tobytes()
+
+    def _seen(self, e: _Env, act: np.ndarray) -> bool:
+        return e.session.use_cache and self._key(e, act) in e.session.cache
 
     def _remember_best_gnn(self) -> None:
         """Keep the weights of the fittest GNN evaluated so far: evolution overwrites all but the elites,
@@ -192,13 +272,6 @@ class EGRL:
             fit, ind = max(scored, key=lambda pair: pair[0])
             if self._best_gnn is None or fit > self._best_gnn[0]:
                 self._best_gnn = (float(fit), {k: v.detach().clone() for k, v in ind.actor.state_dict().items()})
-
-    def _key(self, act: np.ndarray) -> bytes:
-        assert self.session is not None
-        return np.packbits(act.astype(np.int8) * self.session.mask.astype(np.int8)).tobytes()
-
-    def _seen(self, act: np.ndarray) -> bool:
-        return self.session is not None and self.session.use_cache and self._key(act) in self.session.cache
 
     def best_member(self) -> Individual | None:
         if not self.population:
@@ -216,75 +289,192 @@ class EGRL:
         callback: Callable[[EGRL, dict[str, Any]], None] | None = None,
     ) -> SearchResult:
         """Search `env` within `budget` evaluations (counted over the whole run, resumed or not)."""
+        self._run([env], None if evaluator is None else [evaluator], budget, resume, max_generations, callback)
+        return self.result()
+
+    def fit_many(
+        self,
+        envs: Sequence[Any],
+        budget: int | None,
+        evaluators: Sequence[Any] | None = None,
+        resume: bool = False,
+        max_generations: int | None = None,
+        callback: Callable[[EGRL, dict[str, Any]], None] | None = None,
+    ) -> MultiWorkloadResult:
+        """Train one population and learner on all `envs` for `budget` evaluations in total."""
+        self._run(list(envs), evaluators, budget, resume, max_generations, callback)
+        return self.multi_result()
+
+    def _run(
+        self,
+        envs: Sequence[Any],
+        evaluators: Sequence[Any] | None,
+        budget: int | None,
+        resume: bool,
+        max_generations: int | None,
+        callback: Callable[[EGRL, dict[str, Any]], None] | None,
+    ) -> None:
         if budget is None and max_generations is None:
             raise ValueError("give a budget (evaluations) or max_generations, or the search never ends")
-        evaluator = evaluator or InProcessBatchEvaluator(env)
-        base = getattr(env, "unwrapped", env)
-        self._env = base
-        graph = getattr(base, "graph", None)
-        self._workload = graph.name if graph is not None else ""
-        obs, _ = env.reset(seed=self.seed)
-        g = graph_input_from_obs(obs)
-        mask = decision_mask_of(env)
+        if budget is not None and (not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget < 0):
+            raise ValueError(f"budget must be a non-negative number of evaluations, got {budget!r}")
+        if len(envs) > 1 and self.config.ablation_name == "boltzmann_only":
+            raise ValueError("boltzmann_only has no GNN to carry across workloads; use egrl, gnn_only or pg_only")
+        self._read_envs(envs, evaluators, budget)
         cfg = self.config
-        self.session = EvaluationSession(evaluator, Budget(budget), mask, cache=cfg.cache_evaluations)
         ckpt = self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
-        if resume and ckpt is not None and ckpt.exists():
-            restore_noise_rng(base, self._load(ckpt, expect_nodes=g.num_nodes))  # the noise goes on where it stopped
-            self.graph_input = g
-            resumed = True
+        resumed = bool(resume and ckpt is not None and ckpt.exists())
+        if self.out_dir is not None:
+            remove_stale_temp_files(self.out_dir)  # a killed run's half-written temp files; the real ones are intact
+        if resumed:
+            self._load(ckpt, check_envs=True)
         else:
-            self._init_state(g)
-            resumed = False
-        session = self.session
+            self._init_state()
         writer = self._tb_writer(purge_step=self.generation + 1 if resumed else None)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(
-                total=budget, initial=session.budget.used, unit="eval", desc=self.name_with_ablation, leave=False
-            )
+            bar = tqdm(total=budget, initial=self.budget.used, unit="eval", desc=self.name_with_ablation, leave=False)
         try:
-            while not session.budget.exhausted and (max_generations is None or self.generation < max_generations):
-                before = session.budget.used
+            while not self.budget.exhausted and (max_generations is None or self.generation < max_generations):
+                before = self.budget.used
                 row = self._generation()
                 if bar is not None:
-                    bar.update(session.budget.used - before)
-                    bar.set_postfix(gen=self.generation, best=f"{session.tracker.best_reward:.4f}")
+                    bar.update(self.budget.used - before)
+                    bar.set_postfix(gen=self.generation, best=f"{row['best_reward']:.4f}")
                 if writer is not None:
-                    for key in (
-                        "best_reward",
-                        "gen_max",
-                        "gen_mean",
-                        "critic_loss",
-                        "actor_loss",
-                        "entropy",
-                        "q",
-                        "alpha",
-                    ):
-                        if isinstance(row[key], float) and math.isfinite(row[key]):
-                            writer.add_scalar(f"egrl/{key}", row[key], self.generation)
-                    writer.add_scalar("egrl/best_vs_evaluations", row["best_reward"], session.budget.used)
+                    self._log_tensorboard(writer, row)
                 if self.out_dir is not None and (
-                    self.generation % max(cfg.checkpoint_every, 1) == 0 or session.budget.exhausted
+                    self.generation % max(cfg.checkpoint_every, 1) == 0 or self.budget.exhausted
                 ):
-                    self._write_outputs(graph)
+                    self._write_outputs()
                 if callback is not None:
                     callback(self, row)
-                if row["stalled"]:
-                    break  # every proposal was a cache hit 20 generations running: nothing new to learn
+                if self._stall >= STALL_GENERATIONS:
+                    break
         finally:
             if bar is not None:
                 bar.close()
             if writer is not None:
                 writer.close()
         if self.out_dir is not None:
-            self._write_outputs(graph)
-        return self.result()
+            self._write_outputs()
 
-    def result(self) -> SearchResult:
-        assert self.session is not None
+    # ------------------------------------------------------------ generation
+    def _generation(self) -> dict[str, Any]:
+        cfg = self.config
+        k = len(self.population)
+        used_before = self.budget.used
+        per_env = np.full((len(self.envs), k), -np.inf)
+        complete = True
+        learned: list[tuple[int, np.ndarray, np.ndarray]] = []
+        gen_rewards: list[np.ndarray] = []
+        gen_valid: list[bool] = []
+        learner_rewards: list[float] = []
+        for i, e in enumerate(self.envs):
+            actions = self._proposals(e)
+            rewards, infos, done = e.session.evaluate(actions)
+            usable = done & ~np.array([bool(info.get("failed")) for info in infos], dtype=bool)
+            if k:
+                per_env[i] = np.where(usable[:k], rewards[:k], -np.inf)
+                complete &= bool(done[:k].all())
+                if cfg.lamarckian > 0:
+                    for j, ind in enumerate(self.population):
+                        if usable[j] and isinstance(ind, BoltzmannChromosome):
+                            ind.absorb(actions[j], cfg.lamarckian)
+            if self._migrant is not None and k and usable[self._migrant]:
+                learner_rewards.append(float(rewards[self._migrant]))
+            elif len(actions) > k and usable[k:].any():
+                learner_rewards.append(float(np.nanmax(np.where(usable[k:], rewards[k:], np.nan))))
+            learned.append((i, actions[usable], rewards[usable]))
+            gen_rewards.append(rewards[usable])
+            gen_valid += [bool(info.get("valid", False)) for info, u in zip(infos, usable) if u]
+        if k:
+            self.fitness = per_env.mean(axis=0)
+            self._remember_best_gnn()
+        new_evals = self.budget.used - used_before
+
+        stats = self._learn(learned)
+        self.generation += 1
+        row = self._log_row(np.concatenate(gen_rewards), gen_valid, learner_rewards, stats)
+        if cfg.use_ea and k and complete:
+            self.population, _ = evolve(self.population, self.fitness, self.rng, cfg, self.envs[0].graph)
+            self._migrant = None
+            if self.learner is not None and self.generation % max(cfg.migration_period, 1) == 0:
+                self._migrant = migrate(self.population, self.fitness, self.learner.actor, self.envs[0].graph, cfg)
+        self._stall = self._stall + 1 if new_evals == 0 else 0
+        self.generation_log.append(row)
+        return row
+
+    def _learn(self, learned: list[tuple[int, np.ndarray, np.ndarray]]) -> _Stats:
+        """Add the generation's transitions to the buffer and take the learner's gradient steps."""
+        cfg = self.config
+        if self.learner is None or self.buffer is None:
+            return _Stats()
+        transitions = 0
+        for i, actions, rewards in learned:
+            # every rollout is a transition, as in EGRL (a repeat served from the cache included)
+            if len(actions):
+                padded = np.zeros((len(actions), self.buffer.num_nodes, 2), np.int8)
+                padded[:, : actions.shape[1]] = actions
+                self.buffer.add(padded, rewards, state_id=i)
+            transitions += len(actions)
+        if len(self.buffer) < cfg.learning_starts:
+            return _Stats()
+        steps = int(round(transitions * cfg.gradient_steps_per_transition))
+        graphs = {i: e.graph for i, e in enumerate(self.envs)}
+        present = self.buffer.state_ids()
+        sums = {"critic_loss": 0.0, "actor_loss": 0.0, "q": 0.0, "entropy": 0.0, "alpha": 0.0}
+        for _ in range(steps):
+            sid = int(present[self.learner.updates % len(present)])  # one env per step, envs in turn
+            out = self.learner.update(graphs, _OneState(self.buffer, sid), self.rng)
+            for key in sums:
+                sums[key] += out[key]
+        if not steps:
+            return _Stats()
+        return _Stats(**{key: v / steps for key, v in sums.items()}, steps=steps)
+
+    def _log_row(
+        self, rewards: np.ndarray, valid: list[bool], learner_rewards: list[float], stats: _Stats
+    ) -> dict[str, Any]:
+        kinds = [ind.kind for ind in self.population]
+        temps = [
+            float(ind.temperature[ind.mask].mean()) for ind in self.population if isinstance(ind, BoltzmannChromosome)
+        ]
+        champion = self.best_member()
+        return {
+            "generation": self.generation,
+            "evaluations": self.budget.used,
+            "best_reward": self.best_reward,
+            "gen_max": float(rewards.max()) if len(rewards) else math.nan,
+            "gen_mean": float(rewards.mean()) if len(rewards) else math.nan,
+            "gen_valid_frac": float(np.mean(valid)) if valid else math.nan,
+            "n_gnn": kinds.count("gnn"),
+            "n_boltzmann": kinds.count("boltzmann"),
+            "champion_kind": champion.kind if champion is not None else "learner",
+            "mean_temperature": float(np.mean(temps)) if temps else math.nan,
+            "learner_reward": float(np.mean(learner_rewards)) if learner_rewards else math.nan,
+            "critic_loss": stats.critic_loss,
+            "actor_loss": stats.actor_loss,
+            "q": stats.q,
+            "entropy": stats.entropy,
+            "alpha": stats.alpha,
+            "gradient_steps": stats.steps,
+            "wall_time_s": self.budget.elapsed_s(),
+        }
+
+    @property
+    def best_reward(self) -> float:
+        """The best reward found, averaged over the envs (each env's own best)."""
+        return float(np.mean([e.session.tracker.best_reward for e in self.envs])) if self.envs else -math.inf
+
+    # ---------------------------------------------------------------- results
+    def result(self, index: int = 0) -> SearchResult:
+        """The search result of env `index` (the only one when K = 1)."""
+        if not self.envs:
+            raise RuntimeError("nothing searched yet: call fit() or load() first")
+        e = self.envs[index]
         meta = {
             "seed": self.seed,
             "generations": self.generation,
@@ -292,88 +482,22 @@ class EGRL:
             "config": self.config.to_dict(),
             "init_actor": _describe(self.init_actor),
         }
-        return self.session.tracker.result(self.session.budget, self.name_with_ablation, self._workload, meta)
+        if len(self.envs) > 1:
+            meta["trained_on"] = [x.name for x in self.envs]
+        result = e.session.tracker.result(self.budget, self.name_with_ablation, e.name, meta)
+        result.evaluations = e.session.charged  # this env's own (the budget is shared by all envs)
+        return result
 
-    # ------------------------------------------------------------ generation
-    def _generation(self) -> dict[str, Any]:
-        cfg, g, session = self.config, self.graph_input, self.session
-        assert g is not None and session is not None
-        actions, k = self._proposals()
-        used_before = session.budget.used
-        rewards, infos, done = session.evaluate(actions)
-        new_evals = session.budget.used - used_before
-        if k:
-            self.fitness = np.where(done[:k], rewards[:k], -np.inf)
-            if cfg.lamarckian > 0:
-                for i, ind in enumerate(self.population):
-                    if done[i] and isinstance(ind, BoltzmannChromosome):
-                        ind.absorb(actions[i], cfg.lamarckian)
-            self._remember_best_gnn()
-        learner_reward = math.nan
-        if self._migrant is not None and k and done[self._migrant]:
-            learner_reward = float(rewards[self._migrant])
-        elif len(actions) > k and done[k:].any():
-            learner_reward = float(np.nanmax(rewards[k:]))
-
-        stats = _Stats()
-        if self.learner is not None and self.buffer is not None:
-            # every rollout is a transition, as in EGRL (a repeat served from the cache included)
-            self.buffer.add(actions[done], rewards[done])
-            if len(self.buffer) >= cfg.learning_starts:
-                steps = int(round(done.sum() * cfg.gradient_steps_per_transition))
-                sums = {"critic_loss": 0.0, "actor_loss": 0.0, "q": 0.0, "entropy": 0.0, "alpha": 0.0}
-                for _ in range(steps):
-                    out = self.learner.update({0: g}, self.buffer, self.rng)
-                    for key in sums:
-                        sums[key] += out[key]
-                if steps:
-                    stats = _Stats(**{k_: v / steps for k_, v in sums.items()}, steps=steps)
-
-        complete = bool(done[:k].all()) if k else True
-        self.generation += 1
-        row = self._log_row(rewards, infos, done, learner_reward, stats)
-        if cfg.use_ea and k and complete:
-            self.population, _ = evolve(self.population, self.fitness, self.rng, cfg, g)
-            self._migrant = None
-            if self.learner is not None and self.generation % max(cfg.migration_period, 1) == 0:
-                self._migrant = migrate(self.population, self.fitness, self.learner.actor, g, cfg)
-        self._stall = self._stall + 1 if new_evals == 0 else 0
-        row["stalled"] = self._stall >= 20
-        self.generation_log.append({k_: v for k_, v in row.items() if k_ != "stalled"})
-        return row
-
-    def _log_row(
-        self, rewards: np.ndarray, infos: list[dict[str, Any]], done: np.ndarray, learner_reward: float, stats: _Stats
-    ) -> dict[str, Any]:
-        session = self.session
-        assert session is not None
-        vals = rewards[done]
-        kinds = [ind.kind for ind in self.population]
-        temps = [
-            float(ind.temperature[ind.mask].mean()) for ind in self.population if isinstance(ind, BoltzmannChromosome)
-        ]
-        champion = self.best_member()
-        valid = [bool(info.get("valid", False)) for info, d in zip(infos, done) if d]
-        return {
-            "generation": self.generation,
-            "evaluations": session.budget.used,
-            "best_reward": float(session.tracker.best_reward),
-            "gen_max": float(vals.max()) if len(vals) else math.nan,
-            "gen_mean": float(vals.mean()) if len(vals) else math.nan,
-            "gen_valid_frac": float(np.mean(valid)) if valid else math.nan,
-            "n_gnn": kinds.count("gnn"),
-            "n_boltzmann": kinds.count("boltzmann"),
-            "champion_kind": champion.kind if champion is not None else "learner",
-            "mean_temperature": float(np.mean(temps)) if temps else math.nan,
-            "learner_reward": learner_reward,
-            "critic_loss": stats.critic_loss,
-            "actor_loss": stats.actor_loss,
-            "q": stats.q,
-            "entropy": stats.entropy,
-            "alpha": stats.alpha,
-            "gradient_steps": stats.steps,
-            "wall_time_s": session.budget.elapsed_s(),
-        }
+    def multi_result(self) -> MultiWorkloadResult:
+        per_env = [self.result(i) for i, e in enumerate(self.envs) if e.session.tracker.best_action is not None]
+        return MultiWorkloadResult(
+            per_env=per_env,
+            best_fitness=self.best_actor_fitness if self.best_actor_fitness is not None else -math.inf,
+            evaluations=self.budget.used,
+            generations=self.generation,
+            wall_time_s=self.budget.elapsed_s(),
+            log=list(self.generation_log),
+        )
 
     # ---------------------------------------------------------------- outputs
     def _tb_writer(self, purge_step: int | None) -> Any:
@@ -388,49 +512,67 @@ class EGRL:
             return None
         return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=purge_step)
 
-    def _write_outputs(self, graph: Any) -> None:
+    def _log_tensorboard(self, writer: Any, row: dict[str, Any]) -> None:
+        for key in ("best_reward", "gen_max", "gen_mean", "critic_loss", "actor_loss", "entropy", "q", "alpha"):
+            if isinstance(row[key], float) and math.isfinite(row[key]):
+                writer.add_scalar(f"egrl/{key}", row[key], self.generation)
+        writer.add_scalar("egrl/best_vs_evaluations", row["best_reward"], self.budget.used)
+
+    def _write_outputs(self) -> None:
         out = self.out_dir
-        assert out is not None and self.session is not None
+        assert out is not None
         out.mkdir(parents=True, exist_ok=True)
         self.save(out / CHECKPOINT_NAME)
-        result = self.result()
-        result.save_history_csv(out / "history.csv")
-        write_log_csv(out / "generations.csv", GENERATION_COLUMNS, self.generation_log, CHECKPOINT_SCHEMA_VERSION)
-        if self.session.tracker.best_action is not None:
-            result.save_placement(out / "best_placement.json", graph)
-            result.save(out / "result.json")
+        write_csv(out / "generations.csv", GENERATION_COLUMNS, self.generation_log, CHECKPOINT_SCHEMA_VERSION)
+        if len(self.envs) == 1:
+            result = self.result()
+            result.save_history_csv(out / "history.csv")
+            if self.envs[0].session.tracker.best_action is not None:
+                result.save_placement(out / "best_placement.json", problem_of(self.envs[0].env).graph)
+                result.save(out / "result.json")
+        else:
+            write_versioned_json(
+                out / "results.json",
+                "marl_gym.EGRLMultiResults",
+                1,
+                {"results": [r.to_dict() for r in self.multi_result().per_env]},
+            )
         if self._best_gnn is not None or self.learner is not None:  # what best_actor() draws on
             self.save_actor(out / ACTOR_NAME)
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        assert self.session is not None and self.graph_input is not None
+        if not self.envs:
+            raise RuntimeError("nothing to save: call fit() or load() first")
         return {
             "schema_version": CHECKPOINT_SCHEMA_VERSION,
-            "kind": "marl_gym.EGRLCheckpoint",
+            "kind": CHECKPOINT_KIND,
             "config": self.config.to_dict(),
             "seed": self.seed,
-            "workload": self._workload,
             "generation": self.generation,
-            "in_channels": self.graph_input.in_channels,
-            "num_nodes": self.graph_input.num_nodes,
-            "graph": {
-                "x": self.graph_input.x,
-                "edge_index": self.graph_input.edge_index,
-                "mask": self.graph_input.mask,
-            },
-            "session": self.session.state_dict(),
+            "envs": [
+                {
+                    "workload": e.name,
+                    "fingerprint": e.fingerprint,
+                    "num_nodes": e.graph.num_nodes,
+                    "in_channels": e.graph.in_channels,
+                    "graph": {"x": e.graph.x, "edge_index": e.graph.edge_index, "mask": e.graph.mask},
+                    "session": e.session.state_dict(),
+                    "noise_rng": noise_rng_state(e.env) if e.env is not None else None,
+                }
+                for e in self.envs
+            ],
+            "budget": {"max_evaluations": self.budget.max_evaluations, "used": self.budget.used},
             "np_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "population": [ind.state_dict() for ind in self.population],
             "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
             "migrant": -1 if self._migrant is None else int(self._migrant),
             "stall": self._stall,
-            "env_rng": None if self._env is None else noise_rng_state(self._env),
             "best_gnn": None if self._best_gnn is None else {"fitness": self._best_gnn[0], "actor": self._best_gnn[1]},
             "learner": None if self.learner is None else self.learner.state_dict(),
             "replay": None if self.buffer is None else self.buffer.state_dict(),
-            "generation_log": self.generation_log,
+            "generation_log": jsonable(self.generation_log),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -438,40 +580,54 @@ class EGRL:
         atomic_torch_save(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Restore a checkpoint written by `save` (or by `fit` with `out_dir`)."""
-        self._load(Path(path), warn_config=False)
+        """Restore a checkpoint written by `save` (or by `fit` with `out_dir`), e.g. to `predict` from it."""
+        self._load(Path(path), check_envs=False)
 
-    def _load(self, path: Path, expect_nodes: int | None = None, warn_config: bool = True) -> dict[str, Any] | None:
-        """Restore the search state; returns the env's RNG state to restore (None when it draws no noise)."""
+    def _load(self, path: Path, check_envs: bool) -> None:
+        """Restore the search state; with `check_envs`, into the envs just read (which must be the run's)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("kind") != "marl_gym.EGRLCheckpoint" or state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
+        if state.get("kind") != CHECKPOINT_KIND or state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
             raise ValueError(
                 f"{path}: not an EGRL checkpoint of schema version {CHECKPOINT_SCHEMA_VERSION} "
-                f"(kind={state.get('kind')!r}, schema_version={state.get('schema_version')!r})"
+                f"(kind={state.get('kind')!r}, schema_version={state.get('schema_version')!r}); a checkpoint of an "
+                "older marl-gym cannot be resumed: start the run again"
             )
-        if expect_nodes is not None and int(state["num_nodes"]) != expect_nodes:
-            raise ValueError(
-                f"{path}: checkpoint is for a graph of {state['num_nodes']} nodes ({state['workload']!r}), "
-                f"this env has {expect_nodes}"
-            )
+        saved = state["envs"]
+        if check_envs:
+            if [s["fingerprint"] for s in saved] != [e.fingerprint for e in self.envs]:
+                raise ValueError(
+                    f"{path}: checkpoint is for {[s['workload'] for s in saved]}; these envs "
+                    f"({[e.name for e in self.envs]}) differ in graph, system, task count, baseline or reward: "
+                    "resume with the envs the run started with"
+                )
+        else:
+            self.envs = []
+            for s in saved:
+                gs = s["graph"]
+                g = GraphInput(x=gs["x"], edge_index=gs["edge_index"], mask=gs["mask"])
+                session = EvaluationSession(_NoEvaluator(), self.budget, g.mask_np)
+                self.envs.append(_Env(None, g, session, s["workload"], s["fingerprint"]))
         stored = EGRLConfig.from_dict(state["config"])
-        if warn_config and stored != self.config:
-            warnings.warn(f"{path}: resuming with the checkpoint's config, not the one given", stacklevel=3)
+        if check_envs and stored != self.config:
+            warnings.warn(f"{path}: resuming with the checkpoint's config, not the one given", stacklevel=4)
         self.config = stored
         self.seed = int(state["seed"])
-        self._workload = state["workload"]
         self.generation = int(state["generation"])
-        gs = state["graph"]
-        self.graph_input = GraphInput(x=gs["x"], edge_index=gs["edge_index"], mask=gs["mask"])
-        in_ch = int(state["in_channels"])
+        if not check_envs:
+            self.budget.max_evaluations = state["budget"]["max_evaluations"]
+        for e, s in zip(self.envs, saved):
+            e.session.load_state_dict(s["session"])
+            if e.env is not None:
+                restore_noise_rng(e.env, s["noise_rng"])  # the noise goes on where it stopped
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["np_rng"]
         torch.set_rng_state(state["torch_rng"])
+        in_ch = self.envs[0].graph.in_channels
         self.population = population_from_state(state["population"], lambda: make_actor(in_ch, self.config))
         self.fitness = state["fitness"].numpy().copy()
         self._migrant = None if int(state["migrant"]) < 0 else int(state["migrant"])
         self._stall = int(state["stall"])
-        best = state.get("best_gnn")  # absent in checkpoints written before it was kept
+        best = state["best_gnn"]
         self._best_gnn = None if best is None else (float(best["fitness"]), dict(best["actor"]))
         self.learner = None
         if state["learner"] is not None:
@@ -479,19 +635,14 @@ class EGRL:
             self.learner.load_state_dict(state["learner"])
         self.buffer = None if state["replay"] is None else ReplayBuffer.from_state_dict(state["replay"])
         self.generation_log = list(state["generation_log"])
-        if self.session is None:
-            mask = self.graph_input.mask_np
-            self.session = EvaluationSession(_NoEvaluator(), Budget(None), mask)
-        self.session.load_state_dict(state["session"])
-        return state.get("env_rng")
 
     # ------------------------------------------------------------------ using
     def best_actor(self) -> Any:
         """The GNN actor to carry to other workloads: the fittest GNN member ever evaluated (with
         `gnn_rollout="greedy"`, its greedy placement earned that fitness), else the learner's actor
         (None when there is neither)."""
-        if self._best_gnn is not None and self.graph_input is not None:
-            actor = make_actor(self.graph_input.in_channels, self.config)
+        if self._best_gnn is not None and self.envs:
+            actor = make_actor(self.envs[0].graph.in_channels, self.config)
             actor.load_state_dict(self._best_gnn[1])
             return actor
         return None if self.learner is None else self.learner.actor
@@ -504,17 +655,20 @@ class EGRL:
     def save_actor(self, path: str | os.PathLike[str]) -> None:
         """Write `best_actor()` as an actor file (`agents.egrl.pretrained`), e.g. for `init_actor=`."""
         actor = self.best_actor()
-        if actor is None or self.graph_input is None:
+        if actor is None or not self.envs:
             raise RuntimeError("no GNN actor to save: call fit() or load() first (and keep GNNs in the population)")
-        save_actor(path, actor, self.config, self.graph_input.in_channels, meta={"workload": self._workload})
+        meta: dict[str, Any] = {"workload": self.envs[0].name} if len(self.envs) == 1 else {}
+        if len(self.envs) > 1:
+            meta = {"trained_on": [e.name for e in self.envs], "best_fitness": self.best_actor_fitness}
+        save_actor(path, actor, self.config, self.envs[0].graph.in_channels, meta={**meta, "seed": self.seed})
 
     def predict(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """The best placement found as an action (N, 2); with `obs`, `best_actor()`'s greedy action on
         that observation (a GNN reads any graph)."""
         if obs is None:
-            if self.session is None or self.session.tracker.best_action is None:
+            if not self.envs or self.envs[0].session.tracker.best_action is None:
                 raise RuntimeError("nothing found yet: call fit() or load() first")
-            return self.session.tracker.best_action.copy()
+            return self.envs[0].session.tracker.best_action.copy()
         g = graph_input_from_obs(obs)
         actor = self.best_actor()
         if actor is not None:
@@ -531,6 +685,28 @@ def _describe(init_actor: Any) -> str | None:
     if isinstance(init_actor, (str, os.PathLike)):
         return str(init_actor)
     return type(init_actor).__name__
+
+
+def _fingerprint(problem: Any, g: GraphInput) -> str:
+    """What must match for a checkpoint's caches and best-so-far to hold for an env: the graph as observed
+    (features, edges, mask) and the problem's task count, baselines and reward."""
+    h = hashlib.sha256()
+    for t in (g.x, g.edge_index, g.mask):
+        h.update(t.numpy().tobytes())
+    h.update(repr(sorted(problem.baselines_s.items())).encode())
+    r = problem.reward
+    h.update(repr((problem.n_tasks, r.name, r.baseline, r.baseline_s, r.all_slow_s, r.footprint_bytes)).encode())
+    return h.hexdigest()
+
+
+class _OneState:
+    """The replay buffer as seen by one SAC update: batches drawn from one env's transitions."""
+
+    def __init__(self, buffer: ReplayBuffer, state_id: int) -> None:
+        self.buffer, self.state_id = buffer, state_id
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        return self.buffer.sample(rng, batch_size, state_id=self.state_id)
 
 
 class _NoEvaluator:

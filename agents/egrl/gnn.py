@@ -69,39 +69,17 @@ class GraphInput:
         return self.mask.numpy().astype(bool)
 
 
-def budget_shares(node_features: np.ndarray, system: np.ndarray) -> np.ndarray | None:
-    """(N, 2): each node's weight bytes and output bytes as a fraction of the per-task fast budget.
-
-    Recovered from the observation itself (the log-scaled sizes of `FEATURE_NAMES` and the budget in
-    `SYSTEM_FEATURE_NAMES`), on a linear scale: a placement fits roughly when the shares it puts in the
-    fast tier sum to at most one, a sum that a pooled network reads off far more easily than from logs.
-    None when the observation does not have the standard layout.
-    """
-    from marl_gym.envs.placement_env import SYSTEM_FEATURE_NAMES
-    from marl_gym.workloads.graph import _LOG_SCALE, FEATURE_NAMES
-
-    if (
-        node_features.ndim != 2
-        or node_features.shape[1] != len(FEATURE_NAMES)
-        or len(system) != len(SYSTEM_FEATURE_NAMES)
-    ):
-        return None
-    cols = [FEATURE_NAMES.index("log_weight_bytes"), FEATURE_NAMES.index("log_output_bytes")]
-    nbytes = np.expm1(node_features[:, cols].astype(np.float64) / _LOG_SCALE)
-    budget = 2.0 ** float(system[SYSTEM_FEATURE_NAMES.index("log2_fast_budget_per_task_gib")]) * 2**30
-    return (nbytes / max(budget, 1.0)).astype(np.float32)
-
-
 def graph_input_from_obs(obs: dict[str, np.ndarray]) -> GraphInput:
     """Build a `GraphInput` from an env observation (the Dict of HeteroMemPlacement-v0): node features,
-    each tensor's share of the fast budget (`budget_shares`), and the system vector on every node."""
+    each decision's share of the per-task fast budget (``budget_shares``: a placement fits roughly when the
+    shares it puts in the fast tier sum to at most one, a sum a pooled network reads off far more easily
+    than from log-scaled sizes), and the system vector on every node."""
     feats = np.asarray(obs["node_features"], dtype=np.float32)
     raw_system = np.asarray(obs.get("system", np.zeros(0)), dtype=np.float32)
     x = torch.as_tensor(feats)
     n = x.shape[0]
-    shares = budget_shares(feats, raw_system)
-    if shares is not None:
-        x = torch.cat([x, torch.from_numpy(shares)], dim=1)
+    if "budget_shares" in obs:
+        x = torch.cat([x, torch.as_tensor(np.asarray(obs["budget_shares"], dtype=np.float32))], dim=1)
     system = torch.as_tensor(raw_system)
     system = system / (1.0 + system.abs())  # softsign: bounded, keeps sign and order
     x = torch.cat([x, system.expand(n, -1)], dim=1)

@@ -1,7 +1,7 @@
 """Starting EGRL from a trained GNN actor: actor files, and seeding a population from one actor.
 
 A GNN actor reads any workload graph (node features have a fixed width), so an actor trained on some
-workloads (`agents.egrl.multi.MultiWorkloadEGRL`, or a finished `EGRL` run) can start the search on
+workloads (`EGRL.fit_many`, or a finished `EGRL.fit`) can start the search on
 another one. An actor file is a torch file holding the actor's weights and the architecture fields
 of the config that built it, so a mismatch is reported by name instead of as a shape error:
 
@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import atomic_torch_save, jsonable
+from agents.base import atomic_torch_save
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, Individual, mutate_gnn, transfer
 from agents.egrl.gnn import GNNActor, GraphInput
 from agents.egrl.sac import make_actor
+from marl_gym.io import jsonable
 
 ACTOR_FILE_KIND = "marl_gym.GNNActor"
 ACTOR_FILE_SCHEMA_VERSION = 1

@@ -7,8 +7,7 @@ both implement `Backend`; the environment never needs to know which one it holds
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -49,9 +48,17 @@ class Evaluation:
     """Latency of each baseline mode on the same system and n_tasks (inf where the mode cannot run)."""
     backend: str = "model"
     error: str | None = None
+    failed: bool = False
+    """True when the evaluation itself failed (a crashed or hung worker): the latency says nothing about the
+    placement, agents must not learn from it, and `error` says why. A failed evaluation is also not valid."""
     extra: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
     """True: an infrastructure failure, not a property of the placement (see above)."""
+
+    def with_measured_latency(self, latency_s: float) -> Evaluation:
+        """This evaluation as measured with noise: `latency_s` replaces the latency, the noise-free one is
+        kept in ``extra["model_latency_s"]``."""
+        return replace(self, latency_s=float(latency_s), extra={**self.extra, "model_latency_s": self.latency_s})
 
     def to_info(self) -> dict[str, Any]:
         """A fresh dict for the env's `info` (arrays copied so successive steps never share objects)."""
@@ -70,28 +77,51 @@ class BatchEvaluation:
     valid: np.ndarray
     overflow_bytes: np.ndarray
     peak_fast_bytes: np.ndarray
+    failed: np.ndarray | None = None
+    """True where the evaluation itself failed (see `Evaluation.failed`); None means none did."""
 
     def __len__(self) -> int:
         return len(self.latency_s)
 
+    @property
+    def failed_mask(self) -> np.ndarray:
+        return np.zeros(len(self), dtype=bool) if self.failed is None else np.asarray(self.failed, dtype=bool)
+
+    def with_latency(self, latency_s: np.ndarray) -> BatchEvaluation:
+        """The same results with other latencies (measurement noise added by the problem)."""
+        return BatchEvaluation(latency_s, self.valid, self.overflow_bytes, self.peak_fast_bytes, self.failed)
+
     @classmethod
-    def of(cls, latency_s: np.ndarray, capacity: dict[str, np.ndarray]) -> BatchEvaluation:
-        """From latencies and a capacity dict with ``valid``, ``overflow`` and ``peak_fast`` (analytic backends)."""
+    def of(
+        cls, latency: np.ndarray, valid: np.ndarray, overflow: np.ndarray, peak_fast: np.ndarray, **_: Any
+    ) -> BatchEvaluation:
+        """From the analytic backend's arrays: latencies, validity, overflow and peak fast bytes (floats)."""
+        return cls(latency, valid, np.ceil(overflow).astype(np.int64), peak_fast.astype(np.int64))
+
+    @classmethod
+    def from_evaluations(cls, evaluations: list[Evaluation]) -> BatchEvaluation:
+        """Stack single evaluations (a backend that evaluates one placement at a time)."""
         return cls(
-            latency_s,
-            capacity["valid"],
-            np.ceil(capacity["overflow"]).astype(np.int64),
-            capacity["peak_fast"].astype(np.int64),
+            np.array([e.latency_s for e in evaluations], dtype=np.float64),
+            np.array([e.valid for e in evaluations], dtype=bool),
+            np.array([e.overflow_bytes for e in evaluations], dtype=np.int64),
+            np.array([e.peak_fast_bytes for e in evaluations], dtype=np.int64),
+            np.array([e.failed for e in evaluations], dtype=bool),
         )
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """Turns placements into latencies for one (graph, system, n_tasks)."""
+    """Turns placements into latencies for one workload (or mix), system and task count."""
 
     name: str
+    deterministic: bool
+    """True when evaluating the same placement twice gives the same result (a model, not a measurement)."""
     graph: WorkloadGraph
     n_tasks: int
+    fast_budget_bytes: float
+    """Per-task fast-tier bytes a placement may use (the mean over the tasks of a mix)."""
+    slow_capacity_per_task_bytes: float
 
     def evaluate(self, placement: Placement) -> Evaluation:
         """Evaluate one placement in full detail."""
@@ -105,27 +135,14 @@ class Backend(Protocol):
         """Latency of every baseline mode (seconds; inf where the mode cannot run this many tasks)."""
         ...
 
+    def slow_over_fast(self) -> dict[str, float]:
+        """Slow/fast ratios of read bandwidth, write bandwidth and read latency (for the observation)."""
+        ...
+
     def close(self) -> None: ...
 
 
-# ------------------------------------------------- shared by the analytic backends (model, mixed)
-def check_noise(noise: Any) -> float:
-    """`noise` as a float, or a ValueError when it is not a finite relative standard deviation >= 0."""
-    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise must be a relative standard deviation >= 0, got {noise!r}")
-    return float(noise)
-
-
-def noise_factor(
-    noise: float, default_rng: np.random.Generator, shape: tuple[int, ...], rng: np.random.Generator | None
-) -> np.ndarray | float:
-    """Latency multiplier max(1 + noise * z, 0.05), z ~ N(0, 1) from `rng` or else `default_rng`; 1 without noise."""
-    if noise == 0:
-        return 1.0
-    gen = rng if rng is not None else default_rng
-    return np.maximum(1.0 + noise * gen.standard_normal(shape), 0.05)
-
-
+# ------------------------------------------------------------- shared by the backends
 def check_placement(placement: Any, graph: WorkloadGraph) -> None:
     """PlacementError unless `placement` is a `Placement` that fits `graph`."""
     if not isinstance(placement, Placement):

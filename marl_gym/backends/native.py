@@ -147,6 +147,8 @@ class NativeBackend:
     """Measured inference through the tiering allocator (see the module docstring)."""
 
     name = "native"
+    deterministic = False
+    """Measured runs: evaluating a placement twice gives two different latencies."""
 
     def __init__(
         self,
@@ -214,7 +216,7 @@ class NativeBackend:
         except Exception as exc:  # noqa: BLE001 (the backend still works without the model)
             if fast_limit_bytes == "system":
                 raise ValueError(f"cannot derive the fast budget from system {system!r}: {exc}") from exc
-        self.system = getattr(self._model_backend, "system", None)
+        self.system = self._model_backend.system if self._model_backend is not None else None
         if fast_limit_bytes == "system":
             fast_limit_bytes = int(self._model_backend.fast_budget_bytes)  # type: ignore[union-attr]
         if fast_limit_bytes is not None and (

@@ -6,9 +6,10 @@
     write_system_file("host.toml", system, calibration)       # gym.make(..., system="host.toml")
 
     fit = fit_parameters(graph, "host.toml", placements, measured_s, heldout=[...])   # see fit.py
-    start = model_start_placement(graph, "host.toml", n_tasks=2)                        # see start.py
 
-The command line is `marl-gym calibrate` (calibrate/cli.py); docs/calibrate.md explains the measurements.
+The command line is `marl-gym calibrate` (marl_lab/commands/calibrate.py); docs/calibrate.md explains the
+measurements. The model's best placement on a calibrated system, to start a native search from, is
+`agents.model_start.model_start_placement` (it needs the model-based optimizers, which live in agents/).
 """
 
 from importlib import import_module
@@ -25,8 +26,6 @@ _EXPORTS = {
     "CalibrationError": "measure",
     "make_plan": "measure",
     "measure_host": "measure",
-    "StartPoint": "start",
-    "model_start_placement": "start",
     "build_system": "system_file",
     "read_calibration": "system_file",
     "tier_agreement": "system_file",
@@ -36,7 +35,7 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy exports: `marl-gym --help` imports calibrate.cli and must not pay for scipy and the model."""
+    """Lazy exports: `marl-gym calibrate --help` imports this package and must not pay for scipy and the model."""
     if name in _EXPORTS:
         return getattr(import_module(f"marl_gym.calibrate.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'marl_gym.calibrate' has no attribute {name!r}")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from marl_gym.memory.model import AnalyticModel
+from marl_gym.backends.model import ModelBackend
 from marl_gym.memory.systems import MemorySystem, get_system
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
@@ -63,6 +63,8 @@ def apply_parameters(system: MemorySystem, params: dict[str, float]) -> MemorySy
             read=dev.read.scaled(f),
             write=dev.write.scaled(f),
             ordinary_write=None if dev.ordinary_write is None else dev.ordinary_write.scaled(f),
+            small_reads=tuple((size, curve.scaled(f)) for size, curve in dev.small_reads),
+            small_writes=tuple((size, curve.scaled(f)) for size, curve in dev.small_writes),
         )
 
     return replace(
@@ -74,9 +76,18 @@ def apply_parameters(system: MemorySystem, params: dict[str, float]) -> MemorySy
 
 
 def placement_matrices(placements: list[Placement]) -> tuple[np.ndarray, np.ndarray]:
-    W = np.array([p.weights_fast for p in placements], dtype=np.float64)
-    A = np.array([p.activations_fast for p in placements], dtype=np.float64)
+    """(B, N) boolean weight and activation tiers (True = fast) of B placements."""
+    W = np.array([p.weights_fast for p in placements], dtype=bool)
+    A = np.array([p.activations_fast for p in placements], dtype=bool)
     return W, A
+
+
+def model_latencies(
+    graph: WorkloadGraph, system: MemorySystem, W: np.ndarray, A: np.ndarray, n_tasks: int, threads_per_task: int | None
+) -> np.ndarray:
+    """The model's latency (s) of each row of (W, A), as the model backend evaluates it."""
+    backend = ModelBackend(graph, system, n_tasks, threads_per_task=threads_per_task)
+    return np.asarray(backend.evaluate_batch(W, A).latency_s, dtype=np.float64)
 
 
 def predict(
@@ -87,9 +98,8 @@ def predict(
     threads_per_task: int | None = None,
 ) -> np.ndarray:
     """The model's latency (s) of each placement."""
-    model = AnalyticModel(graph, system, n_tasks=n_tasks, threads_per_task=threads_per_task)
     W, A = placement_matrices(placements)
-    return model.latencies(W * model.has_weights, A)
+    return model_latencies(graph, get_system(system), W, A, n_tasks, threads_per_task)
 
 
 def relative_error(predicted: np.ndarray, measured: np.ndarray) -> float:
@@ -221,8 +231,7 @@ def fit_parameters(
         return out
 
     def latencies(params: dict[str, float], rows: list[int]) -> np.ndarray:
-        model = AnalyticModel(graph, apply_parameters(base, params), n_tasks=n_tasks, threads_per_task=threads_per_task)
-        return model.latencies(W[rows] * model.has_weights, A[rows])
+        return model_latencies(graph, apply_parameters(base, params), W[rows], A[rows], n_tasks, threads_per_task)
 
     def solve(names: tuple[str, ...]) -> Any:
         def residuals(theta: np.ndarray) -> np.ndarray:

@@ -20,8 +20,8 @@ def plot_calibration(system: dict[str, Any], calibration: dict[str, Any], path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from marl_gym.io import atomic_write
     from marl_gym.memory.devices import DEVICES
-    from marl_gym.workloads.graph import atomic_write
 
     bw = calibration["samples"]["bandwidth_gbps"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))

@@ -35,8 +35,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from marl_gym.io import atomic_write_text
 from marl_gym.memory.systems import MemorySystem, MemorySystemError, get_system
-from marl_gym.workloads.graph import atomic_write_text
 
 CALIBRATION_SCHEMA_VERSION = 1
 STREAM_KINDS = ("seq_read", "seq_write", "seq_write_nt", "rand_read", "rand_write")

@@ -1,37 +1,9 @@
-"""HeteroMemPlacement-v0: place each layer's weights and activation in fast or slow memory.
-
-One-step episodes, as in EGRL: `reset()` shows the workload graph, `step(action)` evaluates the
-whole placement and ends the episode.
-
-Observation (`Dict`):
-  - ``node_features``  float32 (N, F): `marl_gym.workloads.FEATURE_NAMES`, derived from the graph;
-  - ``edge_index``     int64 (2, E): data-flow edges (source row, destination row), PyG layout;
-  - ``decision_mask``  int8 (N, 2): 1 where a decision exists. Column 0 (weights) is 0 for nodes without
-    weights (ReLU, pooling, residual adds); their weight bit is ignored. Column 1 is 0 only for the
-    parameter nodes of per-tensor graphs (they write no output);
-  - ``system``         float32 (S,): `SYSTEM_FEATURE_NAMES`, the memory system and n_tasks.
-
-Action: `MultiBinary((N, 2))`; column 0 = the node's weights, column 1 = its output activation;
-1 = fast tier (DRAM), 0 = slow tier (PM / CXL / remote NUMA). Integer or boolean arrays only.
-
-Mixed workloads: ``tasks={"resnet50": 8, "bert_base": 4}`` (instead of ``workload``/``n_tasks``) runs the
-given number of concurrent tasks of each workload (`marl_gym.mix`, `marl_gym.backends.mixed`, docs/model.md
-"Mixed workloads"). The env then sees the disjoint union of the workloads' graphs: N = the sum of their
-node counts, ``node_features`` each workload's own features stacked, ``edge_index`` offset, the action
-``(N, 2)`` (every task of a workload uses its slice); two more observation keys, only in this mode:
-``workload_id`` int64 (N,) (which workload a node belongs to, in the order given) and ``workload_tasks``
-int64 (N,) (how many tasks run that workload). Latency and the baselines are task-weighted means over the
-mix, a placement is valid when the tasks together fit the shared DRAM (and slow tier), and the system
-vector uses n = all tasks and the average per-task budget and footprint.
-
-Reward: see `marl_gym.envs.rewards` (default ``speedup`` = baseline latency / latency when the
-placement fits the fast tier; below the all-slow placement's reward, by more the larger the overflow,
-when it does not). `info` carries the whole `Evaluation` plus ``reward_baseline`` and ``speedup``.
-"""
+"""HeteroMemPlacement-v0: place each layer's weights and activation in fast or slow memory."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import Any
 
@@ -40,28 +12,80 @@ import numpy as np
 from gymnasium import spaces
 
 from marl_gym.backends.base import Backend, BatchEvaluation, Evaluation
-from marl_gym.envs.rewards import compute_rewards, get_reward
-from marl_gym.mix import Mix
-from marl_gym.placement import Placement
-from marl_gym.workloads.graph import NUM_NODE_FEATURES, WorkloadGraph, peak_live_activation_bytes
-from marl_gym.workloads.registry import resolve
-
-SYSTEM_FEATURE_NAMES = (
-    "log2_fast_budget_per_task_gib",
-    "log2_slow_capacity_per_task_gib",
-    "log2_n_tasks",
-    "slow_over_fast_read_bandwidth",
-    "slow_over_fast_write_bandwidth",
-    "slow_over_fast_read_latency",
-    "log2_footprint_over_fast_budget",
+from marl_gym.envs.arguments import (
+    RENDER_MODES,
+    EnvArgumentError,
+    baseline_error,
+    check_arguments,
+    check_backend_kwargs,
+    check_native_workload,
 )
-BACKENDS = ("model", "native")
+from marl_gym.envs.observation import NUM_NODE_FEATURES, SYSTEM_FEATURE_NAMES, node_features, system_features
+from marl_gym.envs.problem import PlacementProblem
+from marl_gym.memory.systems import get_system
+from marl_gym.mix import Mix, TasksSpec
+from marl_gym.placement import Placement
+from marl_gym.workloads.graph import WorkloadGraph
+
 DEFAULT_WORKLOAD = "wide_resnet101_2"
-GIB = 2**30
+DEFAULT_SYSTEM = "optane-16g-128g"
 
 
 class HeteroMemPlacementEnv(gym.Env):
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
+    """Place every tensor of a deep-learning inference in fast (DRAM) or slow (PM / CXL / remote NUMA) memory.
+
+    One step is one whole placement; episodes are one step long, as in EGRL. The problem the env poses
+    (sizes, masks, budgets, reward, the cost model when there is one) is `PlacementProblem`, exposed as
+    ``env.unwrapped.problem``: agents read it and the Gymnasium API, nothing else.
+
+    ## Arguments (`gym.make("HeteroMemPlacement-v0", **kwargs)`)
+    - ``workload``: zoo name (``marl-gym workloads``; ``name@tensor`` for one decision per parameter), a graph
+      JSON path or a `WorkloadGraph`; default ``wide_resnet101_2``.
+    - ``n_tasks``: concurrent copies of the workload sharing bandwidth, cores and DRAM; default 1.
+    - ``tasks``: instead of ``workload``/``n_tasks``, a mix of co-located workloads ``{workload: count}``.
+    - ``system``: preset name, dict, TOML/JSON path or `MemorySystem`; default ``optane-16g-128g``.
+    - ``baseline``: what the speedup is measured against (``marl_gym.memory.MODES``); default ``memory_mode``.
+    - ``reward``: ``speedup``, ``log_speedup`` or ``egrl`` (`marl_gym.envs.rewards`); default ``speedup``.
+    - ``backend``: ``model`` (analytic) or ``native`` (measured through the tiering allocator), or a `Backend`.
+    - ``backend_kwargs``: passed to the backend's constructor.
+    - ``noise``: relative standard deviation of a Gaussian measurement noise on every latency, drawn from the
+      env's seeded generator; default 0.
+    - ``batch_size``: inference batch size (activations, inputs and FLOPs scale with it; weights do not).
+    - ``render_mode``: ``ansi`` (a table) or ``rgb_array`` (the placement drawn over the layers).
+
+    ## Observation space (`Dict`)
+    - ``node_features`` float32 (N, F): `marl_gym.envs.FEATURE_NAMES`, derived from the graph (a mix: each
+      workload's own features, stacked);
+    - ``edge_index`` int64 (2, E): data-flow edges (source row, destination row), PyG layout;
+    - ``decision_mask`` int8 (N, 2): 1 where a decision exists (column 0 is 0 for nodes without weights,
+      column 1 is 0 for the parameter nodes of per-tensor graphs); the bit of a missing decision is ignored;
+    - ``system`` float32 (S,): `SYSTEM_FEATURE_NAMES`, the memory system, n_tasks and the footprint;
+    - ``budget_shares`` float32 (N, 2): each decision's bytes (weights, output activation) as a fraction of
+      the per-task fast budget, on a linear scale (a placement fits roughly when its fast shares sum to <= 1);
+    - with ``tasks=`` only: ``workload_id`` int64 (N,) (each node's workload, in the order given) and
+      ``workload_tasks`` int64 (N,) (how many tasks run it).
+
+    ## Action space
+    `MultiBinary((N, 2))`: column 0 = the node's weights, column 1 = its output activation; 1 = fast tier,
+    0 = slow tier. Integer or boolean arrays of 0/1 only; anything else raises a `ValueError` naming what
+    was expected.
+
+    ## Rewards
+    ``speedup`` = baseline latency / latency when the placement fits the fast tier at every step; when it
+    does not, a value below the all-slow placement's reward, lower the larger the overflow; an evaluation
+    that failed to run scores `Reward.failed_value` and says so in ``info["failed"]``
+    (`marl_gym.envs.rewards`).
+
+    ## Episode end
+    Every `step` terminates the episode (``terminated=True``); there is no truncation.
+
+    ## Info
+    `reset`: ``baselines_s`` (every baseline mode's latency) and ``baseline``. `step`: the whole
+    `Evaluation` (latency, validity, overflow, bytes per tier, per-node times...) plus ``model_latency_s``
+    (before noise), ``baseline``, ``reward_baseline_s`` and ``speedup``.
+    """
+
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
     _spec = None
 
     @property
@@ -75,14 +99,15 @@ class HeteroMemPlacementEnv(gym.Env):
 
     @spec.setter
     def spec(self, value) -> None:
-        if value is not None and getattr(getattr(self, "backend", None), "name", "model") != "model":
+        problem = getattr(self, "problem", None)
+        if value is not None and problem is not None and not problem.backend.deterministic:
             value = dataclasses.replace(value, nondeterministic=True)
         self._spec = value
 
     def __init__(
         self,
         workload: str | os.PathLike[str] | WorkloadGraph | None = None,
-        system: Any = "optane-16g-128g",
+        system: Any = DEFAULT_SYSTEM,
         n_tasks: int | None = None,
         baseline: str = "memory_mode",
         reward: str = "speedup",
@@ -91,169 +116,122 @@ class HeteroMemPlacementEnv(gym.Env):
         render_mode: str | None = None,
         batch_size: int | None = None,
         backend_kwargs: dict[str, Any] | None = None,
-        tasks: Any = None,
+        tasks: TasksSpec | None = None,
     ) -> None:
         super().__init__()
-        self.mix: Mix | None = None
-        if tasks is not None:
-            if workload is not None or n_tasks is not None:
-                raise ValueError(
-                    "give either tasks={workload: count, ...} (a mix of workloads) or workload= and n_tasks= "
-                    f"(one workload), not both (got tasks={tasks!r}, workload={workload!r}, n_tasks={n_tasks!r})"
-                )
-            if batch_size is not None and (
-                not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1
-            ):
-                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-            self.mix = Mix.of(tasks, batch_size=batch_size)
-            n_tasks = self.mix.n_tasks
-        self.tasks: dict[str, int] | None = self.mix.tasks if self.mix is not None else None
-        if workload is None:
-            workload = self.mix.graph if self.mix is not None else DEFAULT_WORKLOAD
-        if n_tasks is None:
-            n_tasks = 1
-        if not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or n_tasks < 1:
-            raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
-        if not np.isfinite(noise) or noise < 0:
-            raise ValueError(f"noise must be a relative standard deviation >= 0, got {noise!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        self.graph = resolve(workload)
-        if batch_size is not None and self.mix is None:
-            if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-            if batch_size != self.graph.batch_size:
-                self.graph = self.graph.with_batch_size(int(batch_size))
-        self.n_tasks = int(n_tasks)
-        self.noise = float(noise)
+        args = check_arguments(
+            workload=workload,
+            tasks=tasks,
+            n_tasks=n_tasks,
+            batch_size=batch_size,
+            noise=noise,
+            baseline=baseline,
+            reward=reward,
+            backend=backend,
+            backend_kwargs=backend_kwargs,
+            render_mode=render_mode,
+        )
         self.render_mode = render_mode
-        self.reward_name = reward
-        self._reward_transform = get_reward(reward)
-        self.backend = self._make_backend(backend, system, backend_kwargs or {})
-        self.system = getattr(self.backend, "system", None)
+        self.is_mix = tasks is not None
+        mix = (
+            Mix.of(tasks, batch_size=args.batch_size)
+            if tasks is not None
+            else Mix.of_workload(workload if workload is not None else DEFAULT_WORKLOAD, args.n_tasks, args.batch_size)
+        )
+        backend_obj = self._make_backend(backend, mix, system, args.backend_kwargs)
+        self.problem = PlacementProblem.build(
+            mix, backend_obj.system or get_system(system), backend_obj, args.reward, args.baseline, args.noise
+        )
+        if not np.isfinite(self.problem.reward.baseline_s):
+            raise baseline_error(self.problem, args.baseline)
 
-        self.baselines_s = dict(self.backend.baseline_latencies())
-        if baseline not in self.baselines_s:
-            raise ValueError(f"unknown baseline {baseline!r}; choose one of {sorted(self.baselines_s)}")
-        self.baseline = baseline
-        self.baseline_s = float(self.baselines_s[baseline])
-        if not np.isfinite(self.baseline_s):
-            raise ValueError(
-                f"baseline {baseline!r} cannot run {self.n_tasks} task(s) of {self.graph.name} on this system "
-                f"(it does not fit); choose another baseline, e.g. 'memory_mode' or 'all_slow'"
-            )
-        self.all_slow_s = float(self.baselines_s.get("all_slow", self.baseline_s))
-        if self.mix is None:
-            self.footprint_bytes = float(self.graph.total_weight_bytes + peak_live_activation_bytes(self.graph))
-        else:  # the task-weighted mean of the workloads' footprints (the union's lifetimes are no schedule)
-            self.footprint_bytes = float(
-                sum(
-                    c * (g.total_weight_bytes + peak_live_activation_bytes(g))
-                    for g, c in zip(self.mix.graphs, self.mix.counts)
-                )
-                / self.mix.n_tasks
-            )
-
-        n = self.graph.num_nodes
-        e = len(self.graph.edges)
-        self._node_features = self.graph.node_features() if self.mix is None else self.mix.node_features()
-        self._edge_index = self.graph.edge_index()
-        self._decision_mask = self.graph.decision_mask.astype(np.int8)
-        self._system_features = self._system_vector()
+        graph = mix.graph
+        n, e = graph.num_nodes, len(graph.edges)
+        self._observation_arrays = {
+            "node_features": np.concatenate([node_features(g) for g in mix.graphs], axis=0),
+            "edge_index": graph.edge_index(),
+            "decision_mask": self.problem.decision_mask.astype(np.int8),
+            "system": system_features(self.problem),
+            "budget_shares": self.problem.budget_shares.copy(),
+        }
         obs_spaces = {
             "node_features": spaces.Box(0.0, np.inf, (n, NUM_NODE_FEATURES), np.float32),
             "edge_index": spaces.Box(0, max(n - 1, 0), (2, e), np.int64),
             "decision_mask": spaces.MultiBinary((n, 2)),
             "system": spaces.Box(-np.inf, np.inf, (len(SYSTEM_FEATURE_NAMES),), np.float32),
+            "budget_shares": spaces.Box(0.0, np.inf, (n, 2), np.float32),
         }
-        self._mix_obs: dict[str, np.ndarray] = {}
-        if self.mix is not None:
-            self._mix_obs = {"workload_id": self.mix.workload_id, "workload_tasks": self.mix.workload_tasks}
-            obs_spaces["workload_id"] = spaces.Box(0, len(self.mix) - 1, (n,), np.int64)
-            obs_spaces["workload_tasks"] = spaces.Box(1, self.mix.n_tasks, (n,), np.int64)
+        if self.is_mix:
+            self._observation_arrays["workload_id"] = mix.workload_id
+            self._observation_arrays["workload_tasks"] = mix.workload_tasks
+            obs_spaces["workload_id"] = spaces.Box(0, len(mix) - 1, (n,), np.int64)
+            obs_spaces["workload_tasks"] = spaces.Box(1, mix.n_tasks, (n,), np.int64)
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.MultiBinary((n, 2))
         self._last: tuple[Placement, Evaluation, float] | None = None
 
     # ------------------------------------------------------------ construction
-    def _make_backend(self, backend: str | Backend, system: Any, kwargs: dict[str, Any]) -> Backend:
-        if self.mix is not None:
-            return self._make_mixed_backend(backend, system, kwargs)
+    @staticmethod
+    def _make_backend(backend: str | Backend, mix: Mix, system: Any, kwargs: dict[str, Any]) -> Backend:
         if not isinstance(backend, str):
-            if not isinstance(backend, Backend):
-                raise ValueError(f"backend must be one of {BACKENDS} or a Backend instance, got {backend!r}")
+            if backend.graph != mix.graph:
+                raise EnvArgumentError(
+                    f"the backend's workload {backend.graph.name!r} is not the env's {mix.graph.name!r}: "
+                    "build the env and the backend from the same workload"
+                )
             return backend
         if backend == "model":
             from marl_gym.backends.model import ModelBackend
 
-            return ModelBackend(self.graph, system, n_tasks=self.n_tasks, **kwargs)
-        if backend == "native":
-            from marl_gym.backends.native import NativeBackend
+            check_backend_kwargs(ModelBackend, kwargs)
+            return ModelBackend(mix, system, **kwargs)
+        if len(mix) > 1:
+            raise EnvArgumentError(
+                f"a mix of workloads (tasks=) runs on the analytic model only: use backend='model', got {backend!r}"
+            )
+        if importlib.util.find_spec("torch") is None:
+            raise EnvArgumentError("the native backend runs the real model with PyTorch: pip install 'marl-gym[torch]'")
+        from marl_gym.backends.native import NativeBackend
 
-            return NativeBackend(self.graph, system, n_tasks=self.n_tasks, **kwargs)
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        check_backend_kwargs(NativeBackend, kwargs)
+        check_native_workload(mix.graph, kwargs)
+        return NativeBackend(mix.graph, system, n_tasks=mix.n_tasks, **kwargs)
 
-    def _make_mixed_backend(self, backend: str | Backend, system: Any, kwargs: dict[str, Any]) -> Backend:
-        from marl_gym.backends.mixed import MixedModelBackend
+    # --------------------------------------------------------------- views
+    @property
+    def graph(self) -> WorkloadGraph:
+        return self.problem.graph
 
-        assert self.mix is not None
-        if isinstance(backend, MixedModelBackend):
-            if backend.graph != self.graph:
-                raise ValueError(f"the backend's mix {backend.tasks} is not the env's tasks {self.mix.tasks}")
-            return backend
-        if backend == "model":
-            return MixedModelBackend(self.mix, system, **kwargs)
-        raise ValueError(
-            f"a mix of workloads (tasks=) runs on the analytic model only: use backend='model' or a "
-            f"MixedModelBackend, got {backend!r}"
-        )
+    @property
+    def n_tasks(self) -> int:
+        return self.problem.n_tasks
 
-    def _system_vector(self) -> np.ndarray:
-        budget = float(self.backend.fast_budget_bytes)
-        slow = float(self.backend.slow_capacity_per_task_bytes)
-        ratios = self.backend.slow_over_fast()
-        return np.array(
-            [
-                np.log2(max(budget, 1.0) / GIB),
-                np.log2(max(slow, 1.0) / GIB),
-                np.log2(self.n_tasks),
-                ratios["read_bandwidth"],
-                ratios["write_bandwidth"],
-                ratios["read_latency"],
-                np.log2(max(self.footprint_bytes, 1.0) / max(budget, 1.0)),
-            ],
-            dtype=np.float32,
-        )
+    @property
+    def backend(self) -> Backend:
+        return self.problem.backend
+
+    @property
+    def baselines_s(self) -> dict[str, float]:
+        return dict(self.problem.baselines_s)
 
     # -------------------------------------------------------------- gym API
     def _observation(self) -> dict[str, np.ndarray]:
-        return {
-            "node_features": self._node_features.copy(),
-            "edge_index": self._edge_index.copy(),
-            "decision_mask": self._decision_mask.copy(),
-            "system": self._system_features.copy(),
-            **{key: value.copy() for key, value in self._mix_obs.items()},
-        }
+        return {key: value.copy() for key, value in self._observation_arrays.items()}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._last = None
-        return self._observation(), {"baselines_s": dict(self.baselines_s), "baseline": self.baseline}
+        return self._observation(), {"baselines_s": self.baselines_s, "baseline": self.problem.reward.baseline}
 
     def step(self, action: Any):
-        placement = Placement.from_action(self._check_action(action))
-        evaluation = self.backend.evaluate(placement)
-        latency = self._noisy(np.array([evaluation.latency_s]))[0]
-        reward = float(
-            self._rewards(np.array([latency]), np.array([evaluation.valid]), np.array([evaluation.overflow_bytes]))[0]
-        )
+        placement = Placement.from_action(self.problem.check_actions(action, single=True)[0])
+        reward, evaluation = self.problem.evaluate(placement, self.np_random)
         info = evaluation.to_info()
         info.update(
-            model_latency_s=evaluation.latency_s,
-            latency_s=float(latency),
-            baseline=self.baseline,
-            reward_baseline_s=self.baseline_s,
-            speedup=float(self.baseline_s / latency) if evaluation.valid and latency > 0 else 0.0,
+            model_latency_s=float(evaluation.extra.get("model_latency_s", evaluation.latency_s)),
+            baseline=self.problem.reward.baseline,
+            reward_baseline_s=self.problem.reward.baseline_s,
+            speedup=self.problem.reward.speedup(evaluation.latency_s) if evaluation.valid else 0.0,
         )
         self._last = (placement, evaluation, reward)
         return self._observation(), reward, True, False, info
@@ -269,61 +247,14 @@ class HeteroMemPlacementEnv(gym.Env):
         return rendering.render_rgb(self.graph, self._last)
 
     def close(self) -> None:
-        self.backend.close()
+        self.problem.backend.close()
 
     # ------------------------------------------------------- batch evaluation
     def evaluate_batch(self, actions: Any) -> tuple[np.ndarray, BatchEvaluation]:
-        """Evaluate B actions of shape (B, N, 2) in one call: (rewards (B,), BatchEvaluation).
-
-        This is how agents evaluate a whole population at once; each row counts as one evaluation.
-        """
-        arr = np.asarray(actions)
-        n = self.graph.num_nodes
-        if arr.ndim != 3 or arr.shape[1:] != (n, 2):
-            raise ValueError(f"expected actions of shape (B, {n}, 2), got {arr.shape}")
-        self._check_values(arr)
-        batch = self.backend.evaluate_batch(arr[:, :, 0].astype(bool), arr[:, :, 1].astype(bool))
-        latency = self._noisy(np.asarray(batch.latency_s, dtype=np.float64))
-        rewards = self._rewards(latency, batch.valid, batch.overflow_bytes)
-        if self.noise > 0:
-            batch = BatchEvaluation(latency, batch.valid, batch.overflow_bytes, batch.peak_fast_bytes)
-        return rewards, batch
+        """Evaluate B actions of shape (B, N, 2) in one call: (rewards (B,), BatchEvaluation), noise from the
+        env's generator. The same as ``problem.evaluate_batch(actions, env.np_random)``."""
+        return self.problem.evaluate_batch(actions, self.np_random)
 
     def evaluate(self, placement: Placement) -> tuple[float, Evaluation]:
-        """Reward and full evaluation of one placement, without touching the episode state."""
-        evaluation = self.backend.evaluate(placement)
-        reward = self._rewards(
-            np.array([evaluation.latency_s]), np.array([evaluation.valid]), np.array([evaluation.overflow_bytes])
-        )
-        return float(reward[0]), evaluation
-
-    # ---------------------------------------------------------------- helpers
-    def _rewards(self, latency_s: np.ndarray, valid: np.ndarray, overflow: np.ndarray) -> np.ndarray:
-        return compute_rewards(
-            self._reward_transform, latency_s, valid, overflow, self.baseline_s, self.all_slow_s, self.footprint_bytes
-        )
-
-    def _noisy(self, latency_s: np.ndarray) -> np.ndarray:
-        if self.noise == 0:
-            return latency_s
-        factor = 1.0 + self.noise * self.np_random.standard_normal(latency_s.shape)
-        return latency_s * np.maximum(factor, 0.05)
-
-    def _check_action(self, action: Any) -> np.ndarray:
-        arr = np.asarray(action)
-        n = self.graph.num_nodes
-        if arr.shape != (n, 2):
-            raise ValueError(
-                f"action must have shape ({n}, 2) for workload {self.graph.name!r} "
-                f"(column 0 = weights, column 1 = activation), got shape {arr.shape}"
-            )
-        self._check_values(arr)
-        return arr
-
-    @staticmethod
-    def _check_values(arr: np.ndarray) -> None:
-        if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"action must be an integer or boolean array of 0/1 (1 = fast), got dtype {arr.dtype}")
-        if arr.dtype != bool and arr.size and not np.isin(arr, (0, 1)).all():
-            bad = arr[~np.isin(arr, (0, 1))].flat[0]
-            raise ValueError(f"action values must be 0 (slow) or 1 (fast), found {bad}")
+        """Reward and full evaluation of one placement, without touching the episode state (noise included)."""
+        return self.problem.evaluate(placement, self.np_random)

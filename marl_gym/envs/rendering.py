@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from marl_gym.backends.base import Evaluation
+from marl_gym.io import format_bytes
 from marl_gym.placement import Placement
-from marl_gym.workloads.graph import WorkloadGraph, _fmt_bytes
+from marl_gym.workloads.graph import WorkloadGraph
 
 FAST_COLOUR = "#1f77b4"
 SLOW_COLOUR = "#ff7f0e"
@@ -19,9 +20,9 @@ def render_ansi(graph: WorkloadGraph, last: tuple[Placement, Evaluation, float] 
     placement, evaluation, reward = last
     lines = [
         f"{graph.name}: latency {evaluation.latency_s * 1e3:.3f} ms, reward {reward:.4f}, "
-        f"{'valid' if evaluation.valid else f'INVALID (overflow {_fmt_bytes(evaluation.overflow_bytes)})'}",
-        f"fast weights {_fmt_bytes(evaluation.fast_weight_bytes)}, slow weights {_fmt_bytes(evaluation.slow_weight_bytes)}, "
-        f"peak fast {_fmt_bytes(evaluation.peak_fast_bytes)}",
+        f"{'valid' if evaluation.valid else f'INVALID (overflow {format_bytes(evaluation.overflow_bytes)})'}",
+        f"fast weights {format_bytes(evaluation.fast_weight_bytes)}, slow weights {format_bytes(evaluation.slow_weight_bytes)}, "
+        f"peak fast {format_bytes(evaluation.peak_fast_bytes)}",
         f"{'#':>4} {'node':<36} {'op':<10} {'weights':>12} {'activation':>12} {'time ms':>9}",
     ]
     n = graph.num_nodes
@@ -36,7 +37,7 @@ def render_ansi(graph: WorkloadGraph, last: tuple[Placement, Evaluation, float] 
         t = float(evaluation.node_times_s[i]) * 1e3 if len(evaluation.node_times_s) == n else float("nan")
         lines.append(
             f"{i:>4} {node.name[:36]:<36} {node.op:<10} "
-            f"{(_fmt_bytes(node.weight_bytes) + ' ' + w) if node.has_weights else '-':>12} "
+            f"{(format_bytes(node.weight_bytes) + ' ' + w) if node.has_weights else '-':>12} "
             f"{a:>12} {t:>9.4f}"
         )
     return "\n".join(lines) + "\n"

@@ -12,7 +12,9 @@ valid placement scores above any invalid one, and an invalid one scores lower th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,3 +70,48 @@ def compute_rewards(
     floor = float(transform(np.array([baseline_s / all_slow_s]))[0])
     bad = floor - 1.0 - np.asarray(overflow_bytes, dtype=np.float64) / max(footprint_bytes, 1.0)
     return np.where(valid, good, bad).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Reward:
+    """One env's reward: a named variant against a baseline latency, with its floor and overflow scale.
+
+    Calling it scores a batch of evaluations (see the module docstring). `failed_value` is what an
+    evaluation that failed to run at all scores: the value of an invalid placement with no overflow,
+    below every valid placement, so a failure can never look like a good placement. Agents should not
+    learn from failed evaluations at all (`BatchEvaluation.failed`); this value only keeps rankings sane.
+    """
+
+    name: str
+    baseline: str
+    baseline_s: float
+    all_slow_s: float
+    footprint_bytes: float
+    """Bytes one task's placement decides about (weights + peak live activations): the overflow scale."""
+
+    def __post_init__(self) -> None:
+        get_reward(self.name)  # an unknown name fails here, with the list of known ones
+
+    def __call__(
+        self, latency_s: np.ndarray, valid: np.ndarray, overflow_bytes: np.ndarray, failed: np.ndarray | None = None
+    ) -> np.ndarray:
+        rewards = compute_rewards(
+            get_reward(self.name),
+            latency_s,
+            valid,
+            overflow_bytes,
+            self.baseline_s,
+            self.all_slow_s,
+            self.footprint_bytes,
+        )
+        if failed is not None:
+            rewards = np.where(np.asarray(failed, dtype=bool), self.failed_value, rewards)
+        return rewards
+
+    @property
+    def failed_value(self) -> float:
+        return float(self(np.array([np.inf]), np.array([False]), np.array([0]))[0])
+
+    def speedup(self, latency_s: float) -> float:
+        """Baseline latency / `latency_s` (0 for a latency that is not a positive finite number)."""
+        return float(self.baseline_s / latency_s) if math.isfinite(latency_s) and latency_s > 0 else 0.0

@@ -7,6 +7,7 @@
 three import torch, lazily).
 """
 
+from marl_gym.workloads.builder import build_graph
 from marl_gym.workloads.granularity import (
     GRANULARITIES,
     layer_index,
@@ -17,24 +18,18 @@ from marl_gym.workloads.granularity import (
 )
 from marl_gym.workloads.graph import (
     ACCESS_PATTERNS,
-    FEATURE_NAMES,
-    NUM_NODE_FEATURES,
     OP_TYPES,
     SCHEMA_VERSION,
     Node,
     WorkloadError,
     WorkloadGraph,
-    build_graph,
-    node_features,
     peak_live_activation_bytes,
 )
 from marl_gym.workloads.registry import load, names, resolve
 
 __all__ = [
     "ACCESS_PATTERNS",
-    "FEATURE_NAMES",
     "GRANULARITIES",
-    "NUM_NODE_FEATURES",
     "OP_TYPES",
     "SCHEMA_VERSION",
     "Node",
@@ -52,7 +47,6 @@ __all__ = [
     "lift_placement",
     "load",
     "names",
-    "node_features",
     "peak_live_activation_bytes",
     "resolve",
     "to_tensor_granularity",

@@ -80,7 +80,8 @@ from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from marl_gym.workloads.graph import OP_TYPES, WorkloadError, WorkloadGraph, build_graph
+from marl_gym.workloads.builder import build_graph
+from marl_gym.workloads.graph import OP_TYPES, WorkloadError, WorkloadGraph
 
 EXTRACTOR_VERSION = 2
 """Bumped when a change to extraction changes the graphs it produces (stored in `meta`).

@@ -13,24 +13,27 @@ tensor its own node, marked with `Node.part_of`; see that module for the semanti
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+from marl_gym.checks import INT64_MAX, Fields, InputError
+from marl_gym.io import atomic_write_text, format_bytes
+from marl_gym.workloads.lifetimes import live_bytes_by_step, live_matrix
+
+SCHEMA_VERSION = 3
 """Version of the JSON layout written by `WorkloadGraph.to_json`; bumped on any incompatible change.
 
-Version 2 added the node fields `weight_tensor_bytes` and `part_of` (version-1 readers reject unknown
-node fields, hence the bump). Version-1 files are still read: their nodes get the defaults (no
-per-tensor sizes, so only nodes with at most one parameter can be split to tensor granularity)."""
+Version 2 added the node fields `weight_tensor_bytes` and `part_of`; version 3 `weight_read_bytes`,
+`shared_reads` and `gather_bytes` (what a node reads of its own and of other nodes' weights, and how
+large a gathered row is). Older readers reject unknown node fields, hence the bumps. Version-1 and -2
+files are still read: their nodes get the defaults (a node reads all its own weights and nothing else)."""
 
-READABLE_SCHEMA_VERSIONS = (1, 2)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 """JSON layouts `WorkloadGraph.from_dict` accepts."""
 
 ACCESS_PATTERNS = ("sequential", "strided", "random", "tiny")
@@ -60,8 +63,8 @@ TINY_BYTES = 4096
 """Below this many bytes touched in total a node is latency-bound rather than bandwidth-bound ("tiny")."""
 
 
-class WorkloadError(ValueError):
-    """A workload graph, or the file holding one, is malformed."""
+class WorkloadError(InputError):
+    """A workload graph, or the file holding one, is malformed (a ValueError)."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,31 @@ class Node:
     part_of: str | None = None
     """At tensor granularity: the name of the layer node this node was split from (a parameter node placed
     before it, or an extra-output node placed after it); None for layer nodes and at layer granularity."""
+    weight_read_bytes: int | None = None
+    """Bytes of its own weights this node reads per run; None reads all of `weight_bytes`. An embedding
+    lookup reads only the rows it gathers (tokens x row bytes), not the table."""
+    shared_reads: tuple[tuple[str, str, int], ...] = ()
+    """Weights owned by earlier nodes that this node reads too, one (owner node, parameter name, bytes read)
+    per tensor: a module called again, a tied LM head reading the embedding table. A tensor is one placement
+    decision, its owner's; each reader pays its own read at the owner's tier."""
+    gather_bytes: int | None = None
+    """For gathers (access "random"): bytes of each contiguous row read; None is one 64-B line per access."""
+
+    def __post_init__(self) -> None:
+        if _is_checked(self.__dict__):  # the common case: built by the library from checked values
+            return
+        values = {name: getattr(self, name) for name in _NODE_FIELDS}
+        for name, value in check_node_fields(values, Fields(WorkloadError, f"node {self.name!r}")).items():
+            object.__setattr__(self, name, value)
 
     @property
     def has_weights(self) -> bool:
         return self.weight_bytes > 0
+
+    @property
+    def own_read_bytes(self) -> int:
+        """Bytes of its own weights the node reads per run (`weight_read_bytes`, else all of them)."""
+        return self.weight_bytes if self.weight_read_bytes is None else self.weight_read_bytes
 
     @property
     def has_activation_decision(self) -> bool:
@@ -122,8 +146,16 @@ class WorkloadGraph:
     """Free-form provenance (model class, input shapes, parameter count, torch version); not compared."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "nodes", tuple(self.nodes))
-        object.__setattr__(self, "edges", tuple((int(s), int(d)) for s, d in self.edges))
+        at = Fields(WorkloadError, f"workload {self.name!r}")
+        at.text("name", self.name)
+        nodes = tuple(at.sequence("nodes", self.nodes))
+        for i, node in enumerate(nodes):
+            if not isinstance(node, Node):
+                at.fail(f"nodes[{i}]", "a Node", node)
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "edges", check_edges(self.edges, at))
+        object.__setattr__(self, "batch_size", at.integer("batch_size", self.batch_size, minimum=1))
+        object.__setattr__(self, "meta", dict(at.mapping("meta", self.meta)))
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -134,19 +166,18 @@ class WorkloadGraph:
             raise WorkloadError(f"workload {self.name!r} has no nodes")
         if self.batch_size < 1:
             raise WorkloadError(f"batch_size must be >= 1, got {self.batch_size}")
+        if all(node.weight_bytes == 0 and node.output_bytes == 0 for node in self.nodes):
+            raise WorkloadError(
+                f"workload {self.name!r} has nothing to place: every node's weight_bytes and output_bytes is 0 "
+                "(a placement decides where weights and activations live; with none, every placement is the same "
+                "and no speedup can be scored)"
+            )
         names = set()
         for i, node in enumerate(self.nodes):
             where = f"node {i} ({node.name!r}) of workload {self.name!r}"
             if node.name in names:
                 raise WorkloadError(f"{where}: duplicate node name")
             names.add(node.name)
-            if node.op not in OP_TYPES:
-                raise WorkloadError(f"{where}: op {node.op!r} is not one of {OP_TYPES}")
-            if node.access not in ACCESS_PATTERNS:
-                raise WorkloadError(f"{where}: access {node.access!r} is not one of {ACCESS_PATTERNS}")
-            for attr in ("weight_bytes", "output_bytes", "input_bytes", "flops"):
-                if getattr(node, attr) < 0:
-                    raise WorkloadError(f"{where}: {attr} is negative")
             if node.produced_at != i:
                 raise WorkloadError(f"{where}: produced_at is {node.produced_at}, expected its index {i}")
             if not i <= node.last_use < n:
@@ -162,12 +193,21 @@ class WorkloadGraph:
                         f"{where}: weight_tensor_bytes {list(node.weight_tensor_bytes)} must be >= 0 and sum to "
                         f"weight_bytes {node.weight_bytes}"
                     )
+        self._validate_weight_reads()
         last_reader = list(range(n))
+        seen: set[tuple[int, int]] = set()
         for s, d in self.edges:
             if not (0 <= s < n and 0 <= d < n):
-                raise WorkloadError(f"edge ({s}, {d}) of workload {self.name!r} references a missing node")
+                raise WorkloadError(
+                    f"edge ({s}, {d}) of workload {self.name!r} references a missing node (nodes are 0..{n - 1})"
+                )
             if s >= d:
                 raise WorkloadError(f"edge ({s}, {d}) of workload {self.name!r} does not follow execution order")
+            if (s, d) in seen:
+                raise WorkloadError(
+                    f"edge ({s}, {d}) of workload {self.name!r} appears twice (its bytes would be counted twice)"
+                )
+            seen.add((s, d))
             last_reader[s] = max(last_reader[s], d)
         for i, node in enumerate(self.nodes):
             if node.last_use < last_reader[i]:
@@ -176,6 +216,24 @@ class WorkloadGraph:
                     f"after its last_use {node.last_use}"
                 )
         self._validate_parts()
+
+    def _validate_weight_reads(self) -> None:
+        """Own reads within the node's weights; shared reads of an earlier owner's parameters."""
+        index = {node.name: i for i, node in enumerate(self.nodes)}
+        for i, node in enumerate(self.nodes):
+            where = f"node {i} ({node.name!r}) of workload {self.name!r}"
+            if node.weight_read_bytes is not None and not 0 <= node.weight_read_bytes <= node.weight_bytes:
+                raise WorkloadError(
+                    f"{where}: weight_read_bytes {node.weight_read_bytes} must be in [0, weight_bytes = "
+                    f"{node.weight_bytes}] (a node reads at most its own weights)"
+                )
+            for owner, param, _ in node.shared_reads:
+                j = index.get(owner)
+                if j is None or j >= i:
+                    raise WorkloadError(f"{where}: shared read of {param!r} names {owner!r}, not an earlier node")
+                holder = self.nodes[j]
+                if not holder.has_weights or (holder.weight_names and param not in holder.weight_names):
+                    raise WorkloadError(f"{where}: shared read of {param!r}: node {owner!r} does not hold that weight")
 
     def _validate_parts(self) -> None:
         """A node split from a layer (`part_of`) must name a layer node it is joined to by an edge."""
@@ -245,10 +303,27 @@ class WorkloadGraph:
 
     def live_matrix(self) -> np.ndarray:
         """Boolean (steps x nodes): True where node j's activation is live during step t."""
-        steps = np.arange(len(self.nodes))[:, None]
-        produced = self.array("produced_at", np.int64)[None, :]
-        last = self.array("last_use", np.int64)[None, :]
-        return (steps >= produced) & (steps <= last)
+        return live_matrix(self.array("produced_at", np.int64), self.array("last_use", np.int64))
+
+    def live_bytes_by_step(self) -> np.ndarray:
+        """(steps,) bytes of the activations live at each step (all of them in one tier)."""
+        return live_bytes_by_step(
+            self.array("produced_at", np.int64), self.array("last_use", np.int64), self.array("output_bytes"), len(self)
+        )
+
+    def bytes_from_producers(self) -> np.ndarray:
+        """(n,) bytes of the activations produced by other nodes that reach each node along its in-edges."""
+        out = self.array("output_bytes")
+        total = np.zeros(len(self))
+        if self.edges:
+            edges = np.array(self.edges, dtype=np.int64)
+            np.add.at(total, edges[:, 1], out[edges[:, 0]])
+        return total
+
+    def model_input_bytes(self) -> np.ndarray:
+        """(n,) bytes each node reads from the model's inputs: what its `input_bytes` has beyond its producers'
+        activations (the rest of its input comes from the model's input tensors, held by the caller)."""
+        return np.maximum(self.array("input_bytes") - self.bytes_from_producers(), 0.0)
 
     def predecessors(self) -> list[list[int]]:
         preds: list[list[int]] = [[] for _ in self.nodes]
@@ -280,8 +355,8 @@ class WorkloadGraph:
                 f"workload      {self.name} (batch {self.batch_size})",
                 f"nodes         {len(self.nodes)} ({sum(n.has_weights for n in self.nodes)} with weights), "
                 f"edges {len(self.edges)}",
-                f"weights       {_fmt_bytes(self.total_weight_bytes)} ({self.total_weight_bytes:,} B)",
-                f"activations   {_fmt_bytes(self.total_activation_bytes)} written, peak live {_fmt_bytes(peak)}",
+                f"weights       {format_bytes(self.total_weight_bytes)} ({self.total_weight_bytes:,} B)",
+                f"activations   {format_bytes(self.total_activation_bytes)} written, peak live {format_bytes(peak)}",
                 f"compute       {self.total_flops / 1e9:.2f} GFLOP",
                 f"ops           {op_text}",
             ]
@@ -290,27 +365,29 @@ class WorkloadGraph:
     # ------------------------------------------------------------- transforms
     def with_batch_size(self, batch_size: int) -> WorkloadGraph:
         """The same graph at another batch size: activations, inputs and FLOPs scale linearly, weights do not."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        scale = batch_size / self.batch_size
-        nodes = tuple(
-            replace(
-                n,
-                output_bytes=int(round(n.output_bytes * scale)),
-                input_bytes=int(round(n.input_bytes * scale)),
-                flops=int(round(n.flops * scale)),
-                access=classify_access(
-                    n.op, n.weight_bytes, round(n.output_bytes * scale), round(n.input_bytes * scale)
-                ),
-            )
-            for n in self.nodes
+        batch_size = Fields(WorkloadError, f"workload {self.name!r}", whole_floats=False).integer(
+            "batch_size", batch_size, minimum=1
         )
-        return WorkloadGraph(self.name, nodes, self.edges, batch_size, dict(self.meta))
-
-    # -------------------------------------------------------------- features
-    def node_features(self) -> np.ndarray:
-        """The per-node feature matrix agents observe, float32 of shape (num_nodes, NUM_NODE_FEATURES)."""
-        return node_features(self)
+        scale = batch_size / self.batch_size
+        try:
+            nodes = tuple(
+                replace(
+                    n,
+                    output_bytes=int(round(n.output_bytes * scale)),
+                    weight_read_bytes=None
+                    if n.weight_read_bytes is None
+                    else min(n.weight_bytes, int(round(n.weight_read_bytes * scale))),
+                    input_bytes=int(round(n.input_bytes * scale)),
+                    flops=int(round(n.flops * scale)),
+                    access=classify_access(
+                        n.op, n.weight_bytes, round(n.output_bytes * scale), round(n.input_bytes * scale)
+                    ),
+                )
+                for n in self.nodes
+            )
+            return WorkloadGraph(self.name, nodes, self.edges, batch_size, dict(self.meta))
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload {self.name!r} at batch size {batch_size}: {exc}") from None
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -333,96 +410,170 @@ class WorkloadGraph:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> WorkloadGraph:
-        if not isinstance(data, dict):
-            raise WorkloadError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        """A graph from its JSON object; every field is checked and errors name `source`, the node and the field."""
+        at = Fields(WorkloadError, source)
+        if not isinstance(data, Mapping):
+            at.problem(f"expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version not in READABLE_SCHEMA_VERSIONS:
+        if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
             readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
-            raise WorkloadError(
-                f"{source}: schema_version {version!r} is not supported (this marl-gym reads versions "
+            at.problem(
+                f"schema_version {version!r} is not supported (this marl-gym reads versions "
                 f"{readable}); re-extract the graph with `marl-gym extract`"
             )
-        fields_known = _NODE_FIELDS if version >= 2 else _NODE_FIELDS_V1
         missing = [k for k in ("name", "nodes", "edges") if k not in data]
         if missing:
-            raise WorkloadError(f"{source}: missing key(s) {missing}")
-        try:
-            nodes = tuple(_node_from_dict(nd, fields_known) for nd in data["nodes"])
-            edges = tuple((int(s), int(d)) for s, d in data["edges"])
-        except (TypeError, ValueError, KeyError) as exc:
-            raise WorkloadError(f"{source}: malformed node or edge: {exc}") from exc
+            at.problem(f"missing key(s) {missing}")
+        known = {1: _NODE_FIELDS_V1, 2: _NODE_FIELDS_V2}.get(version, _NODE_FIELDS)
+        raw_nodes = at.sequence("nodes", data["nodes"])
+        nodes = tuple(_node_from_dict(d, known, at.within(f"node {i}")) for i, d in enumerate(raw_nodes))
+        meta = data.get("meta")
         try:
             return cls(
-                name=str(data["name"]),
+                name=at.text("name", data["name"]),
                 nodes=nodes,
-                edges=edges,
-                batch_size=int(data.get("batch_size", 1)),
-                meta=dict(data.get("meta") or {}),
+                edges=check_edges(data["edges"], at),
+                batch_size=at.integer("batch_size", data.get("batch_size", 1), minimum=1),
+                meta=dict(at.mapping("meta", meta)) if meta is not None else {},
             )
         except WorkloadError as exc:
-            raise WorkloadError(f"{source}: {exc}") from exc
+            if str(exc).startswith(f"{source}: "):
+                raise
+            raise WorkloadError(f"{source}: {exc}") from None
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> WorkloadGraph:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise WorkloadError(f"cannot read workload graph {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise WorkloadError(f"{path}: not a JSON text file (not UTF-8: {exc})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise WorkloadError(f"{path}: not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise WorkloadError(f"{path}: JSON nested too deeply to be a workload graph") from None
         return cls.from_dict(data, source=str(path))
 
 
 _NODE_FIELDS = tuple(f.name for f in fields(Node))
-_NODE_FIELDS_V1 = tuple(f for f in _NODE_FIELDS if f not in ("weight_tensor_bytes", "part_of"))
+_NODE_FIELDS_V2 = tuple(f for f in _NODE_FIELDS if f not in ("weight_read_bytes", "shared_reads", "gather_bytes"))
+_NODE_FIELDS_V1 = tuple(f for f in _NODE_FIELDS_V2 if f not in ("weight_tensor_bytes", "part_of"))
 
 
 def _node_to_dict(node: Node) -> dict[str, Any]:
     d = asdict(node)
     d["weight_names"] = list(node.weight_names)
     d["weight_tensor_bytes"] = list(node.weight_tensor_bytes)
+    d["shared_reads"] = [list(r) for r in node.shared_reads]
     return d
 
 
-def _node_from_dict(d: Any, known: tuple[str, ...] = _NODE_FIELDS) -> Node:
-    if not isinstance(d, dict):
-        raise TypeError(f"node must be an object, got {type(d).__name__}")
-    unknown = set(d) - set(known)
-    if unknown:
-        raise KeyError(f"unknown node field(s) {sorted(unknown)}")
-    kwargs = dict(d)
-    for key in ("weight_bytes", "output_bytes", "input_bytes", "flops", "produced_at", "last_use", "call"):
-        if key in kwargs:
-            kwargs[key] = int(kwargs[key])
-    kwargs["weight_names"] = tuple(kwargs.get("weight_names", ()))
-    kwargs["weight_tensor_bytes"] = tuple(int(b) for b in kwargs.get("weight_tensor_bytes", ()))
-    return Node(**kwargs)
+def _node_from_dict(d: Any, known: tuple[str, ...], at: Fields) -> Node:
+    """One node of a graph file; `at` names the file and the node's index."""
+    if not isinstance(d, Mapping):
+        at.problem(f"expected an object of node fields, got {type(d).__name__}")
+    if isinstance(d.get("name"), str):
+        at = Fields(at.error, f"{at.where} ({d['name']!r})", at.whole_floats)
+    at.known_keys(d, known, "node")
+    missing = [k for k in _NODE_REQUIRED if k not in d]
+    if missing:
+        at.problem(f"missing node field(s) {missing}")
+    return Node(**check_node_fields(d, at))
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], binary: bool = False) -> None:
-    """Call `write(fh)` on a temp file beside `path`, fsync, then rename: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and package data must be readable by others
-        with os.fdopen(fd, "wb" if binary else "w") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_NODE_REQUIRED = tuple(f.name for f in fields(Node) if f.default is MISSING)
+_NODE_SIZES = ("weight_bytes", "output_bytes", "input_bytes", "flops")
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one."""
-    atomic_write(path, lambda fh: fh.write(text))
+def check_node_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]:
+    """A node's fields checked (type, range, integrality) and normalised; `at` says which node of what.
+
+    What depends on the node's place in the graph (its index, its lifetime, its edges) is checked by
+    `WorkloadGraph.validate`."""
+    out = dict(values)
+    out["name"] = at.text("name", values["name"])
+    out["op"] = at.choice("op", values["op"], OP_TYPES)
+    out["access"] = at.choice("access", values["access"], ACCESS_PATTERNS)
+    for key in (*_NODE_SIZES, "produced_at", "last_use"):
+        out[key] = at.integer(key, values[key], minimum=0)
+    out["call"] = at.integer("call", values.get("call", 0), minimum=0)
+    module = values.get("module")  # "" is the root module's qualified name (a model that is one layer)
+    out["module"] = None if module is None else at.text("module", module, allow_empty=True)
+    out["part_of"] = at.optional_text("part_of", values.get("part_of"))
+    names = at.sequence("weight_names", values.get("weight_names", ()))
+    out["weight_names"] = tuple(at.text(f"weight_names[{k}]", name) for k, name in enumerate(names))
+    sizes = at.sequence("weight_tensor_bytes", values.get("weight_tensor_bytes", ()))
+    out["weight_tensor_bytes"] = tuple(
+        at.integer(f"weight_tensor_bytes[{k}]", size, minimum=0) for k, size in enumerate(sizes)
+    )
+    for key, minimum in (("weight_read_bytes", 0), ("gather_bytes", 1)):
+        value = values.get(key)
+        out[key] = None if value is None else at.integer(key, value, minimum=minimum)
+    reads = []
+    for k, read in enumerate(at.sequence("shared_reads", values.get("shared_reads", ()))):
+        owner, param, nbytes = at.sequence(f"shared_reads[{k}]", read, length=3)
+        reads.append(
+            (
+                at.text(f"shared_reads[{k}][0] (owner node)", owner),
+                at.text(f"shared_reads[{k}][1] (parameter)", param),
+                at.integer(f"shared_reads[{k}][2] (bytes read)", nbytes, minimum=0),
+            )
+        )
+    out["shared_reads"] = tuple(reads)
+    return out
+
+
+def _is_checked(values: Mapping[str, Any]) -> bool:
+    """Whether a node's fields already have the types and ranges `check_node_fields` gives them.
+
+    A fast path (no call per field): graphs at tensor granularity or another batch size rebuild every node."""
+    for key in _NODE_INTS:
+        v = values[key]
+        if type(v) is not int or not 0 <= v <= INT64_MAX:
+            return False
+    for key in ("weight_read_bytes", "gather_bytes"):
+        v = values[key]
+        if v is not None and (type(v) is not int or not 1 <= v <= INT64_MAX):  # weight_read_bytes 0 takes the slow path
+            return False
+    name, module, part_of = values["name"], values["module"], values["part_of"]
+    return (
+        type(name) is str
+        and name != ""
+        and type(values["op"]) is str
+        and values["op"] in _OP_SET
+        and type(values["access"]) is str
+        and values["access"] in _ACCESS_SET
+        and (module is None or type(module) is str)
+        and (part_of is None or (type(part_of) is str and part_of != ""))
+        and type(values["weight_names"]) is tuple
+        and all(type(n) is str and n for n in values["weight_names"])
+        and type(values["weight_tensor_bytes"]) is tuple
+        and all(type(b) is int and 0 <= b <= INT64_MAX for b in values["weight_tensor_bytes"])
+        and values["shared_reads"] == ()
+    )
+
+
+_NODE_INTS = (*_NODE_SIZES, "produced_at", "last_use", "call")
+_OP_SET = frozenset(OP_TYPES)
+_ACCESS_SET = frozenset(ACCESS_PATTERNS)
+
+
+def check_edges(edges: Any, at: Fields) -> tuple[tuple[int, int], ...]:
+    """Edges as a tuple of (src, dst) integer pairs; their order and range are checked by `validate`."""
+    if type(edges) is tuple and all(
+        type(e) is tuple and len(e) == 2 and type(e[0]) is int and type(e[1]) is int and e[0] >= 0 and e[1] >= 0
+        for e in edges
+    ):
+        return edges  # already checked (a graph rebuilt from another one)
+    pairs = []
+    for k, edge in enumerate(at.sequence("edges", edges)):
+        src, dst = at.sequence(f"edges[{k}]", edge, length=2)
+        pairs.append((at.integer(f"edges[{k}][0]", src, minimum=0), at.integer(f"edges[{k}][1]", dst, minimum=0)))
+    return tuple(pairs)
 
 
 def classify_access(op: str, weight_bytes: int, output_bytes: int, input_bytes: int) -> str:
@@ -438,150 +589,4 @@ def classify_access(op: str, weight_bytes: int, output_bytes: int, input_bytes: 
 
 def peak_live_activation_bytes(graph: WorkloadGraph) -> int:
     """Largest total of simultaneously live activations over all steps (all of them in one tier)."""
-    live = graph.live_matrix()
-    return int((live * graph.array("output_bytes")[None, :]).sum(axis=1).max())
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"
-
-
-# ---------------------------------------------------------------------- features
-FEATURE_NAMES: tuple[str, ...] = (
-    "log_weight_bytes",
-    "log_output_bytes",
-    "log_input_bytes",
-    "log_flops",
-    "log_arith_intensity",
-    "position",
-    "depth",
-    "fan_in",
-    "fan_out",
-    "lifetime",
-    "has_weights",
-    *(f"access_{a}" for a in ACCESS_PATTERNS),
-    *(f"op_{o}" for o in OP_TYPES),
-    "log_weight_bytes_after",
-    "log_output_bytes_after",
-    "log_flops_after",
-    "log_max_live_bytes_during",
-)
-NUM_NODE_FEATURES = len(FEATURE_NAMES)
-
-_LOG_SCALE = 1.0 / math.log(2**40)  # log-sizes divided by log(1 TiB) land in about [0, 1]
-
-
-def _log_scaled(values: np.ndarray) -> np.ndarray:
-    return np.log1p(np.maximum(values, 0.0)) * _LOG_SCALE
-
-
-def node_features(graph: WorkloadGraph) -> np.ndarray:
-    """Derive the per-node feature matrix from the graph alone; nothing is typed per model.
-
-    Columns are `FEATURE_NAMES`: log-scaled sizes and FLOPs, arithmetic intensity, relative position
-    and longest-path depth, fan-in/out, relative lifetime, access and op one-hots, and summaries of
-    everything that runs after the node (remaining weights, activations, FLOPs) plus the largest live
-    activation set during the node's lifetime.
-    """
-    n = len(graph.nodes)
-    w = graph.array("weight_bytes")
-    out = graph.array("output_bytes")
-    inp = graph.array("input_bytes")
-    flops = graph.array("flops")
-    preds = graph.predecessors()
-    succs = graph.successors()
-
-    depth = np.zeros(n)
-    for i in range(n):
-        if preds[i]:
-            depth[i] = max(depth[p] for p in preds[i]) + 1
-    max_depth = max(depth.max(), 1.0)
-
-    intensity = flops / np.maximum(w + out + inp, 1.0)
-    live = graph.live_matrix()
-    live_bytes = (live * out[None, :]).sum(axis=1)
-    produced = graph.array("produced_at", np.int64)
-    last = graph.array("last_use", np.int64)
-    cum_live_max = np.array([live_bytes[produced[i] : last[i] + 1].max() for i in range(n)])
-
-    def after(values: np.ndarray) -> np.ndarray:
-        total = np.cumsum(values[::-1])[::-1]
-        return np.concatenate([total[1:], [0.0]])
-
-    cols = [
-        _log_scaled(w),
-        _log_scaled(out),
-        _log_scaled(inp),
-        np.log1p(flops) / math.log(1e12),
-        np.log1p(intensity) / math.log(1e4),
-        np.arange(n) / max(n - 1, 1),
-        depth / max_depth,
-        np.array([len(p) for p in preds], dtype=np.float64) / 4.0,
-        np.array([len(s) for s in succs], dtype=np.float64) / 4.0,
-        (last - produced + 1) / n,
-        (w > 0).astype(np.float64),
-    ]
-    access_idx = {a: k for k, a in enumerate(ACCESS_PATTERNS)}
-    op_idx = {o: k for k, o in enumerate(OP_TYPES)}
-    access_onehot = np.zeros((n, len(ACCESS_PATTERNS)))
-    op_onehot = np.zeros((n, len(OP_TYPES)))
-    for i, node in enumerate(graph.nodes):
-        access_onehot[i, access_idx[node.access]] = 1.0
-        op_onehot[i, op_idx[node.op]] = 1.0
-    tail = [
-        _log_scaled(after(w)),
-        _log_scaled(after(out)),
-        np.log1p(after(flops)) / math.log(1e12),
-        _log_scaled(cum_live_max),
-    ]
-    feats = np.column_stack([*cols, access_onehot, op_onehot, *tail]).astype(np.float32)
-    assert feats.shape == (n, NUM_NODE_FEATURES)
-    return feats
-
-
-def build_graph(
-    name: str,
-    nodes: Iterable[dict[str, Any]],
-    edges: Iterable[tuple[int, int]],
-    batch_size: int = 1,
-    meta: dict[str, Any] | None = None,
-    output_nodes: Iterable[int] = (),
-) -> WorkloadGraph:
-    """Assemble a graph from plain node records, deriving `produced_at`, `last_use` and `access`.
-
-    Each record needs name, op, weight_bytes, output_bytes, input_bytes and flops (module, call,
-    weight_names, weight_tensor_bytes and part_of are optional). `output_nodes` are the model's outputs: they stay live to the end.
-    This is what extraction and hand-written test graphs both use, so lifetimes are derived one way.
-    """
-    records = list(nodes)
-    edge_list = sorted({(int(s), int(d)) for s, d in edges})
-    n = len(records)
-    for s, d in edge_list:
-        if not (0 <= s < n and 0 <= d < n):
-            raise WorkloadError(f"edge ({s}, {d}) of workload {name!r} references a missing node (0..{n - 1})")
-    outputs = [int(o) for o in output_nodes]
-    for o in outputs:
-        if not 0 <= o < n:
-            raise WorkloadError(f"output node {o} of workload {name!r} does not exist (0..{n - 1})")
-    last_use = list(range(n))
-    for s, d in edge_list:
-        last_use[s] = max(last_use[s], d)
-    for o in outputs:
-        last_use[o] = n - 1
-    built = []
-    for i, rec in enumerate(records):
-        rec = dict(rec)
-        rec.setdefault(
-            "access",
-            classify_access(rec["op"], rec["weight_bytes"], rec["output_bytes"], rec["input_bytes"]),
-        )
-        rec["produced_at"] = i
-        rec["last_use"] = last_use[i]
-        rec["weight_names"] = tuple(rec.get("weight_names", ()))
-        rec["weight_tensor_bytes"] = tuple(rec.get("weight_tensor_bytes", ()))
-        built.append(Node(**rec))
-    return WorkloadGraph(name, tuple(built), tuple(edge_list), batch_size, dict(meta or {}))
+    return int(graph.live_bytes_by_step().max())
