@@ -188,6 +188,9 @@ def test_a_killed_worker_is_retried_and_then_reported_as_failed_not_invalid(gate
         native._env[FAULT_ENV] = "kill@run"
         native._inject_fault(0, "kill@run")
         ev = native.evaluate(placement)
+        # the batch agents and the env read says so too (a failure is not scored as an invalid placement)
+        batch = native.evaluate_batch(placement.weights_fast[None], placement.activations_fast[None])
+    assert batch.failed_mask.tolist() == [True] and batch.valid.tolist() == [False]
     assert ev.failed and not ev.valid and math.isinf(ev.latency_s) and ev.overflow_bytes == 0
     assert ev.extra["attempts"] == 2 and ev.error.count("killed by signal SIGKILL") == 2
     assert "attempt 2:" in ev.error and "invalid_reasons" not in ev.extra

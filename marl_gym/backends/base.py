@@ -52,8 +52,6 @@ class Evaluation:
     """True when the evaluation itself failed (a crashed or hung worker): the latency says nothing about the
     placement, agents must not learn from it, and `error` says why. A failed evaluation is also not valid."""
     extra: dict[str, Any] = field(default_factory=dict)
-    failed: bool = False
-    """True: an infrastructure failure, not a property of the placement (see above)."""
 
     def with_measured_latency(self, latency_s: float) -> Evaluation:
         """This evaluation as measured with noise: `latency_s` replaces the latency, the noise-free one is

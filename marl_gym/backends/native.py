@@ -561,13 +561,7 @@ class NativeBackend:
                 f"weights_fast and activations_fast must both have shape (B, {self.graph.num_nodes}), "
                 f"got {W.shape} and {A.shape}"
             )
-        evs = [self.evaluate(Placement(w, a)) for w, a in zip(W, A)]
-        return BatchEvaluation(
-            np.array([e.latency_s for e in evs]),
-            np.array([e.valid for e in evs]),
-            np.array([e.overflow_bytes for e in evs], dtype=np.int64),
-            np.array([e.peak_fast_bytes for e in evs], dtype=np.int64),
-        )
+        return BatchEvaluation.from_evaluations([self.evaluate(Placement(w, a)) for w, a in zip(W, A)])
 
     def baseline_latencies(self) -> dict[str, float]:
         """Measured dram_only / all_slow / app_direct; the other modes estimated (see the module docstring)."""
