@@ -3,12 +3,11 @@
 Starting from model v2 as shipped, switch its new terms off one after the other (cumulatively) where the code
 lets a `MemorySystem` do it, and print Memory Mode's latency, the MILP optimum's and their ratio after each step:
 
-1. v2 as shipped;
+1. v2 as shipped (no Optane read/write mixing penalty: v2 ships none, as v1 had none);
 2. `reserve_hot_fraction` 0.25 (model v1's value; v2 ships 0.75);
-3. no Optane read/write mixing penalty;
-4. no loaded latency;
-5. no cache level (L2 = L3 = 0);
-6. model v1's Memory Mode hit rate ``(C / WS)(1 - exp(-WS / C))`` (what is resident at once) instead of
+3. no loaded latency;
+4. no cache level (L2 = L3 = 0);
+5. model v1's Memory Mode hit rate ``(C / WS)(1 - exp(-WS / C))`` (what is resident at once) instead of
    v2's ``exp(-WS / C)`` (what survives a cyclic sweep), on the same working set: Memory Mode recomputed with
    `marl_gym.memory.contention.mix_latency` on the miss-tier pair, exactly as `baselines.mode_latency` does.
 
@@ -23,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--system", default="optane-16g-128g")
     ap.add_argument("--n-tasks", type=int, nargs="+", default=[1, 32])
     args = ap.parse_args(argv)
+    shown = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"# command: python benchmarks/model_decompose.py {shown}".rstrip())
     print(f"# {args.workload} on {args.system}: Memory Mode / optimum after each cumulative step")
     print("| step | " + " | ".join(f"n={n}: MM ms, hit, optimum ms (gap), MM/opt" for n in args.n_tasks) + " |")
     print("|---|" + "---|" * len(args.n_tasks))

@@ -64,10 +64,14 @@ def test_memory_mode_is_slower_than_dram_and_degrades_with_tasks(graph):
 
 
 def test_random_placement_is_several_times_slower_than_dram(graph):
+    """Paper 6.1: one random-allocation inference ran 3x slower than DRAM-only (one task; the paper gives no
+    ratio at other task counts). The published-claims check (`paper-random-over-dram-1`) compares the number."""
+    bl = ModelBackend(graph, SYSTEM, n_tasks=1).baseline_latencies()
+    assert bl["random"] / bl["dram_only"] > 2.5
     for n in (1, 32):
         bl = ModelBackend(graph, SYSTEM, n_tasks=n).baseline_latencies()
-        assert bl["random"] / bl["dram_only"] > 2.5
         assert bl["dram_only"] <= bl["memory_mode"] <= bl["all_slow"]
+        assert bl["dram_only"] < bl["random"] < bl["all_slow"]
 
 
 def test_max_tasks_app_direct_memory_mode_and_placement(graph, paper_system):

@@ -98,10 +98,12 @@ def _solo(backend: ModelBackend, p: Placement, factors: tuple[float, float] = (1
 @SETTINGS
 @given(cases(), st.data())
 def test_moving_a_tensor_to_fast_never_slows_a_task_alone(case, data):
-    """Alone, at any fixed load, a tensor in DRAM costs no more than in the slow tier (the devices dominate).
+    """Alone, at a fixed load no higher on DRAM than on the slow tier, a tensor in DRAM costs no more than in the
+    slow tier (the devices dominate).
 
-    With every task running it can: DRAM may be the busier device (the throughput bound, loaded latency),
-    which `test_a_busy_dram_makes_more_dram_slower` shows."""
+    A DRAM loaded more than the slow tier can lose: remote NUMA writes have DRAM's own latency (posted stores), so
+    factors (1.3, 1.1) make a DRAM write the dearer one. With every task running DRAM may be the busier device
+    (the throughput bound, loaded latency), which `test_a_busy_dram_makes_more_dram_slower` shows."""
     g, p, system, n_tasks = case
     b = ModelBackend(g, system, n_tasks=n_tasks)
     slow_w = np.flatnonzero(~p.weights_fast & g.weight_mask)
@@ -110,7 +112,7 @@ def test_moving_a_tensor_to_fast_never_slows_a_task_alone(case, data):
     if not choices:
         return
     kind, i = data.draw(st.sampled_from(choices))
-    factors = data.draw(st.sampled_from([(1.0, 1.0), (1.3, 1.1), (1.0, 1.6)]))
+    factors = data.draw(st.sampled_from([(1.0, 1.0), (1.1, 1.3), (1.0, 1.6)]))
     w, a = p.weights_fast.copy(), p.activations_fast.copy()
     (w if kind == "w" else a)[i] = True
     assert _solo(b, Placement(w, a), factors) <= _solo(b, p, factors) * (1 + 1e-12)
