@@ -4,6 +4,8 @@
     python examples/train_egrl.py --workload bert_base --n-tasks 48 --budget 500 --out runs/bert
     python examples/train_egrl.py --out runs/wrn --resume          # continue a killed run where it stopped
     python examples/train_egrl.py --workload resnet152 --init-actor runs/wrn/actor.pt --budget 100   # start from a trained GNN
+    python examples/train_egrl.py --workload my.json --system host.toml --n-tasks 1 --backend native \
+        --start-from-model --budget 30      # sim-to-real: the model's optimum on this host, refined on measurements
 
 It prints EGRL's best placement beside random search (same budget), the greedy, the simple rules
 (agents/rules.py), the exact optimum of the model and the hardware modes (marl_lab/summary.py), and writes
@@ -54,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start the population and the learner from a trained GNN actor file (the actor.pt of an earlier "
         "run, or of examples/pretrain_egrl.py)",
     )
+    p.add_argument(
+        "--start-from-model",
+        action="store_true",
+        help="seed the search with the analytic model's optimum (MILP) of the same workload on --system (a "
+        "calibrated host.toml for native runs: marl-gym calibrate); it is evaluated first, on --backend",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 = reproducible; default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plot", action="store_true", help="do not write training_curve.png")
@@ -87,13 +95,32 @@ def main(argv: list[str] | None = None) -> int:
         f"seed {args.seed}\nper-task DRAM budget {problem.fast_budget_bytes / MIB:.1f} MiB for a footprint of "
         f"{problem.footprint_bytes / MIB:.1f} MiB -> output in {out}/"
     )
+    init_placement = None
+    if args.start_from_model:
+        from agents.model_start import model_start_placement
+
+        start = model_start_placement(args.workload, args.system, args.n_tasks)
+        init_placement = start.placement
+        print(
+            f"start from the model's {start.method} placement: predicted {start.predicted_latency_s * 1e3:.3g} ms "
+            f"(model's all fast {start.baselines_s['dram_only'] * 1e3:.3g} ms, "
+            f"all slow {start.baselines_s['all_slow'] * 1e3:.3g} ms)"
+        )
     evaluator = evaluator_from_args(args, env_kwargs, env=env)
     try:
         config = EGRLConfig.preset(args.preset).ablation(args.ablation)
-        agent = EGRL(config, seed=args.seed, out_dir=out, progress=not args.no_progress, init_actor=args.init_actor)
+        agent = EGRL(
+            config,
+            seed=args.seed,
+            out_dir=out,
+            progress=not args.no_progress,
+            init_actor=args.init_actor,
+            init_placement=init_placement,
+        )
     except (OSError, ValueError) as exc:
         evaluator.close()
-        print(f"error: --init-actor: {exc}", file=sys.stderr)
+        option = "--start-from-model" if "init_placement" in str(exc) else "--init-actor"
+        print(f"error: {option}: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     try:

@@ -3,7 +3,7 @@
 Every subcommand is a module with `add_arguments(parser)`, `run(args) -> int | None` and a docstring (its
 ``--help`` description). Registering one is one line, here or in any module imported before `main` runs:
 
-    register("calibrate", "marl_gym.calibrate.cli", "measure this host's memory tiers into a system file")
+    register("report", "mypkg.report_cli", "summarise my runs")
 
 A subcommand's module is imported only when that subcommand is parsed, so one command's heavy imports
 (torch, agents, Ray) never slow another's start-up. Mistakes a user can fix raise `CLIError` (or
@@ -59,6 +59,10 @@ register("workloads", "marl_lab.commands.workloads", "list the shipped zoo workl
 register("extract", "marl_lab.commands.extract", "extract a workload graph from a PyTorch model")
 register("show", "marl_lab.commands.show", "print a workload graph's summary")
 register("compare", "marl_lab.commands.compare", "compare agents (EGRL, SB3, random, greedy, rules, the MILP optimum)")
+register(
+    "calibrate", "marl_lab.commands.calibrate", "measure this host's memory tiers into a system file, or fit the model"
+)
+register("exec", "marl_lab.commands.exec", "run a command under the tiering allocator, configured for a placement")
 
 
 def build_parser(configure: Iterable[str] | None = None) -> argparse.ArgumentParser:

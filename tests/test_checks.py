@@ -323,14 +323,14 @@ def test_rewards_stay_finite_when_the_all_slow_placement_does_not_fit():
     assert all(math.isfinite(r) for r in rewards)
 
 
-def test_the_native_backend_refuses_a_graph_that_is_no_zoo_model_before_starting_workers():
+def test_the_native_backend_refuses_a_graph_it_cannot_rebuild_before_starting_workers():
     """Found by the fuzzer: backend='native' with a hand-made graph started workers that imported torch and
     died one by one on the unknown model name (a RuntimeError from the backend, after seconds)."""
     pytest.importorskip("torch")
     own_error(
         lambda: make(backend="native"),
         "backend 'native' runs a real PyTorch model",
-        "workload 'tiny' is not a zoo model",
+        "workload graph 'tiny' records no way to rebuild its module",
         "backend_kwargs={'model': ",
     )
 

@@ -160,7 +160,7 @@ def test_overflow_functional_nodes_and_baselines(tiny) -> None:
         assert batch.latency_s.shape == (2,) and batch.valid.all()
 
 
-def test_crashed_and_hung_workers_are_reported_and_replaced(tiny) -> None:
+def test_crashed_and_hung_workers_are_retried_on_fresh_workers(tiny) -> None:
     spec, graph = tiny
     p = Placement.all_slow(graph.num_nodes)
     with NativeBackend(
@@ -168,16 +168,13 @@ def test_crashed_and_hung_workers_are_reported_and_replaced(tiny) -> None:
     ) as native:
         pids = native.worker_pids
         native._inject_fault(0, "crash@prepare")
-        ev = native.evaluate(p)
-        assert not ev.valid and math.isinf(ev.latency_s)
-        assert "crashed during prepare" in ev.error and "SIGSEGV" in ev.error and f"pid {pids[0]}" in ev.error
-        ev = native.evaluate(p)  # the env goes on: a replacement worker was started
-        assert ev.error is None and ev.valid and ev.extra["replaced_workers"] == 1
+        ev = native.evaluate(p)  # the crash costs one attempt; the retry runs on a replacement worker
+        assert ev.error is None and ev.valid and not ev.failed
+        assert ev.extra["retries"] == 1 and ev.extra["replaced_workers"] == 1
         assert native.worker_pids[0] != pids[0] and native.worker_pids[1] == pids[1]
         native._inject_fault(1, "hang@run")
         ev = native.evaluate(p)
-        assert ev.error and "hung: no reply within 8 s during timed inference" in ev.error
-        assert native.evaluate(p).error is None
+        assert ev.valid and ev.extra["retries"] == 1 and native.worker_pids[1] != pids[1]
 
 
 def test_bad_model_is_a_clear_error(tiny) -> None:

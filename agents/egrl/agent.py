@@ -6,6 +6,7 @@
     result = agent.fit(env, budget=600, resume=True)     # continue a killed (or finished) run
     multi = EGRL(EGRLConfig.fast()).fit_many([env_a, env_b, env_c], budget=1200)   # one policy, K envs
     EGRL(EGRLConfig.fast(), init_actor=multi.actor_path or agent.best_actor()).fit(unseen_env, budget=100)
+    EGRL(EGRLConfig.fast(), init_placement=start.placement).fit(native_env, budget=50)   # refine a known placement
 
 One trainer over K >= 1 environments (a single workload is K = 1). One generation: for every env, every
 population member proposes a placement and the learner adds `learner_rollouts` samples of its own; each
@@ -22,6 +23,11 @@ running brought no new evaluation (every proposal was a cached repeat).
 Boltzmann chromosomes are tables over one graph's nodes, so with K > 1 the population holds GNN actors
 only. The answer is, per env, the best placement ever evaluated, and the fittest GNN actor ever evaluated
 (`best_actor`, saved as ``actor.pt``), which reads any graph.
+
+`init_placement` starts the search from a known placement (e.g. the analytic model's optimum on a
+calibrated system, `agents.model_start`): every second Boltzmann chromosome is set to it (the first
+exactly, the others mutated from it), and the first generation evaluates it as it is, so the result is
+never worse than the start on the backend searched (one env, with chromosomes, only).
 
 With `out_dir`, every `checkpoint_every` generations and at the end the trainer writes atomically
 `checkpoint.pt` (all state: population, learner and optimisers, replay buffer, RNG states including the
@@ -63,6 +69,7 @@ from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
 from marl_gym.io import jsonable, remove_stale_temp_files, write_csv, write_versioned_json
+from marl_gym.placement import Placement
 
 CHECKPOINT_KIND = "marl_gym.EGRLCheckpoint"
 CHECKPOINT_SCHEMA_VERSION = 2
@@ -144,8 +151,18 @@ class EGRL:
         progress: bool = True,
         tensorboard: bool = True,
         init_actor: InitActor | None = None,
+        init_placement: Placement | None = None,
     ) -> None:
         self.config = config or EGRLConfig()
+        if init_placement is not None:
+            if not isinstance(init_placement, Placement):
+                raise ValueError(f"init_placement must be a Placement, got {type(init_placement).__name__}")
+            if not (self.config.use_ea and self.config.boltzmann_fraction > 0):
+                raise ValueError(
+                    f"init_placement seeds Boltzmann chromosomes; the {self.config.ablation_name} configuration "
+                    "has none (use egrl, ea_only or boltzmann_only)"
+                )
+        self.init_placement = init_placement
         if isinstance(init_actor, (str, os.PathLike)):
             check_actor_file(init_actor, self.config)  # a wrong path or architecture fails here, not mid-run
         self.init_actor = init_actor
@@ -227,6 +244,8 @@ class EGRL:
             self.population = seed_population(self.population, state, g, self.rng, cfg)
             if self.learner is not None:
                 self.learner.actor.load_state_dict(state)
+        if self.init_placement is not None:
+            self._seed_placement(self.init_placement)
         max_nodes = max(e.graph.num_nodes for e in self.envs)
         self.buffer = ReplayBuffer(cfg.buffer_size, max_nodes) if cfg.use_learner else None
         self.generation = 0
@@ -234,6 +253,24 @@ class EGRL:
         self._migrant = None
         self._stall = 0
         self._best_gnn = None
+
+    def _seed_placement(self, placement: Placement) -> None:
+        """Every second chromosome at `placement` (module docstring); the first one exactly."""
+        if len(self.envs) != 1:
+            raise ValueError("init_placement places one graph's nodes: search one env with it")
+        g = self.envs[0].graph
+        if len(placement) != g.num_nodes:
+            raise ValueError(f"init_placement has {len(placement)} nodes, the env's graph {g.num_nodes}")
+        action = placement.to_action() * g.mask_np.astype(np.int8)
+        seeded = 0
+        for i, ind in enumerate(self.population):
+            if isinstance(ind, BoltzmannChromosome):
+                if seeded % 2 == 0:
+                    member = BoltzmannChromosome.at(action, g.mask_np, self.config)
+                    if seeded:
+                        member.mutate(self.rng, self.config)
+                    self.population[i] = member
+                seeded += 1
 
     # ------------------------------------------------------------------ acting
     def _proposals(self, e: _Env) -> np.ndarray:
@@ -244,6 +281,8 @@ class EGRL:
         for ind in self.population:
             if isinstance(ind, GNNIndividual):
                 act = ind.act(g, self.rng, cfg.gnn_rollout)
+            elif self.generation == 0 and not acts and self.init_placement is not None:
+                act = ind.greedy()  # the start placement itself, evaluated once as it is
             else:
                 act = ind.act(self.rng)
                 for _ in range(cfg.resample_duplicates):  # a known placement teaches nothing: draw again
@@ -482,6 +521,7 @@ class EGRL:
             "ablation": self.config.ablation_name,
             "config": self.config.to_dict(),
             "init_actor": _describe(self.init_actor),
+            "init_placement": self.init_placement is not None,
         }
         if len(self.envs) > 1:
             meta["trained_on"] = [x.name for x in self.envs]

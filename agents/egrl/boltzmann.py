@@ -96,6 +96,15 @@ class BoltzmannChromosome:
         t = np.clip(t, cfg.boltzmann_temp_min, cfg.boltzmann_temp_max)
         return cls(prior, t, mask)
 
+    @classmethod
+    def at(cls, action: np.ndarray, mask: np.ndarray, cfg: EGRLConfig) -> BoltzmannChromosome:
+        """A chromosome whose most likely placement is `action` ((N, 2) of 0/1), sampled as sharply as the
+        temperature range allows: how a search starts from a known placement (e.g. the model's optimum)."""
+        n = mask.shape[0]
+        chromosome = cls(np.full((n, 2, 2), 0.5), np.full((n, 2), cfg.boltzmann_temp_min), mask)
+        chromosome.absorb(action, 1.0)
+        return chromosome
+
     # -------------------------------------------------------------------- acting
     def probs_fast(self, temperature_scale: float = 1.0) -> np.ndarray:
         """P(fast) per decision, (N, 2)."""

@@ -5,34 +5,25 @@ allocator preloaded (LD_PRELOAD, a fresh interpreter: never a fork of a process 
 use). It talks to its parent over stdin/stdout with length-prefixed pickled dicts; fd 1 is redirected to
 stderr so stray prints cannot corrupt the protocol.
 
-How a placement is applied
---------------------------
-Weights: for each node, each parameter named in `node.weight_names` (and the node's module's own
-buffers, e.g. BatchNorm running statistics) is cloned with the thread's tier set to the node's weight
-tier (`param.data = param.data.clone()`); slow-bound moves go first so fast-tier capacity is freed
-before fast-bound moves need it. Parameters already in the right tier stay put.
+The model comes from `marl_gym.workloads.rebuild.build_for_graph`: an explicit factory, the graph's
+rebuild recipe (``meta["rebuild"]``) or the zoo. At start-up the worker maps the graph's modules and
+parameters onto it and runs one traced inference to check that every module call returns the bytes the
+graph says (a model that does not match its graph fails here, before any placement is measured).
 
-Activations: the tier in effect at any moment is the activation tier of the node that started last.
-A module node sets it in a forward pre-hook. A functional node (residual add, attention, ...; no module
-of its own) runs in the code of an enclosing, non-leaf module: the forward hook of the module node just
-before it sets the functional node's tier; consecutive functional nodes share the tier of the first.
-After the model's forward the tier is reset to "default". Only tier *changes* get hooks in timed runs.
+A placement is applied by `marl_gym.backends.tiering` (the same code `marl_gym.deploy` uses): weights
+moved into their tiers, activation tiers set around each layer by forward hooks. "prepare" then runs one
+traced inference that records, per node, the bytes allocated in each tier, the bytes and tier of the
+output it returned and whether it wrote in place; then the warm-up. "run" times the inferences.
 
-Tensor granularity (`marl_gym.workloads.granularity`): a node with ``part_of`` (a parameter node split from
-its layer, or an output node) is not a module call of its own. Its weights move like any node's, but it
-is skipped when counting the calls each module should see (`expected_calls`), when mapping a
-(module, call) to a node (`call_index`), and when placing activation-tier hooks and charging time and
-bytes: its layer's call does the work, in the layer's activation tier.
-In-place modules (ReLU(inplace=True)) write into their input's storage, so their output lives wherever
-the producer of that input put it (reported as `inplace` per node). Allocations made by other threads
-(OpenMP workers) use the default tier.
+Test switches (environment variables of the worker; never set them in production):
+``MARL_NATIVE_TEST_NO_ACTIVATION_HOOKS=1`` makes the activation-tier hooks no-ops (the tracing still
+runs), so tests can show that verification catches activations left in the wrong tier;
+``MARL_NATIVE_TEST_FAULT=kill@run`` (or ``@prepare``) makes every worker SIGKILL itself at that phase.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import os
 import pickle
 import signal
@@ -43,7 +34,37 @@ import traceback
 from collections import defaultdict
 from typing import Any, BinaryIO
 
+from marl_gym.backends.tiering import (
+    activation_events,
+    call_index,
+    expected_calls,
+    first_layer_node,
+    flat_tensors,
+    functional_runs,
+    install_activation_hooks,
+    is_layer_node,
+    map_modules,
+    move_weights,
+    next_layer_nodes,
+    output_info,
+    output_part_bytes,
+    weights_by_tier,
+)
+
+__all__ = [
+    "Worker",
+    "call_index",
+    "expected_calls",
+    "first_layer_node",
+    "is_layer_node",
+    "next_layer_nodes",
+    "read_msg",
+    "write_msg",
+]
+
 _HEADER = struct.Struct("<Q")
+NO_HOOKS_ENV = "MARL_NATIVE_TEST_NO_ACTIVATION_HOOKS"
+FAULT_ENV = "MARL_NATIVE_TEST_FAULT"
 
 
 def read_msg(stream: BinaryIO) -> Any:
@@ -63,54 +84,33 @@ def write_msg(stream: BinaryIO, obj: Any) -> None:
     stream.flush()
 
 
-def load_factory(spec: str) -> Any:
-    """'pkg.module:function' or '/path/file.py:function' -> the callable."""
-    target, _, func = spec.rpartition(":")
-    if not target or not func:
-        raise ValueError(f"model factory {spec!r} must look like 'package.module:function' or 'file.py:function'")
-    if target.endswith(".py"):
-        mod_spec = importlib.util.spec_from_file_location(f"_marl_model_{abs(hash(target))}", target)
-        if mod_spec is None or mod_spec.loader is None:
-            raise ValueError(f"cannot load model factory file {target}")
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    return getattr(module, func)
+class _AccountTracer:
+    """Records every module call's start and end with the allocator's cumulative bytes per tier."""
 
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.trace: list[tuple] = []
 
-def is_layer_node(node: Any) -> bool:
-    """A node that is a call of its own: not split off a layer (`part_of` is None)."""
-    return getattr(node, "part_of", None) is None
+    def _snap(self, tier: int) -> tuple[int, int, int]:
+        """(cumulative fast bytes, cumulative slow bytes, the thread's tier when the hook was entered)."""
+        if self.w.lib is None:
+            return (0, 0, 0)
+        st = self.w.A.stats()
+        return (st["fast"].total_bytes, st["slow"].total_bytes, int(tier))
 
+    def start(self, tier: int) -> None:
+        self.trace.append(("start", "", 0, time.perf_counter(), self._snap(tier), None))
 
-def expected_calls(nodes: Any) -> dict[str, int]:
-    """How many times each module should run in one forward: once per layer node naming it."""
-    calls: dict[str, int] = defaultdict(int)
-    for node in nodes:
-        if node.module is not None and is_layer_node(node):
-            calls[node.module] += 1
-    return dict(calls)
+    def pre(self, module: str, call: int, tier: int) -> None:
+        self.trace.append(("pre", module, call, time.perf_counter(), self._snap(tier), None))
 
+    def post(self, module: str, call: int, args: Any, out: Any, tier: int) -> None:
+        t = time.perf_counter()
+        info = output_info(self.w.A, self.w.torch, args, out, self.w.lib is not None)
+        self.trace.append(("post", module, call, t, self._snap(tier), info))
 
-def call_index(nodes: Any) -> dict[tuple[str, int], int]:
-    """(module, call) -> index of the layer node that call runs (parameter and output nodes excluded)."""
-    return {(n.module, n.call): i for i, n in enumerate(nodes) if n.module is not None and is_layer_node(n)}
-
-
-def next_layer_nodes(nodes: Any) -> list[int | None]:
-    """For each node, the index of the next layer node after it (None at the end)."""
-    out: list[int | None] = [None] * len(nodes)
-    nxt: int | None = None
-    for i in range(len(nodes) - 1, -1, -1):
-        out[i] = nxt
-        if is_layer_node(nodes[i]):
-            nxt = i
-    return out
-
-
-def first_layer_node(nodes: Any) -> int | None:
-    return next((i for i, n in enumerate(nodes) if is_layer_node(n)), None)
+    def end(self, tier: int) -> None:
+        self.trace.append(("end", "", 0, time.perf_counter(), self._snap(tier), None))
 
 
 class Worker:
@@ -119,203 +119,85 @@ class Worker:
 
         import allocator
         from marl_gym.workloads.graph import WorkloadGraph
+        from marl_gym.workloads.rebuild import build_for_graph
 
         self.torch = torch
         self.A = allocator
+        self.fault: str | None = None
         torch.set_num_threads(int(msg["threads"]))
         self.graph = WorkloadGraph.from_dict(msg["graph"])
         t0 = time.perf_counter()
-        model_spec = msg["model"]
-        if ":" in model_spec:
-            model, inputs = load_factory(model_spec)(**msg.get("model_kwargs", {}))
-        else:
-            from marl_gym.workloads.models import build_model
-
-            model, inputs = build_model(model_spec, batch_size=self.graph.batch_size, seed=int(msg.get("seed", 0)))
-        self.model = model.eval()
-        self.inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+        model, (args, kwargs) = build_for_graph(
+            self.graph, msg.get("model"), msg.get("model_kwargs"), seed=int(msg.get("seed", 0))
+        )
+        self.model, self.args, self.kwargs = model, args, kwargs
         self.build_s = time.perf_counter() - t0
         self.active = allocator.is_active()
         self.lib = allocator._lib()[1] if self.active else None
+        self.threshold = int(msg["threshold"])
         if self.active:
-            allocator.set_threshold(int(msg["threshold"]))
+            allocator.set_threshold(self.threshold)
             allocator.set_fast_limit(msg.get("fast_limit"))
         self.fast_limit = msg.get("fast_limit")
-        self._check_graph()
-        self.fault: str | None = None
+        self.node_modules, self.params = map_modules(self.model, self.graph)
+        self.calls_expected = expected_calls(self.graph.nodes)
+        self.hooks_enabled = os.environ.get(NO_HOOKS_ENV, "") != "1"
+        self.handles: list[Any] = []
+        self.startup_check = self.check_outputs()
 
-    # ------------------------------------------------------------------ mapping
-    def _check_graph(self) -> None:
-        nodes = self.graph.nodes
-        modules = dict(self.model.named_modules())
-        params = dict(self.model.named_parameters())
-        self.params = params
-        self.node_modules: dict[str, Any] = {}
-        missing = []
-        for node in nodes:
-            if node.module is not None:
-                if node.module not in modules:
-                    missing.append(f"module {node.module!r}")
-                else:
-                    self.node_modules[node.module] = modules[node.module]
-            missing.extend(f"parameter {p!r}" for p in node.weight_names if p not in params)
-        self.calls_expected = expected_calls(nodes)
-        if missing:
+    # ---------------------------------------------------------------- set-up check
+    def check_outputs(self) -> dict[str, Any]:
+        """One traced inference: does every module call return the bytes the graph says? (ValueError if not)"""
+        acc = self.account([True] * self.graph.num_nodes, set_tiers=False)
+        if acc["call_mismatch"] or acc["output_mismatch"]:
             raise ValueError(
-                f"the model does not match workload graph {self.graph.name!r}: missing {', '.join(missing[:8])}"
-                + (" ..." if len(missing) > 8 else "")
+                f"the model does not run as workload graph {self.graph.name!r} says: "
+                + (f"module calls differ for {acc['call_mismatch'][:5]}; " if acc["call_mismatch"] else "")
+                + (
+                    "outputs differ (node, bytes measured, bytes in the graph): "
+                    + ", ".join(f"{n} {m} vs {g}" for n, m, g in acc["output_mismatch"][:5])
+                    if acc["output_mismatch"]
+                    else ""
+                )
             )
+        return {"nodes_checked": sum(b is not None for b in acc["output_bytes"]), "output_digest": acc["output_digest"]}
 
     # ------------------------------------------------------------------ weights
     def apply_weights(self, weights_fast: list[bool]) -> dict[str, Any]:
-        A, torch = self.A, self.torch
         nodes = self.graph.nodes
-        moved = 0
-        small = min((p.numel() * p.element_size() for p in self.params.values() if p.numel()), default=256)
-        previous = A.set_threshold(max(1, min(A.get_threshold(), small)))
-        try:
-            with torch.no_grad():
-                for want in ("slow", "fast"):
-                    for i, node in enumerate(nodes):
-                        if not node.weight_names or ("fast" if weights_fast[i] else "slow") != want:
-                            continue
-                        tensors = [self.params[p] for p in node.weight_names]
-                        if node.module is not None and node.module in self.node_modules:
-                            tensors += [b for b in self.node_modules[node.module].buffers(recurse=False) if b.numel()]
-                        for t in tensors:
-                            if A.tier_of(t.data_ptr()) != want:
-                                with A.tier(want):
-                                    t.data = t.data.clone()
-                                moved += 1
-        finally:
-            A.set_threshold(previous)
-        per_node = []
-        totals = {"fast": 0, "slow": 0, "system": 0}
-        misplaced = []
-        for i, node in enumerate(nodes):
-            if not node.weight_names:
-                per_node.append(None)
-                continue
-            d = {"fast": 0, "slow": 0, "system": 0}
-            for p in node.weight_names:
-                t = self.params[p]
-                where = A.tier_of(t.data_ptr())
-                d[where] += A.block_size(t.data_ptr()) if where != "system" else t.numel() * t.element_size()
-            want = "fast" if weights_fast[i] else "slow"
-            if d[want] == 0 or any(d[k] for k in d if k != want):
-                misplaced.append(node.name)
-            for k in d:
-                totals[k] += d[k]
-            per_node.append(d)
-        return {"weights_by_tier": totals, "weights_per_node": per_node, "weights_misplaced": misplaced, "moved": moved}
+        moved = move_weights(self.A, self.torch, nodes, self.params, self.node_modules, weights_fast)
+        report = weights_by_tier(self.A, nodes, self.params, weights_fast)
+        report["moved"] = moved
+        return report
 
     def evict_weights(self) -> None:
         """Move every tier-resident parameter and buffer back to the system allocator."""
-        A, torch = self.A, self.torch
-        with torch.no_grad(), A.tier("default"):
-            for t in [*self.model.parameters(), *self.model.buffers()]:
-                if t.numel() and A.tier_of(t.data_ptr()) != "system":
-                    t.data = t.data.clone()
+        from marl_gym.backends.tiering import clone_into
+
+        clone_into(self.A, self.torch, [*self.model.parameters(), *self.model.buffers()], "system")
 
     # -------------------------------------------------------------- activations
     def _events(self, act_fast: list[bool]) -> tuple[dict, int | None]:
-        """(module, call, 'pre'|'post') -> tier where the tier changes; and the tier at the start."""
-        FAST, SLOW = 1, 2
-        nodes = self.graph.nodes
-        tiers = [FAST if a else SLOW for a in act_fast]
-        events: dict[tuple[str, int, str], int] = {}
-        current = 0
-        start = None
-        first = first_layer_node(nodes)
-        if first is not None and nodes[first].module is None:
-            start = current = tiers[first]
-        following = next_layer_nodes(nodes)
-        for i, node in enumerate(nodes):
-            if node.module is None or not is_layer_node(node):
-                continue
-            if tiers[i] != current:
-                events[(node.module, node.call, "pre")] = current = tiers[i]
-            j = following[i]
-            if j is not None and nodes[j].module is None and tiers[j] != current:
-                events[(node.module, node.call, "post")] = current = tiers[j]
-        return events, start
+        return activation_events(self.graph.nodes, act_fast)
 
-    def _install(self, act_fast: list[bool], trace: list | None) -> list:
-        """Register the hooks for a placement; with `trace`, every node records stats (accounting run)."""
-        lib = self.lib
-        set_tier = lib.marl_set_tier if lib is not None else (lambda t: None)
-        events, start = self._events(act_fast)
-        counts: dict[str, int] = defaultdict(int)
-        handles = []
-        by_module: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
-        for (mod, call, kind), tier in events.items():
-            pre, post = by_module.setdefault(mod, ({}, {}))
-            (pre if kind == "pre" else post)[call] = tier
-        hooked = set(by_module) if trace is None else set(self.node_modules)
-        for mod in hooked:
-            pre, post = by_module.get(mod, ({}, {}))
+    def _set_tier(self) -> Any:
+        if self.lib is None or not self.hooks_enabled:
+            return lambda t: 0
+        return self.lib.marl_set_tier
 
-            def pre_hook(m: Any, args: Any, mod: str = mod, pre: dict = pre) -> None:
-                t = pre.get(counts[mod])
-                if t is not None:
-                    set_tier(t)
-                if trace is not None:
-                    trace.append(("pre", mod, counts[mod], time.perf_counter(), self._snap(), None))
-
-            def post_hook(m: Any, args: Any, out: Any, mod: str = mod, post: dict = post) -> None:
-                c = counts[mod]
-                counts[mod] = c + 1
-                if trace is not None:
-                    trace.append(("post", mod, c, time.perf_counter(), self._snap(), self._out_info(args, out)))
-                t = post.get(c)
-                if t is not None:
-                    set_tier(t)
-
-            module = self.node_modules[mod]
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
-
-        def root_pre(m: Any, args: Any) -> None:
-            counts.clear()
-            if start is not None:
-                set_tier(start)
-            if trace is not None:
-                trace.append(("start", "", 0, time.perf_counter(), self._snap(), None))
-
-        def root_post(m: Any, args: Any, out: Any) -> None:
-            if trace is not None:
-                trace.append(("end", "", 0, time.perf_counter(), self._snap(), None))
-            set_tier(0)
-
-        handles.insert(0, self.model.register_forward_pre_hook(root_pre, prepend=True))
-        handles.append(self.model.register_forward_hook(root_post))
-        return handles
-
-    def _snap(self) -> tuple[int, int]:
-        if self.lib is None:
-            return (0, 0)
-        st = self.A.stats()
-        return (st["fast"].total_bytes, st["slow"].total_bytes)
-
-    def _out_info(self, args: Any, out: Any) -> tuple[str, bool]:
-        torch = self.torch
-        t = out if isinstance(out, torch.Tensor) else next((o for o in _flat(out) if isinstance(o, torch.Tensor)), None)
-        if t is None:
-            return ("none", False)
-        ins = {a.untyped_storage().data_ptr() for a in _flat(args) if isinstance(a, torch.Tensor)}
-        inplace = t.untyped_storage().data_ptr() in ins
-        where = self.A.tier_of(t.untyped_storage().data_ptr()) if self.lib is not None else "system"
-        return (where, inplace)
+    def _install(self, act_fast: list[bool], tracer: Any = None, set_tiers: bool = True) -> list:
+        set_tier = self._set_tier() if set_tiers else (lambda t: 0)
+        return install_activation_hooks(self.model, self.graph.nodes, self.node_modules, act_fast, set_tier, tracer)
 
     def _forward(self) -> Any:
         with self.torch.inference_mode():
-            return self.model(*self.inputs)
+            return self.model(*self.args, **self.kwargs)
 
-    def account(self, act_fast: list[bool]) -> dict[str, Any]:
-        """One inference with every node traced: bytes per tier and time per node, output tiers."""
+    def account(self, act_fast: list[bool], set_tiers: bool = True) -> dict[str, Any]:
+        """One inference with every node traced: bytes per tier and time per node, each output's tier and bytes."""
         nodes = self.graph.nodes
-        trace: list = []
-        handles = self._install(act_fast, trace)
+        tracer = _AccountTracer(self)
+        handles = self._install(act_fast, tracer, set_tiers)
         try:
             if self.lib is not None:
                 self.A.reset_stats()
@@ -328,20 +210,25 @@ class Worker:
         index = call_index(nodes)
         following = next_layer_nodes(nodes)
         first = first_layer_node(nodes)
+        expected_out = output_part_bytes(nodes)
         n = len(nodes)
         act = [{"fast": 0, "slow": 0} for _ in range(n)]
         times = [0.0] * n
         out_tier: list[str | None] = [None] * n
+        out_bytes: list[int | None] = [None] * n
+        out_block: list[int] = [0] * n
         inplace = [False] * n
         calls_seen: dict[str, int] = defaultdict(int)
-        last_event: tuple[float, tuple[int, int], int | None] | None = None  # (time, snap, node after the gap)
-        open_pre: dict[tuple[str, int], tuple[float, tuple[int, int]]] = {}
-        for kind, mod, call, t, snap, info in trace:
+        gap_tier = [0] * n  # the thread's tier while a functional node's gap ran
+        last_event: tuple[float, tuple, int | None] | None = None  # (time, snap, node after the gap)
+        open_pre: dict[tuple[str, int], tuple[float, tuple]] = {}
+        for kind, mod, call, t, snap, info in tracer.trace:
             if kind in ("pre", "end") and last_event is not None and last_event[2] is not None:
                 j = last_event[2]  # a gap of functional nodes ends here: charge it to its first node
                 times[j] += t - last_event[0]
                 act[j]["fast"] += snap[0] - last_event[1][0]
                 act[j]["slow"] += snap[1] - last_event[1][1]
+                gap_tier[j] = snap[2]
             if kind == "pre":
                 open_pre[(mod, call)] = (t, snap)
                 last_event = None
@@ -353,28 +240,90 @@ class Worker:
                     times[i] += t - t0
                     act[i]["fast"] += snap[0] - s0[0]
                     act[i]["slow"] += snap[1] - s0[1]
-                    out_tier[i], inplace[i] = info
+                    out_tier[i], inplace[i], out_bytes[i], out_block[i] = info
                 j = following[i] if i is not None else None
                 nxt = j if j is not None and nodes[j].module is None else None
                 last_event = (t, snap, nxt)
             elif kind == "start":
                 last_event = (t, snap, first if first is not None and nodes[first].module is None else None)
         mismatched = sorted(m for m, k in self.calls_expected.items() if calls_seen[m] != k)
+        output_mismatch = [
+            (nodes[i].name, out_bytes[i], expected_out[i])
+            for i in range(n)
+            if out_bytes[i] is not None and out_bytes[i] != expected_out[i]
+        ]
+        status = self._node_status(act_fast, act, out_tier, out_bytes, inplace, expected_out, gap_tier)
         stats = self.A.stats() if self.lib is not None else None
         return {
             "activations_per_node": act,
             "node_times_s": times,
             "output_tier": out_tier,
+            "output_bytes": out_bytes,
+            "output_block_bytes": out_block,
             "inplace": inplace,
+            "node_status": status,
             "call_mismatch": mismatched,
+            "output_mismatch": output_mismatch,
             "output_digest": digest,
             "account_stats": {k: v.to_dict() for k, v in stats.items()} if stats else None,
         }
 
+    def _node_status(
+        self,
+        act_fast: list[bool],
+        act: list[dict[str, int]],
+        out_tier: list[str | None],
+        out_bytes: list[int | None],
+        inplace: list[bool],
+        expected_out: list[int],
+        gap_tier: list[int],
+    ) -> list[str]:
+        """Per node: where its output really went, against the placement.
+
+        ok        module node: its output is in its tier and it allocated nothing in the other tier;
+                  functional node: it ran with its tier set and its run of functional nodes (they share
+                  the tier of the first, see `marl_gym.backends.tiering`) allocated nothing in the other tier
+        misplaced otherwise (output in the other tier or in the system allocator, the tier not set, a
+                  functional node asking for another tier than the first of its run, ...)
+        inplace   written into an input's storage (module node), or a functional node that ran in its tier
+                  and allocated nothing (`out += identity`): it lives where its input's producer put it
+        small     below the allocator's threshold: stays in the system allocator by design
+        none      no tensor output
+        part      a parameter or output node split from a layer (its layer's call is checked)
+        """
+        if self.lib is None:  # no allocator: nothing is placed, nothing to check
+            return ["unchecked"] * len(self.graph.nodes)
+        gap_first = functional_runs(self.graph.nodes)
+        status = []
+        for i, node in enumerate(self.graph.nodes):
+            want = "fast" if act_fast[i] else "slow"
+            other = "slow" if want == "fast" else "fast"
+            if not is_layer_node(node):
+                status.append("part")
+            elif expected_out[i] < self.threshold or (out_bytes[i] is not None and out_bytes[i] < self.threshold):
+                status.append("small")
+            elif node.module is not None:
+                if out_tier[i] in (None, "none"):
+                    status.append("none")
+                elif inplace[i]:
+                    status.append("inplace")
+                else:
+                    status.append("ok" if out_tier[i] == want and act[i][other] == 0 else "misplaced")
+            else:  # functional: its output is not observable, the tier it ran in and what it allocated are
+                first = gap_first[i]
+                ran_in = {1: "fast", 2: "slow"}.get(gap_tier[first], "default")
+                if ran_in != want or act[first][other] != 0:
+                    status.append("misplaced")
+                elif first != i:  # later in a run of functional nodes: ran in the first one's tier
+                    status.append("ok")
+                else:
+                    status.append("ok" if act[i][want] > 0 else "inplace")
+        return status
+
     # ------------------------------------------------------------------ commands
     def prepare(self, msg: dict[str, Any]) -> dict[str, Any]:
         self._maybe_fault("prepare")
-        for h in getattr(self, "handles", []):  # a previous evaluation that never reached "run"
+        for h in self.handles:  # a previous evaluation that never reached "run"
             h.remove()
         self.handles = []
         if self.lib is not None:
@@ -392,7 +341,7 @@ class Worker:
             reply.update(self.apply_weights(wf))
             reply["weights_stats"] = {k: v.to_dict() for k, v in self.A.stats().items()}
         reply.update(self.account(af))
-        self.handles = self._install(af, None)
+        self.handles = self._install(af)
         for _ in range(int(msg.get("warmup", 1))):
             del_out = self._forward()
             del del_out
@@ -408,37 +357,33 @@ class Worker:
             out = self._forward()
             latencies.append(time.perf_counter() - t0)
             del out
-        for h in getattr(self, "handles", []):
+        for h in self.handles:
             h.remove()
         self.handles = []
         stats = {k: v.to_dict() for k, v in self.A.stats().items()} if self.lib is not None else None
         return {"latencies_s": latencies, "run_stats": stats}
 
     def _maybe_fault(self, phase: str) -> None:
+        persistent = os.environ.get(FAULT_ENV, "")
+        if persistent.endswith("@" + phase) and persistent.split("@")[0] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.fault and self.fault.endswith(phase):
             kind = self.fault.split("@")[0]
             self.fault = None
             if kind == "crash":
                 os.kill(os.getpid(), signal.SIGSEGV)
+            if kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
             if kind == "hang":
                 time.sleep(3600)
             if kind == "error":
                 raise RuntimeError("injected error")
 
 
-def _flat(obj: Any) -> list[Any]:
-    if isinstance(obj, (list, tuple)):
-        return [x for o in obj for x in _flat(o)]
-    if isinstance(obj, dict):
-        return [x for o in obj.values() for x in _flat(o)]
-    return [obj]
-
-
 def _digest(torch: Any, out: Any) -> str:
     h = hashlib.sha256()
-    for t in _flat(out if not hasattr(out, "to_tuple") else out.to_tuple()):
-        if isinstance(t, torch.Tensor):
-            h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    for t in flat_tensors(torch, out):
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -463,6 +408,8 @@ def main() -> int:
                     "build_s": worker.build_s,
                     "init_s": time.perf_counter() - t0,
                     "threads": worker.torch.get_num_threads(),
+                    "startup_check": worker.startup_check,
+                    "hooks_enabled": worker.hooks_enabled,
                 }
             elif worker is None:
                 raise RuntimeError(f"command {cmd!r} before init")

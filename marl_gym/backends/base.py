@@ -25,7 +25,13 @@ class Evaluation:
 
     Latencies are for one inference of one task while all `n_tasks` run concurrently (seconds).
     Byte counts are per task. `valid` is False when the placement overflows the per-task fast budget
-    (then `overflow_bytes` > 0) or when a native run failed (then `error` says why).
+    (then `overflow_bytes` > 0), when a native run shows it was not applied as asked (`extra` says how),
+    or when the run failed (`failed`).
+
+    `failed` is True for an infrastructure failure (a native worker crashed, hung or raised, and retrying
+    did not help): the latency (inf) says nothing about the placement, `error` says why, and a learner
+    should neither reward nor penalise the placement for it. `valid` is then False too, so code that does
+    not know `failed` still treats the run as unusable.
     """
 
     latency_s: float

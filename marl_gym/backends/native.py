@@ -9,13 +9,31 @@ fresh interpreter with the allocator preloaded (never forked: see the OpenMP not
 allocator/README.md) and holding its own copy of the model, built once. `evaluate` sends the placement
 to every worker ("prepare": move the weights into their tiers, one traced inference that records bytes
 per tier per node, warm-up), then starts the timed inferences in all workers at once ("run"), so the
-`n_tasks` copies really run concurrently. A worker that crashes, hangs past the timeout or raises is
-reported in `Evaluation.error` with the reason and the tail of its stderr, and is replaced before the
-next evaluation.
+`n_tasks` copies really run concurrently.
 
-Validity: each worker's allocator has a fast-tier limit (`fast_limit_bytes`, by default the system's
-per-task fast budget); an allocation past it goes to the slow tier and is counted as overflow. A
-placement with overflow (or a failed run) is invalid.
+Any model: the worker rebuilds the module from the graph (`marl_gym.workloads.rebuild`): a zoo graph from
+the zoo, an extracted graph from the recipe `extract(..., factory=...)` / `marl-gym extract` recorded in
+its meta, or an explicit `model="pkg.module:factory"`. A graph that cannot be rebuilt is a `RebuildError`
+before any worker starts; a model that does not run as its graph says fails the workers' start-up check.
+
+Verification (what makes `valid` a measurement, not an assumption). At start-up: both tiers' backings
+must be available in the workers (`TierUnavailable` otherwise: e.g. ``slow="numa:7"`` on a host without
+node 7). Per evaluation, a placement is valid only when, in every worker:
+- no allocation overflowed the fast-tier limit (`fast_limit_bytes`, by default the system's per-task
+  fast budget; an allocation past it goes to the slow tier and is counted as overflow);
+- every node's weights are in their tier (the allocator's `tier_of` of each parameter);
+- every layer's output was allocated in its activation tier (`extra["per_node"][i]["status"]`, see
+  `_native_worker.Worker._node_status`; in-place outputs and those below the threshold are exempt);
+- no request fell back to the system allocator (a tier's reserve full or its backing failed);
+- every module call returned the bytes the graph says (`extra["output_mismatch"]`).
+`extra["invalid_reasons"]` lists what failed. Activation bytes are split into *output* bytes (the
+allocator blocks holding each node's output: `fast/slow_activation_bytes`) and *scratch* (everything
+else allocated while the node ran, mostly oneDNN workspaces: `extra["scratch_bytes"]`).
+
+Failures. A worker that crashes, hangs past the timeout or raises is killed and replaced, and the
+evaluation is retried (`retries` times). When every attempt fails the result has ``failed=True``
+(`Evaluation.failed`: an infrastructure failure that says nothing about the placement), an infinite
+latency and the reasons in `error`; it is never reported as an invalid placement.
 
 Baselines: "dram_only" (all fast, no limit) and "all_slow" are measured; "app_direct" is the measured
 all-fast latency when it fits the limit, else inf; "memory_mode", "first_touch" and "random" cannot be
@@ -40,11 +58,17 @@ import numpy as np
 
 from marl_gym.backends._native_worker import read_msg, write_msg
 from marl_gym.backends.base import BatchEvaluation, Evaluation
+from marl_gym.backends.tiering import TierUnavailable, check_tiers, functional_runs
 from marl_gym.placement import Placement, PlacementError
 from marl_gym.workloads.graph import WorkloadGraph
+from marl_gym.workloads.rebuild import check_rebuildable
 from marl_gym.workloads.registry import resolve
 
 MEASURED_BASELINES = ("dram_only", "all_slow", "app_direct")
+TIERS = ("fast", "slow")
+TIMED_BYTES_TOLERANCE = 0.05
+"""Relative difference allowed between the bytes per tier of a timed inference and of the traced one (plus
+64 KiB): the same placement allocates the same; measured within 0.01 % on resnet50."""
 
 
 class WorkerFailure(RuntimeError):
@@ -146,12 +170,14 @@ class NativeBackend:
         timeout_s: float = 300.0,
         init_timeout_s: float = 600.0,
         env: dict[str, str] | None = None,
+        retries: int = 1,
     ) -> None:
         """
         graph:            a zoo name, a graph JSON path or a WorkloadGraph (its nodes must match the model).
         system:           memory system name/object for the budget and the estimated baselines (as ModelBackend).
         n_tasks:          concurrent inferences = worker processes.
-        model:            zoo model name (default: the graph's name) or 'pkg.module:factory' / 'file.py:factory'
+        model:            None (default): rebuild the graph's module from its recipe (`extract(..., factory=)`)
+                          or the zoo; else a zoo model name or 'pkg.module:factory' / 'file.py:factory'
                           returning (nn.Module, example_inputs); `model_kwargs` go to the factory.
         fast_limit_bytes: per-task fast-tier limit: "system" (the system's per-task fast budget), an int, or
                           None (unlimited).
@@ -162,14 +188,19 @@ class NativeBackend:
         preload:          False runs the same workers without the allocator (placements are then ignored): the
                           reference for overhead and output checks.
         timeout_s:        a worker that does not answer within this is killed and reported as hung.
+        retries:          evaluations retried after a worker failure before reporting `failed=True`.
         """
         if not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or n_tasks < 1:
             raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
         if warmup < 0 or repeats < 1:
             raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+        if not isinstance(retries, (int, np.integer)) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
         self.graph = resolve(graph)
         self.n_tasks = int(n_tasks)
-        self.model_spec = model or self.graph.name
+        self.retries = int(retries)
+        self.model_spec = model
+        self.rebuild_from = check_rebuildable(self.graph, model)  # RebuildError before any worker starts
         self.model_kwargs = dict(model_kwargs or {})
         self.warmup, self.repeats = int(warmup), int(repeats)
         self.threshold_bytes = int(threshold_bytes)
@@ -202,6 +233,7 @@ class NativeBackend:
             import allocator
 
             base_env = allocator.preload_env(base_env, slow=slow, fast=fast)
+            check_tiers(allocator.probe(env=base_env)["config"])  # a second, before the workers build models
         self._env = base_env
         self._cmd = [sys.executable, "-m", "marl_gym.backends._native_worker"]
         self._workers: list[_Worker | None] = [None] * self.n_tasks
@@ -243,9 +275,19 @@ class NativeBackend:
         for w, r in zip(fresh, replies):
             w.info = r
             if self.preload and not r["active"]:
+                for v in fresh:
+                    self._drop(v)
                 raise WorkerFailure(f"worker {w.index} (pid {w.pid}) runs without the allocator preloaded")
+        if self.preload:
+            try:
+                check_tiers(replies[0]["config"])
+            except TierUnavailable:
+                for w in fresh:
+                    self._drop(w)
+                raise
 
     def _drop(self, w: _Worker) -> None:
+        """Kill a worker whose state is unknown; the next evaluation starts a replacement."""
         w.kill()
         if self._workers[w.index] is w:
             self._workers[w.index] = None
@@ -316,12 +358,22 @@ class NativeBackend:
         placement.check(self.graph)
         limit = self.fast_limit_bytes if fast_limit_bytes == "default" else fast_limit_bytes
         replaced_before = self._replaced
-        try:
-            if any(w is None for w in self._workers):
-                self._replaced += sum(w is None for w in self._workers)
-                self._start_missing()
-        except WorkerFailure as exc:
-            return self._failed(str(exc))
+        errors: list[str] = []
+        for attempt in range(self.retries + 1):
+            try:
+                prepared, ran = self._attempt(placement, limit)
+            except WorkerFailure as exc:
+                errors.append(f"attempt {attempt + 1}: {exc}")
+                continue
+            return self._evaluation(placement, prepared, ran, limit, self._replaced - replaced_before, attempt)
+        return self._failed("\n".join(errors), replaced=self._replaced - replaced_before)
+
+    def _attempt(self, placement: Placement, limit: int | None) -> tuple[list[dict], list[dict]]:
+        """Prepare and time `placement` in every worker; WorkerFailure (workers dropped) if any fails."""
+        missing = sum(w is None for w in self._workers)
+        if missing:
+            self._replaced += missing
+            self._start_missing()
         workers = [w for w in self._workers if w is not None]
         prepare = {
             "cmd": "prepare",
@@ -340,14 +392,14 @@ class NativeBackend:
         prepared = self._collect([w for w in workers if self._workers[w.index] is w], self.timeout_s, "prepare")
         errors += [r for r in prepared if isinstance(r, str)]
         if errors:
-            return self._failed("\n".join(errors), replaced=self._replaced - replaced_before)
+            raise WorkerFailure("\n".join(errors))
         for w in workers:
             w.send({"cmd": "run", "repeats": self.repeats})
         ran = self._collect(workers, self.timeout_s, "timed inference")
         errors = [r for r in ran if isinstance(r, str)]
         if errors:
-            return self._failed("\n".join(errors), replaced=self._replaced - replaced_before)
-        return self._evaluation(prepared, ran, limit, self._replaced - replaced_before)
+            raise WorkerFailure("\n".join(errors))
+        return prepared, ran
 
     def _failed(self, error: str, replaced: int = 0) -> Evaluation:
         return Evaluation(
@@ -364,72 +416,138 @@ class NativeBackend:
             baselines_s=dict(self._baselines or {}),
             backend=self.name,
             error=error,
-            extra={"replaced_workers": replaced, "will_replace": sum(w is None for w in self._workers)},
+            extra={
+                "replaced_workers": replaced,
+                "attempts": self.retries + 1,
+                "will_replace": sum(w is None for w in self._workers),
+            },
+            failed=True,
         )
 
-    def _evaluation(self, prepared: list[dict], ran: list[dict], limit: int | None, replaced: int) -> Evaluation:
+    def _evaluation(
+        self,
+        placement: Placement,
+        prepared: list[dict],
+        ran: list[dict],
+        limit: int | None,
+        replaced: int,
+        retried: int,
+    ) -> Evaluation:
         latencies = np.array([float(np.median(r["latencies_s"])) for r in ran])
         first = prepared[0]
-        act = first["activations_per_node"]
+        nodes = self.graph.nodes
         weights = first.get("weights_by_tier", {"fast": 0, "slow": 0, "system": 0})
         overflow = 0
         peak_fast = 0
         per_task = []
-        for p, r in zip(prepared, ran):
+        reasons: list[str] = []
+        for k, (p, r) in enumerate(zip(prepared, ran)):
             o = 0
+            fallback = 0
             if p.get("account_stats"):
                 o = p["weights_stats"]["fast"]["overflow_bytes"] + p["account_stats"]["fast"]["overflow_bytes"]
+                fallback = sum(p[key][t]["fallback_count"] for key in ("weights_stats", "account_stats") for t in TIERS)
             if r.get("run_stats"):
                 o = max(o, r["run_stats"]["fast"]["overflow_bytes"] // max(self.repeats, 1))
                 peak_fast = max(peak_fast, r["run_stats"]["fast"]["peak_bytes"])
+                fallback += sum(r["run_stats"][t]["fallback_count"] for t in TIERS)
             overflow = max(overflow, int(o))
+            misplaced = [nodes[i].name for i, st in enumerate(p["node_status"]) if st == "misplaced"]
+            if self.preload:
+                if misplaced:
+                    reasons.append(
+                        f"task {k}: {len(misplaced)} node output(s) not in their activation tier, e.g. {misplaced[:3]}"
+                    )
+                if p.get("weights_misplaced"):
+                    reasons.append(f"task {k}: weights not in their tier for {p['weights_misplaced'][:3]}")
+                if fallback:
+                    reasons.append(f"task {k}: {fallback} allocation(s) fell back to the system allocator")
+            if self.preload and r.get("run_stats") and p.get("account_stats"):
+                for t in TIERS:
+                    traced = p["account_stats"][t]["total_bytes"]
+                    timed = r["run_stats"][t]["total_bytes"] / max(self.repeats, 1)
+                    if abs(timed - traced) > TIMED_BYTES_TOLERANCE * traced + 65536:
+                        reasons.append(
+                            f"task {k}: the timed inferences allocated {timed:.0f} B per inference in the {t} tier, "
+                            f"the traced one {traced} B: the timed runs did not place activations as traced"
+                        )
+            if p["output_mismatch"] or p["call_mismatch"]:
+                reasons.append(f"task {k}: the model's outputs or module calls differ from the graph")
             per_task.append(
                 {
                     "latencies_s": r["latencies_s"],
                     "weights_by_tier": p.get("weights_by_tier"),
                     "overflow_bytes": int(o),
+                    "fallback_count": int(fallback),
+                    "misplaced_nodes": misplaced,
                     "output_digest": p["output_digest"],
                 }
             )
-        nodes = self.graph.nodes
+        if overflow:
+            reasons.insert(0, f"{overflow} bytes overflowed the fast-tier limit {limit}")
+        act = first["activations_per_node"]
+        out_tier, out_block, status = first["output_tier"], first["output_block_bytes"], first["node_status"]
+        outputs = {"fast": 0, "slow": 0}
+        allocated = {t: int(sum(a[t] for a in act)) for t in TIERS}
+        runs = functional_runs(nodes)
+        pool = {i: dict(act[i]) for i in set(runs)}  # what each run of functional nodes allocated, per tier
+        for i in range(len(nodes)):
+            if status[i] in ("ok", "misplaced") and nodes[i].module is not None and out_tier[i] in TIERS:
+                outputs[out_tier[i]] += int(out_block[i])
+            elif status[i] == "ok":  # functional: its output is the part of its run's allocations the graph says
+                want = "fast" if placement.activations_fast[i] else "slow"
+                take = min(pool[runs[i]][want], _round64(nodes[i].output_bytes))
+                pool[runs[i]][want] -= take
+                outputs[want] += take
+        scratch = {t: max(allocated[t] - outputs[t], 0) for t in TIERS}
         per_node = [
             {
                 "name": nodes[i].name,
                 "weights": first["weights_per_node"][i] if "weights_per_node" in first else None,
                 "activation_bytes": act[i],
-                "output_tier": first["output_tier"][i],
+                "output_tier": out_tier[i],
+                "output_bytes": first["output_bytes"][i],
                 "inplace": first["inplace"][i],
+                "status": status[i],
             }
             for i in range(len(nodes))
         ]
-        fast_act = sum(a["fast"] for a in act)
-        slow_act = sum(a["slow"] for a in act)
+        digests = {t["output_digest"] for t in per_task}
         return Evaluation(
             latency_s=float(latencies.mean()),
-            valid=overflow == 0 and not first.get("weights_misplaced"),
+            valid=not reasons,
             overflow_bytes=int(overflow),
             peak_fast_bytes=int(peak_fast),
             fast_weight_bytes=int(weights["fast"]),
             slow_weight_bytes=int(weights["slow"]),
-            fast_activation_bytes=int(fast_act),
-            slow_activation_bytes=int(slow_act),
+            fast_activation_bytes=int(outputs["fast"]),
+            slow_activation_bytes=int(outputs["slow"]),
             n_tasks=self.n_tasks,
             node_times_s=np.array(first["node_times_s"], dtype=np.float64),
             baselines_s=dict(self._baselines or {}),
             backend=self.name,
             error=None,
             extra={
+                "invalid_reasons": reasons,
                 "latency_per_task_s": latencies.tolist(),
                 "fast_limit_bytes": limit,
                 "system_weight_bytes": int(weights.get("system", 0)),
                 "weights_misplaced": first.get("weights_misplaced", []),
                 "call_mismatch": first["call_mismatch"],
+                "output_mismatch": first["output_mismatch"],
+                "outputs_agree_across_tasks": len(digests) == 1,
+                "output_bytes": outputs,
+                "scratch_bytes": scratch,
+                "allocated_bytes": allocated,
+                "node_status_counts": {st: status.count(st) for st in sorted(set(status))},
                 "per_node": per_node,
                 "per_task": per_task,
                 "run_stats": ran[0].get("run_stats"),
                 "replaced_workers": replaced,
+                "retries": retried,
                 "threads_per_task": self.threads_per_task,
                 "preload": self.preload,
+                "rebuild_from": self.rebuild_from,
                 "baseline_sources": dict(self._baseline_sources),
             },
         )
@@ -443,13 +561,7 @@ class NativeBackend:
                 f"weights_fast and activations_fast must both have shape (B, {self.graph.num_nodes}), "
                 f"got {W.shape} and {A.shape}"
             )
-        evs = [self.evaluate(Placement(w, a)) for w, a in zip(W, A)]
-        return BatchEvaluation(
-            np.array([e.latency_s for e in evs]),
-            np.array([e.valid for e in evs]),
-            np.array([e.overflow_bytes for e in evs], dtype=np.int64),
-            np.array([e.peak_fast_bytes for e in evs], dtype=np.int64),
-        )
+        return BatchEvaluation.from_evaluations([self.evaluate(Placement(w, a)) for w, a in zip(W, A)])
 
     def baseline_latencies(self) -> dict[str, float]:
         """Measured dram_only / all_slow / app_direct; the other modes estimated (see the module docstring)."""
@@ -476,7 +588,7 @@ class NativeBackend:
 
     # ----------------------------------------------------------------- testing
     def _inject_fault(self, worker: int, kind: str) -> None:
-        """Make a worker fail at its next step: kind is 'crash@prepare', 'hang@run', 'error@prepare', ..."""
+        """Make a worker fail at its next step: 'crash@prepare', 'kill@run', 'hang@run', 'error@prepare', ..."""
         w = self._workers[worker]
         if w is None:
             raise RuntimeError(f"worker {worker} is not running")
@@ -517,3 +629,7 @@ class NativeBackend:
             f"NativeBackend({self.graph.name!r}, n_tasks={self.n_tasks}, model={self.model_spec!r}, "
             f"fast_limit_bytes={self.fast_limit_bytes}, preload={self.preload})"
         )
+
+
+def _round64(n: int) -> int:
+    return int(n) + (-int(n)) % 64

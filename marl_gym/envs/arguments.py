@@ -24,7 +24,6 @@ from marl_gym.envs.rewards import reward_names
 from marl_gym.io import format_bytes
 from marl_gym.memory.model import MODES
 from marl_gym.workloads.graph import WorkloadGraph
-from marl_gym.workloads.registry import names as zoo_names
 
 BACKENDS = ("model", "native")
 RENDER_MODES = ("ansi", "rgb_array")
@@ -116,14 +115,19 @@ def check_backend_kwargs(backend_class: type, kwargs: Mapping[str, Any]) -> None
 
 
 def check_native_workload(graph: WorkloadGraph, kwargs: Mapping[str, Any]) -> None:
-    """The native backend runs a real PyTorch model: the zoo model named like the graph, or `model` if given.
+    """The native backend runs a real PyTorch model: the graph's rebuild recipe (`extract(..., factory=)`), the
+    zoo model named like the graph, or `model` if given.
 
-    Refused here, before worker processes import torch and fail one by one on an unknown model name."""
-    if kwargs.get("model") is None and graph.name not in zoo_names():
+    Refused here, before worker processes import torch and fail one by one on a model they cannot build."""
+    from marl_gym.workloads.rebuild import RebuildError, check_rebuildable
+
+    try:
+        check_rebuildable(graph, kwargs.get("model"))
+    except RebuildError as exc:
         raise EnvArgumentError(
-            f"backend 'native' runs a real PyTorch model, and workload {graph.name!r} is not a zoo model "
-            f"({', '.join(zoo_names())}): pass backend_kwargs={{'model': 'pkg.module:factory'}} or use backend='model'"
-        )
+            f"backend 'native' runs a real PyTorch model: {exc} (with gym.make: "
+            "backend_kwargs={'model': 'pkg.module:factory'}), or use backend='model'"
+        ) from exc
 
 
 def baseline_error(problem: Any, baseline: str) -> EnvArgumentError:

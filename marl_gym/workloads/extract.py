@@ -517,6 +517,9 @@ def extract(
     batch_size: int | None = None,
     meta: Mapping[str, Any] | None = None,
     granularity: str = "layer",
+    factory: Any = None,
+    factory_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
 ) -> WorkloadGraph:
     """Run `module` once on `example_inputs` and return its workload graph.
 
@@ -527,6 +530,11 @@ def extract(
     (`example_kwargs` adds keyword arguments). `name` defaults to the module's class name; `batch_size` to the first dimension of the
     first input tensor. The module is run in whatever mode it is in (call `.eval()` first for inference
     graphs) under `torch.no_grad()`. See the module docstring for conventions and limitations.
+
+    `factory` ("pkg.module:function" or a module-level function) is how `module` was made: called with
+    `factory_kwargs` after ``torch.manual_seed(seed)`` it returns the module again. It is recorded in
+    ``meta["rebuild"]`` with the inputs' shapes and dtypes, so the native backend can rebuild and run the
+    module in its worker processes (`marl_gym.workloads.rebuild`).
     """
     if type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module):
         module = module._orig_mod  # torch.compile's wrapper: trace the eager module it wraps
@@ -597,6 +605,13 @@ def extract(
         "torch_version": torch.__version__.split("+")[0],
     }
     info.update(meta or {})
+    if factory is not None:
+        from marl_gym.workloads.rebuild import RebuildError, make_recipe
+
+        try:
+            info["rebuild"] = make_recipe(factory, args, kwargs, module, batch_size, factory_kwargs, seed)
+        except RebuildError as exc:
+            raise ExtractionError(str(exc)) from exc
     graph = build_graph(
         name,
         [r.as_dict() for r in ext.records],

@@ -113,7 +113,7 @@ def _factory_graph(args: argparse.Namespace) -> WorkloadGraph:
         inputs = tuple(torch.zeros(s, dtype=dtype) for s in shapes)
     module.eval()
     name = args.name or args.model.partition(":")[2]
-    return extract(module, inputs, name=name, meta={"factory": args.model})
+    return extract(module, inputs, name=name, meta={"factory": args.model}, factory=args.model)
 
 
 def run(args: argparse.Namespace) -> int:
