@@ -18,9 +18,10 @@ Conventions
 -----------
 * FLOPs: torch's counter, which counts a multiply-add as 2 FLOPs (a conv is 2*Cin*Cout*k*k*Hout*Wout/groups
   per image, a linear layer 2*in*out per row). It knows matmul/conv/attention-like aten ops; CPU's fused
-  attention kernel (`_scaled_dot_product_flash_attention_for_cpu`) is mapped to torch's own SDPA formula.
-  Nodes it gives no count for get an elementwise estimate, `ELEMENTWISE_FLOPS[op] * elements`
-  (elements of the output; of the input for pooling): an order of magnitude for the roofline, no more.
+  attention kernel (`_scaled_dot_product_flash_attention_for_cpu`, and its backward) is mapped to torch's
+  own SDPA formulas. Recurrent layers (LSTM, GRU, RNN) are counted by a formula, and nodes torch gives no
+  count for get an element-wise formula; an op with neither is warned about (`UnknownFlopsWarning`) and
+  listed in `meta["flops_estimated"]`: see `marl_gym.workloads.flops`.
 * Data-flow edges come from tensor identity: every tensor a node outputs is remembered (and kept alive
   during extraction, so `id()` values are never reused) as produced by that node; a later node reading
   it gets an edge. An in-place op (`add_`, `+=`, `relu(inplace=True)`, `x[i] = y`) reads the tensor and
@@ -33,11 +34,23 @@ Conventions
   transposed one) it allocates, so it is a node (op "other"). Ops creating tensors from no tensor
   (`torch.arange`, `torch.ones`, ...) are constants, like the model's inputs: no node, no edge.
 * `weight_bytes` counts *parameters* (not buffers) in their own dtype, each parameter once, at the first
-  node reading it: a leaf module's own parameters, or parameters (or views of them) passed to a
-  functional op outside leaf modules. BatchNorm's running mean/variance are buffers and are not counted
-  (2 floats per channel: 0.2 % of ResNet-50's bytes), so a graph's `total_weight_bytes` is exactly
-  4 x the parameter count of an fp32 model. Parameters read again later (shared or tied weights) are
-  listed in `meta["shared_weights"]`; parameters never read in `meta["unused_parameters"]`.
+  node reading it (its *owner*): a leaf module's own parameters, or parameters (or views of them) passed
+  to a functional op outside leaf modules. BatchNorm's running mean/variance are buffers and are not
+  counted (2 floats per channel: 0.2 % of ResNet-50's bytes), so a graph's `total_weight_bytes` is
+  exactly 4 x the parameter count of an fp32 model. Parameters never read are in
+  `meta["unused_parameters"]`.
+* A parameter is one placement decision, its owner's, and it is read at *every* use: each later node
+  reading it (a module called again, a tied LM head reading the embedding table, a weight passed to a
+  functional op) gets a `shared_reads` entry (owner node, parameter name, bytes it reads). They are also
+  listed in `meta["shared_weights"]` ({parameter: [later readers]}).
+* What a node reads of a parameter: all of it, except for a view (`self.pos[:, :t]` reads the view's
+  bytes) and a gather. A gather (`nn.Embedding`, `nn.EmbeddingBag`, `F.embedding`, and `index_select`,
+  `gather`, `take` or indexing with an integer tensor applied to a parameter) reads only the rows it
+  gathers: `weight_read_bytes` (or the shared read's bytes) = distinct rows x row bytes, counted from
+  the index tensor (in a shape-only trace, on the meta device or in a `FakeTensorMode`, indices have no
+  values and every index counts as a row), and
+  `gather_bytes` = bytes of one contiguous row. Its op is "embedding", hence access "random". A node
+  reading all its own weights has `weight_read_bytes` None.
 * `input_bytes` = bytes of the distinct non-parameter tensors a node reads (model inputs and buffers
   included); `output_bytes` = bytes of the distinct tensors it returns. An in-place node is modelled as
   writing its output (its bytes count as output), which slightly overstates live memory at that step.
@@ -53,7 +66,8 @@ Conventions
 What it cannot handle
 ---------------------
 * Only the path taken for the example inputs is recorded (data-dependent control flow is traced, not
-  generalised) and only inference (no backward pass).
+  generalised). This module extracts inference (a forward pass under `torch.no_grad()`); training steps
+  are extracted by `marl_gym.workloads.train` (`extract(..., mode="train")`).
 * A leaf module is one node whatever it does inside; ops inside a leaf are never split out.
 * Ops that bypass `__torch_function__` (calls to `torch.ops.*`, custom C++ extensions) outside leaf
   modules are invisible; parameters a leaf module reads but does not own are not attributed to it
@@ -71,37 +85,33 @@ import sys
 import types
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch._guards import detect_fake_mode
+from torch._subclasses.fake_tensor import is_fake
 from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from marl_gym.workloads.builder import build_graph
+from marl_gym.workloads.flops import (
+    UNKNOWN_FLOPS_PER_ELEMENT,
+    elementwise_formula,
+    is_rnn,
+    rnn_flops,
+    warn_unknown,
+)
 from marl_gym.workloads.graph import OP_TYPES, WorkloadError, WorkloadGraph
 
-EXTRACTOR_VERSION = 2
+EXTRACTOR_VERSION = 3
 """Bumped when a change to extraction changes the graphs it produces (stored in `meta`).
-2: nodes record `weight_tensor_bytes` (one size per parameter)."""
-
-ELEMENTWISE_FLOPS: dict[str, float] = {
-    "relu": 1,
-    "add": 1,
-    "mul": 1,
-    "dropout": 1,
-    "batchnorm": 2,  # eval mode: one scale and one shift per element
-    "layernorm": 8,  # mean, variance, normalise, scale, shift
-    "gelu": 8,  # erf or tanh approximation, a handful of ops per element
-    "activation": 4,
-    "softmax": 5,  # max, subtract, exp, sum, divide
-    "pool": 1,  # per *input* element: each is read into one window reduction
-    "embedding": 0,  # a gather, no arithmetic
-    "other": 1,
-}
-"""Estimated FLOPs per element for nodes torch's counter gives no count for (see the module docstring)."""
+2: nodes record `weight_tensor_bytes` (one size per parameter).
+3: gathers read their rows (`weight_read_bytes`, `gather_bytes`), later readers of a parameter get
+`shared_reads`, recurrent layers and unknown ops get FLOP formulas or warnings (`marl_gym.workloads.flops`)."""
 
 
 def _cpu_sdpa_flop(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> int:
@@ -109,11 +119,22 @@ def _cpu_sdpa_flop(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
     return sdpa_flop_count(query.shape, key.shape, value.shape)
 
 
-_cpu_sdpa_flop._get_raw = True  # type: ignore[attr-defined]  # FlopCounterMode: pass tensors, not shapes
+def _cpu_sdpa_backward_flop(
+    grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any
+) -> int:
+    """torch's own SDPA backward formula for the fused CPU kernel's backward."""
+    return sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
 
-_EXTRA_FLOP_FORMULAS: dict[Any, Any] = {}
+
+_cpu_sdpa_flop._get_raw = True  # type: ignore[attr-defined]  # FlopCounterMode: pass tensors, not shapes
+_cpu_sdpa_backward_flop._get_raw = True  # type: ignore[attr-defined]
+
+EXTRA_FLOP_FORMULAS: dict[Any, Any] = {}
+"""FLOP formulas added to torch's counter (aten ops its registry does not list)."""
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    _EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flop
+    EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flop
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+    EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_sdpa_backward_flop
 
 
 class ExtractionError(WorkloadError):
@@ -134,6 +155,7 @@ _MODULE_OPS: tuple[tuple[str, str], ...] = (
     ("GroupNorm", "layernorm"),
     ("RMSNorm", "layernorm"),
     ("InstanceNorm", "layernorm"),
+    ("RotaryEmbedding", "activation"),  # computes cos/sin of positions x frequencies: no table, no lookup
     ("Embedding", "embedding"),
     ("MultiheadAttention", "attention"),
     ("ReLU", "relu"),
@@ -268,23 +290,90 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _storage(t: torch.Tensor) -> int | None:
+def storage_key(t: torch.Tensor) -> int | None:
+    """Identity of the storage `t` views (the same for a tensor and its views; works on the meta device,
+    where every data pointer is 0), or None for an empty tensor."""
     if t.numel() == 0:
         return None
     try:
-        return t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):
+        return t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError, AttributeError):
         return None
 
 
 def _alias_source(out: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor | None:
-    key = _storage(out)
+    key = storage_key(out)
     if key is None:
         return None
     for t in inputs:
-        if _storage(t) == key:
+        if storage_key(t) == key:
             return t
     return None
+
+
+def has_values(t: torch.Tensor) -> bool:
+    """False for shape-only tensors (meta device, or fake tensors of a `FakeTensorMode`)."""
+    return t.device.type != "meta" and not is_fake(t)
+
+
+def distinct_count(index: torch.Tensor) -> int:
+    """Distinct values in an index tensor; every index counts when it has no values (shape-only tracing)."""
+    if not has_values(index) or index.numel() == 0:
+        return int(index.numel())
+    return int(torch.unique(index.detach()).numel())
+
+
+def _rows(source: torch.Tensor, dim: int, index: torch.Tensor) -> tuple[int, int]:
+    """(bytes read, bytes per contiguous row) when `source` is indexed along `dim` by `index`."""
+    dim = dim % max(source.dim(), 1)
+    inner = math.prod(source.shape[dim + 1 :]) * source.element_size()
+    outer = math.prod(source.shape[:dim])
+    return min(_nbytes(source), distinct_count(index) * outer * inner), max(inner, 1)
+
+
+_GATHERS = {"embedding", "embedding_bag", "index_select", "gather", "take", "getitem"}
+
+
+def _gather_read(name: str, args: tuple, kwargs: Mapping[str, Any]) -> tuple[torch.Tensor, int, int] | None:
+    """For a gather op: (the tensor gathered from, bytes read, bytes per row); None for any other op."""
+    name = name.strip("_")
+    if name not in _GATHERS:
+        return None
+    arg = list(args)
+
+    def pick(pos: int, key: str) -> Any:
+        return arg[pos] if len(arg) > pos else kwargs.get(key)
+
+    if name in ("embedding", "embedding_bag"):
+        index, source = pick(0, "input"), pick(1, "weight")
+        if isinstance(source, torch.Tensor) and isinstance(index, torch.Tensor):
+            return (source, *_rows(source, 0, index))
+    elif name in ("index_select", "gather"):
+        source, dim, index = pick(0, "input"), pick(1, "dim"), pick(2, "index")
+        if isinstance(source, torch.Tensor) and isinstance(index, torch.Tensor) and isinstance(dim, int):
+            if name == "index_select":
+                return (source, *_rows(source, dim, index))
+            return source, min(_nbytes(source), index.numel() * source.element_size()), source.element_size()
+    elif name == "take":
+        source, index = pick(0, "input"), pick(1, "index")
+        if isinstance(source, torch.Tensor) and isinstance(index, torch.Tensor):
+            return source, min(_nbytes(source), index.numel() * source.element_size()), source.element_size()
+    else:  # source[index] with an integer index tensor: rows along dim 0
+        source, key = pick(0, "self"), pick(1, "key")
+        if isinstance(source, torch.Tensor) and isinstance(key, torch.Tensor) and not key.is_floating_point():
+            if key.dtype != torch.bool and source.dim() > 0:
+                return (source, *_rows(source, 0, key))
+    return None
+
+
+def _rnn_tokens(x: Any) -> int:
+    """Tokens an RNN processes: a PackedSequence's data rows, else sequence x batch (or length, unbatched)."""
+    data = getattr(x, "data", None) if isinstance(x, tuple) else None
+    if isinstance(data, torch.Tensor):
+        return int(data.shape[0])
+    if isinstance(x, torch.Tensor):
+        return int(x.shape[0] * x.shape[1]) if x.dim() == 3 else int(x.shape[0])
+    return 0
 
 
 @dataclass
@@ -300,6 +389,9 @@ class _Record:
     weight_names: list[str] = field(default_factory=list)
     weight_tensor_bytes: list[int] = field(default_factory=list)
     part_of: str | None = None
+    weight_read_bytes: int | None = None
+    shared_reads: list[tuple[str, str, int]] = field(default_factory=list)
+    gather_bytes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -314,7 +406,14 @@ class _Record:
             "weight_names": tuple(self.weight_names),
             "weight_tensor_bytes": tuple(self.weight_tensor_bytes),
             "part_of": self.part_of,
+            "weight_read_bytes": self.weight_read_bytes,
+            "shared_reads": tuple(self.shared_reads),
+            "gather_bytes": self.gather_bytes,
         }
+
+
+ParamRead = tuple[str, torch.Tensor, int]
+"""(parameter name, parameter, bytes a node reads of it)."""
 
 
 # -------------------------------------------------------------------------- extractor
@@ -327,15 +426,17 @@ class _Extractor:
         self.edges: set[tuple[int, int]] = set()
         self.producer: dict[int, int] = {}  # id(tensor) -> node index
         self.keep: list[Any] = []  # keeps every tensor we key by id() alive
-        self.params: dict[int, tuple[str, nn.Parameter]] = {}  # id(param or view of it) -> (name, param)
+        self.params: dict[int, tuple[str, torch.Tensor]] = {}  # id(param or view of it) -> (name, param)
         for pname, p in model.named_parameters():
             self.params[id(p)] = (pname, p)
-        self.first_use: dict[str, int] = {}  # parameter name -> node that counted it
+        self.first_use: dict[str, int] = {}  # parameter name -> node that owns it
         self.shared: dict[str, list[str]] = {}
+        self.flops_estimated: dict[str, str] = {}
         self.module_names = {id(m): n for n, m in model.named_modules()}
         self.calls: Counter[str] = Counter()
         self.scope: list[str] = []
         self.leaf_depth = 0
+        self.suspended = False  # True while the extractor itself runs torch ops (not part of the model)
         self.leaf_start: tuple[float, list[torch.Tensor]] | None = None
         self.alias_nodes = 0
 
@@ -345,6 +446,36 @@ class _Extractor:
         self.calls[base] += 1
         return (base if k == 0 else f"{base}#{k}"), k
 
+    def _flops(
+        self,
+        name: str,
+        op: str,
+        counted: int,
+        activations: list[torch.Tensor],
+        outputs: list[torch.Tensor],
+        source: tuple[str, Any],
+    ) -> int:
+        """The node's FLOPs: a recurrent-layer formula, torch's count, an element-wise formula, or a
+        warned stand-in (`marl_gym.workloads.flops`)."""
+        kind, obj = source
+        if kind == "module" and is_rnn(obj[0]):
+            return rnn_flops(obj[0], _rnn_tokens(obj[1]))
+        if counted > 0:
+            return counted
+        function = obj if kind == "function" else None
+        module_class = type(obj[0]).__name__ if kind == "module" else None
+        per_element = elementwise_formula(op, function, module_class)
+        out_elems = sum(t.numel() for t in outputs)
+        in_elems = sum(t.numel() for t in activations)
+        elems = in_elems if op == "pool" else max(in_elems, out_elems) if op == "other" else out_elems
+        if per_element is None:
+            what = f"function {function!r}" if function is not None else f"module class {module_class!r}"
+            what += f" (op type {op!r})"
+            warn_unknown(name, what)
+            self.flops_estimated[name] = what
+            per_element = UNKNOWN_FLOPS_PER_ELEMENT
+        return int(math.ceil(per_element * elems))
+
     def _record(
         self,
         base: str,
@@ -352,17 +483,14 @@ class _Extractor:
         module: str | None,
         inputs: list[torch.Tensor],
         outputs: list[torch.Tensor],
-        params: list[tuple[str, torch.Tensor]],
+        params: list[ParamRead],
         counted_flops: int,
-    ) -> None:
+        source: tuple[str, Any],
+        gather_bytes: int | None = None,
+    ) -> int:
         idx = len(self.records)
         name, call = self._unique_name(base)
         activations = [t for t in inputs if id(t) not in self.params]
-        out_elems = sum(t.numel() for t in outputs)
-        flops = counted_flops
-        if flops == 0:
-            elems = sum(t.numel() for t in activations) if op == "pool" else out_elems
-            flops = int(math.ceil(ELEMENTWISE_FLOPS.get(op, 1) * elems))
         rec = _Record(
             name=name,
             op=op,
@@ -370,17 +498,10 @@ class _Extractor:
             call=call,
             input_bytes=sum(_nbytes(t) for t in activations),
             output_bytes=sum(_nbytes(t) for t in outputs),
-            flops=flops,
+            flops=self._flops(name, op, counted_flops, activations, outputs, source),
+            gather_bytes=gather_bytes,
         )
-        for pname, p in params:
-            if pname in self.first_use:
-                if self.first_use[pname] != idx and name not in self.shared.get(pname, []):
-                    self.shared.setdefault(pname, []).append(name)
-                continue
-            self.first_use[pname] = idx
-            rec.weight_bytes += _nbytes(p)
-            rec.weight_names.append(pname)
-            rec.weight_tensor_bytes.append(_nbytes(p))
+        self._attribute_weights(rec, idx, params)
         for t in activations:
             src = self.producer.get(id(t))
             if src is not None and src != idx:
@@ -391,6 +512,27 @@ class _Extractor:
         self.records.append(rec)
         if self.split_outputs and len(outputs) > 1:
             self._split_outputs(rec, idx, outputs)
+        return idx
+
+    def _attribute_weights(self, rec: _Record, idx: int, params: list[ParamRead]) -> None:
+        """Own the parameters read for the first time; a shared read of each one an earlier node owns."""
+        own_read: dict[str, int] = {}
+        shared: dict[str, int] = {}
+        for pname, p, read in params:
+            owner = self.first_use.setdefault(pname, idx)
+            if owner == idx:
+                if pname not in own_read:
+                    rec.weight_bytes += _nbytes(p)
+                    rec.weight_names.append(pname)
+                    rec.weight_tensor_bytes.append(_nbytes(p))
+                own_read[pname] = max(own_read.get(pname, 0), read)
+            else:
+                shared[pname] = max(shared.get(pname, 0), read)
+                if rec.name not in self.shared.setdefault(pname, []):
+                    self.shared[pname].append(rec.name)
+        read_total = sum(own_read.values())
+        rec.weight_read_bytes = read_total if read_total < rec.weight_bytes else None
+        rec.shared_reads = [(self.records[self.first_use[p]].name, p, b) for p, b in shared.items()]
 
     def _split_outputs(self, rec: _Record, idx: int, outputs: list[torch.Tensor]) -> None:
         """Tensor granularity: the largest output stays with the node, each other output becomes an
@@ -433,6 +575,19 @@ class _Extractor:
         self.keep.append((inputs, outputs))
         return True
 
+    def _param_reads(
+        self, tensors: list[torch.Tensor], gather: tuple[torch.Tensor, int, int] | None
+    ) -> list[ParamRead]:
+        """The parameters among `tensors` with the bytes read of each (the gathered rows for a gather)."""
+        reads = []
+        for t in tensors:
+            if id(t) not in self.params:
+                continue
+            pname, p = self.params[id(t)]
+            read = gather[1] if gather is not None and gather[0] is t else _nbytes(t)
+            reads.append((pname, p, read))
+        return reads
+
     # -------------------------------------------------------------------- hooks
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.scope.append(self.module_names.get(id(module), type(module).__name__))
@@ -441,6 +596,7 @@ class _Extractor:
         self.leaf_depth += 1
         if self.leaf_depth == 1:
             self.leaf_start = (self.counter.get_total_flops(), _unique(_tensors((args, kwargs))))
+            self.begin_node()
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         qualname = self.scope.pop() if self.scope else self.module_names.get(id(module), "")
@@ -461,34 +617,83 @@ class _Extractor:
         )
         if not writes and self._alias(outputs, inputs):
             self.alias_nodes += 1
+            self.end_alias()
             return
-        params = [self.params[id(p)] for p in module.parameters(recurse=False) if id(p) in self.params]
+        own = [p for p in module.parameters(recurse=False) if id(p) in self.params]
+        gather = None
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and args and isinstance(args[0], torch.Tensor):
+            self.suspended = True
+            try:
+                gather = (module.weight, *_rows(module.weight, 0, args[0]))
+            finally:
+                self.suspended = False
+        params = self._param_reads(own, gather)
         flops = int(self.counter.get_total_flops() - flops0)
         # The root module is "" in named_modules(); when it is itself a leaf its node takes the class name.
-        self._record(qualname or type(module).__name__, module_op(module), qualname, inputs, outputs, params, flops)
+        idx = self._record(
+            qualname or type(module).__name__,
+            module_op(module),
+            qualname,
+            inputs,
+            outputs,
+            params,
+            flops,
+            ("module", (module, args[0] if args else None)),
+            gather_bytes=gather[2] if gather is not None else None,
+        )
+        self.end_node(idx, outputs)
 
     # ------------------------------------------------------------- functional
     def on_function(self, func: Any, args: tuple, kwargs: dict) -> Any:
         name = _func_name(func)
         flops0 = self.counter.get_total_flops()
+        self.begin_node()
         result = func(*args, **kwargs)
         inputs = _unique(_tensors((args, kwargs)))
         if not inputs:
+            self.end_alias()
             return result  # a factory (torch.ones, arange ...): a constant, like the model's inputs
         outputs = _unique(_tensors(result))
         inplace = _is_inplace(name, kwargs)
         if name == "__setitem__":
             outputs = [args[0]] if isinstance(args[0], torch.Tensor) else []
         if not outputs:
+            self.end_alias()
             return result  # sizes, shapes, Python scalars
         if not inplace and self._alias(outputs, inputs):
+            self.end_alias()
             return result
-        params = [self.params[id(t)] for t in inputs if id(t) in self.params]
+        gather = _gather_read(name, args, kwargs)
+        if gather is not None and id(gather[0]) not in self.params:
+            gather = None  # a gather from an activation or a buffer: an ordinary op
+        params = self._param_reads(inputs, gather)
         scope = self.scope[-1] if self.scope else ""
         base = f"{scope}.{name.strip('_')}" if scope else name.strip("_")
         flops = int(self.counter.get_total_flops() - flops0)
-        self._record(base, function_op(name), None, inputs, outputs, params, flops)
+        op = "embedding" if gather is not None else function_op(name)
+        idx = self._record(
+            base,
+            op,
+            None,
+            inputs,
+            outputs,
+            params,
+            flops,
+            ("function", name.strip("_")),
+            gather_bytes=gather[2] if gather is not None else None,
+        )
+        self.end_node(idx, outputs)
         return result
+
+    # ------------------------------------------- extension points (training)
+    def begin_node(self) -> None:
+        """Called before a leaf module or functional op runs (training extraction collects saved tensors)."""
+
+    def end_node(self, idx: int, outputs: list[torch.Tensor]) -> None:
+        """Called after node `idx` is recorded."""
+
+    def end_alias(self) -> None:
+        """Called when an op turned out to be an alias or a constant (no node)."""
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -502,32 +707,35 @@ class _FunctionalOps(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if self.extractor.leaf_depth > 0:
+        if self.extractor.leaf_depth > 0 or self.extractor.suspended:
             return func(*args, **kwargs)
         return self.extractor.on_function(func, args, kwargs)
 
 
 # ------------------------------------------------------------------------------ API
-def extract(
-    module: nn.Module,
+MODES = ("inference", "train")
+"""What `extract` records: one forward pass, or a whole training step (`marl_gym.workloads.train`)."""
+
+
+@dataclass
+class Prepared:
+    """`extract`'s arguments, checked and normalised (shared with training extraction)."""
+
+    module: nn.Module
+    args: tuple
+    kwargs: dict[str, Any]
+    input_tensors: list[torch.Tensor]
+    batch_size: int
+    name: str
+
+
+def prepare(
+    module: Any,
     example_inputs: Any,
-    name: str | None = None,
-    *,
-    example_kwargs: Mapping[str, Any] | None = None,
-    batch_size: int | None = None,
-    meta: Mapping[str, Any] | None = None,
-    granularity: str = "layer",
-) -> WorkloadGraph:
-    """Run `module` once on `example_inputs` and return its workload graph.
-
-    `granularity="layer"` (default) gives one node per layer call; `"tensor"` also gives every parameter
-    tensor and every extra output tensor of a layer its own node (`marl_gym.workloads.granularity`).
-
-    `example_inputs` is a tensor, a tuple/list of positional arguments or a dict of keyword arguments
-    (`example_kwargs` adds keyword arguments). `name` defaults to the module's class name; `batch_size` to the first dimension of the
-    first input tensor. The module is run in whatever mode it is in (call `.eval()` first for inference
-    graphs) under `torch.no_grad()`. See the module docstring for conventions and limitations.
-    """
+    name: str | None,
+    example_kwargs: Mapping[str, Any] | None,
+    batch_size: int | None,
+) -> Prepared:
     if type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module):
         module = module._orig_mod  # torch.compile's wrapper: trace the eager module it wraps
     if not isinstance(module, nn.Module):
@@ -537,10 +745,6 @@ def extract(
             "extract() cannot trace a torch.jit.ScriptModule (it runs without Python forward hooks); "
             "pass the original nn.Module"
         )
-    from marl_gym.workloads.granularity import GRANULARITIES, to_tensor_granularity
-
-    if granularity not in GRANULARITIES:
-        raise ExtractionError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if isinstance(example_inputs, Mapping):
         args, kwargs = (), dict(example_inputs)
     else:
@@ -553,55 +757,128 @@ def extract(
     if batch_size is None:
         first = input_tensors[0]
         batch_size = int(first.shape[0]) if first.dim() > 0 else 1
-    name = name or type(module).__name__
-
     if any(is_lazy(t) for t in (*module.parameters(), *module.buffers())):
         with torch.no_grad():  # materialise lazy modules' parameters (LazyLinear ...) before mapping them
             module(*args, **kwargs)
+    return Prepared(module, args, kwargs, input_tensors, batch_size, name or type(module).__name__)
 
-    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
-    ext = _Extractor(module, counter, split_outputs=granularity == "tensor")
+
+def shape_only_context(prep: Prepared) -> Any:
+    """The FakeTensorMode the module's tensors were made in (a shape-only trace), else a no-op context."""
+    return detect_fake_mode([*prep.module.parameters(), *prep.input_tensors]) or nullcontext()
+
+
+def hook_modules(module: nn.Module, ext: _Extractor) -> list[Any]:
+    """Register the extractor's pre- and post-hooks on every submodule; returns the handles to remove."""
     handles = []
-    try:
-        for sub in module.modules():
-            handles.append(sub.register_forward_pre_hook(ext.pre_hook, with_kwargs=True))
-            handles.append(sub.register_forward_hook(ext.post_hook, with_kwargs=True, always_call=True))
-        with torch.no_grad(), counter, _FunctionalOps(ext):
-            output = module(*args, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
+    for sub in module.modules():
+        handles.append(sub.register_forward_pre_hook(ext.pre_hook, with_kwargs=True))
+        handles.append(sub.register_forward_hook(ext.post_hook, with_kwargs=True, always_call=True))
+    return handles
 
-    if not ext.records:
-        raise ExtractionError(
-            f"no tensor computation was recorded while running {name!r}: the forward computed nothing from "
-            "its inputs, or only through ops that bypass torch's Python dispatch (torch.ops.*, C++ extensions)"
-        )
-    outputs = _unique(_tensors(output))
-    output_nodes = sorted({ext.producer[id(t)] for t in outputs if id(t) in ext.producer})
+
+def base_meta(prep: Prepared, ext: _Extractor, output_nodes: list[int]) -> dict[str, Any]:
+    """Provenance every extracted graph carries (the caller adds its own keys)."""
+    module = prep.module
     all_params = dict(module.named_parameters())
-    unused = [p for p in all_params if p not in ext.first_use]
-    info = {
+    tensors = (*all_params.values(), *prep.input_tensors)
+    devices = sorted({t.device.type if has_values(t) else "shape-only" for t in tensors})
+    return {
         "source": "marl_gym.workloads.extract",
         "extractor_version": EXTRACTOR_VERSION,
         "model_class": f"{type(module).__module__}.{type(module).__qualname__}",
-        "inputs": [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in input_tensors],
+        "inputs": [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in prep.input_tensors],
+        "device": devices[0] if len(devices) == 1 else devices,
         "parameters": sum(p.numel() for p in all_params.values()),
         "parameter_bytes": sum(_nbytes(p) for p in all_params.values()),
         "buffer_bytes_not_counted": sum(_nbytes(b) for b in module.buffers()),
         "alias_modules": ext.alias_nodes,
         "output_nodes": output_nodes,
         "shared_weights": ext.shared,
-        "unused_parameters": unused,
-        "flop_convention": "torch.utils.flop_counter (multiply-add = 2 FLOPs); elementwise ops estimated",
+        "unused_parameters": [p for p in all_params if p not in ext.first_use],
+        "flops_estimated": ext.flops_estimated,
+        "flop_convention": "torch.utils.flop_counter (multiply-add = 2 FLOPs); marl_gym.workloads.flops formulas "
+        "for recurrent layers and element-wise ops",
         "torch_version": torch.__version__.split("+")[0],
     }
+
+
+def no_records_error(name: str) -> ExtractionError:
+    return ExtractionError(
+        f"no tensor computation was recorded while running {name!r}: the forward computed nothing from "
+        "its inputs, or only through ops that bypass torch's Python dispatch (torch.ops.*, C++ extensions)"
+    )
+
+
+def extract(
+    module: nn.Module,
+    example_inputs: Any,
+    name: str | None = None,
+    *,
+    example_kwargs: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+    meta: Mapping[str, Any] | None = None,
+    granularity: str = "layer",
+    mode: str = "inference",
+    **train_options: Any,
+) -> WorkloadGraph:
+    """Run `module` once on `example_inputs` and return its workload graph.
+
+    `granularity="layer"` (default) gives one node per layer call; `"tensor"` also gives every parameter
+    tensor and every extra output tensor of a layer its own node (`marl_gym.workloads.granularity`).
+
+    `example_inputs` is a tensor, a tuple/list of positional arguments or a dict of keyword arguments
+    (`example_kwargs` adds keyword arguments). `name` defaults to the module's class name; `batch_size` to the first dimension of the
+    first input tensor. The module is run in whatever mode it is in (call `.eval()` first for inference
+    graphs) under `torch.no_grad()`. See the module docstring for conventions and limitations.
+
+    `mode="train"` records a whole training step instead (forward, backward, optimizer update):
+    `extract(module, inputs, mode="train", optimizer="adam", loss=fn)`, see `marl_gym.workloads.train`.
+    """
+    if mode not in MODES:
+        raise ExtractionError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "train":
+        from marl_gym.workloads.train import extract_training
+
+        return extract_training(
+            module,
+            example_inputs,
+            name,
+            example_kwargs=example_kwargs,
+            batch_size=batch_size,
+            meta=meta,
+            granularity=granularity,
+            **train_options,
+        )
+    if train_options:
+        raise ExtractionError(f"{sorted(train_options)} apply to mode='train' only")
+    from marl_gym.workloads.granularity import GRANULARITIES, to_tensor_granularity
+
+    if granularity not in GRANULARITIES:
+        raise ExtractionError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    prep = prepare(module, example_inputs, name, example_kwargs, batch_size)
+    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+    ext = _Extractor(prep.module, counter, split_outputs=granularity == "tensor")
+    handles = hook_modules(prep.module, ext)
+    try:
+        with shape_only_context(prep), torch.no_grad(), counter, _FunctionalOps(ext):
+            output = prep.module(*prep.args, **prep.kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+
+    if not ext.records:
+        raise no_records_error(prep.name)
+    outputs = _unique(_tensors(output))
+    output_nodes = sorted({ext.producer[id(t)] for t in outputs if id(t) in ext.producer})
+    info = base_meta(prep, ext, output_nodes)
+    info["extraction"] = {"mode": "inference", "granularity": granularity}
     info.update(meta or {})
     graph = build_graph(
-        name,
+        prep.name,
         [r.as_dict() for r in ext.records],
         sorted(ext.edges),
-        batch_size=batch_size,
+        batch_size=prep.batch_size,
         meta=info,
         output_nodes=output_nodes,
     )

@@ -1,51 +1,196 @@
-"""Regenerating the shipped zoo graphs (`marl_gym/workloads/zoo_graphs/<name>.json`) from the zoo models.
+"""The shipped workload zoo: what each graph is, how it is rebuilt, and the provenance it carries.
 
-`marl-gym extract --zoo NAME` and `regenerate_zoo()` run the same code, so a shipped file can always be
-checked against a fresh extraction (tests/test_zoo.py does so for resnet50). Needs torch, and
-transformers for bert_base and gpt2.
+Every shipped graph is listed in `ZOO` with the model it is built from (`marl_gym.workloads.models`),
+its kind (an inference forward pass, a training step, or LLM serving: a prefill plus decode steps),
+its batch size and its options. `extract_zoo(name)` rebuilds one (imports torch, and transformers for
+the transformer models), `regenerate_zoo()` rewrites the shipped files: the same as
+`marl-gym extract --zoo NAME`. Each graph records in `meta["provenance"]` how it was built (factory,
+model config, input shapes, torch and transformers versions, extraction options, the command), so a
+file can be checked against its recipe. docs/workloads.md describes every entry with its sizes.
+
+Files are compact JSON (`<name>.json`); a graph whose JSON exceeds `GZIP_ABOVE_BYTES` is written gzipped
+(`<name>.json.gz`), which `marl_gym.workloads.load` reads the same way (torch-free).
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
-from collections.abc import Iterable
+import platform
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from marl_gym.workloads.graph import WorkloadGraph
+from marl_gym.io import atomic_write
+from marl_gym.workloads.graph import WorkloadError, WorkloadGraph
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo_graphs"
 """Where the shipped zoo graphs live in a source checkout (editable install)."""
 
+GZIP_ABOVE_BYTES = 4_000_000
+"""Zoo graphs whose compact JSON is larger than this are shipped as `.json.gz` (about 10x smaller)."""
 
-def extract_zoo(name: str, batch_size: int = 1) -> WorkloadGraph:
-    """Build zoo model `name` (random weights, no download) and extract its graph at `batch_size`."""
+KINDS = ("inference", "train", "serve")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One shipped graph: which model, which kind of run, at which batch size, with which options."""
+
+    name: str
+    model: str
+    kind: str = "inference"
+    batch_size: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Train: optimizer, loss; serve: prompt_len, decode_steps, dtype (see `marl_gym.workloads.train/serving`)."""
+
+
+def _entries() -> dict[str, ZooEntry]:
+    inference = [
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+        "bert_base",
+        "gpt2",
+        "bert_large",
+        "gpt2_medium",
+        "gpt2_large",
+        "gpt2_xl",
+        "llama_1b",
+        "llama_8b",
+        "vit_base",
+    ]
+    entries = [ZooEntry(name, name) for name in inference]
+    return {e.name: e for e in entries}
+
+
+ZOO: dict[str, ZooEntry] = _entries()
+"""Every shipped graph by name."""
+ZOO_NAMES: tuple[str, ...] = tuple(ZOO)
+
+
+def entry(name: str) -> ZooEntry:
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise WorkloadError(f"unknown zoo graph {name!r}; expected one of {', '.join(ZOO_NAMES)}") from None
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    versions = {"torch": torch.__version__.split("+")[0], "python": platform.python_version()}
+    try:
+        import transformers
+
+        versions["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover - depends on the install
+        pass
+    return versions
+
+
+def _config_of(model: Any) -> dict[str, Any]:
+    """The model's config as the factory saw it (transformers: the non-default fields), for provenance."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    diff = config.to_diff_dict()
+    diff.pop("transformers_version", None)
+    return {"class": type(config).__name__, **diff}
+
+
+def provenance(e: ZooEntry, model: Any, batch_size: int, shape_only: bool, extraction: Mapping[str, Any]) -> dict:
+    return {
+        "zoo_entry": e.name,
+        "kind": e.kind,
+        "factory": "marl_gym.workloads.models.build_model",
+        "model": e.model,
+        "model_config": _config_of(model),
+        "batch_size": batch_size,
+        "seed": 0,
+        "shape_only": shape_only,
+        "extraction": dict(extraction),
+        "versions": _versions(),
+        "command": f"marl-gym extract --zoo {e.name}"
+        + ("" if batch_size == e.batch_size else f" --batch-size {batch_size}")
+        + f"   (= python -c \"from marl_gym.workloads import regenerate_zoo; regenerate_zoo(['{e.name}'])\")",
+    }
+
+
+def extract_zoo(name: str, batch_size: int | None = None) -> WorkloadGraph:
+    """Build zoo graph `name` (random weights, no download) and extract it (at its own batch size by default)."""
+    e = entry(name)
+    batch_size = e.batch_size if batch_size is None else batch_size
+    if e.kind == "inference":
+        return _extract_inference(e, batch_size)
+    raise WorkloadError(f"zoo graph {name!r} has unknown kind {e.kind!r}")  # pragma: no cover
+
+
+def _extract_inference(e: ZooEntry, batch_size: int) -> WorkloadGraph:
+    from contextlib import nullcontext
+
     import torch
 
     from marl_gym.workloads.extract import extract
-    from marl_gym.workloads.models import SEQ_LEN, TRANSFORMER_NAMES, build_model
+    from marl_gym.workloads.models import SEQ_LEN, SHAPE_ONLY_NAMES, TRANSFORMER_NAMES, build_model, unpacked_sequences
 
-    model, inputs = build_model(name, batch_size=batch_size)
-    meta: dict[str, object] = {"zoo": name}
-    if name in TRANSFORMER_NAMES:
+    shape_only = e.model in SHAPE_ONLY_NAMES
+    model, inputs = build_model(e.model, batch_size=batch_size, shape_only=shape_only, **e.options)
+    meta: dict[str, Any] = {"zoo": e.name}
+    if e.model in TRANSFORMER_NAMES:
         import transformers
 
         meta.update(
-            seq_len=SEQ_LEN,
-            attn_implementation=model.config._attn_implementation,
-            transformers_version=transformers.__version__,
+            attn_implementation=model.config._attn_implementation, transformers_version=transformers.__version__
         )
-    with torch.random.fork_rng(devices=[]):
-        return extract(model, inputs, name=name, batch_size=batch_size, meta=meta)
+        if e.model != "vit_base":
+            meta["seq_len"] = SEQ_LEN
+    meta["provenance"] = provenance(e, model, batch_size, shape_only, {"mode": "inference", "granularity": "layer"})
+    with torch.random.fork_rng(devices=[]), unpacked_sequences() if shape_only else nullcontext():
+        return extract(model, inputs, name=e.name, batch_size=batch_size, meta=meta)
+
+
+def zoo_path(name: str, folder: str | os.PathLike[str] | None = None) -> Path:
+    """Where zoo graph `name` is stored: `<name>.json`, or `<name>.json.gz` when that exists."""
+    base = Path(folder) if folder is not None else ZOO_DIR
+    gz = base / f"{name}.json.gz"
+    return gz if gz.exists() else base / f"{name}.json"
+
+
+def write_graph(graph: WorkloadGraph, folder: str | os.PathLike[str], name: str | None = None) -> Path:
+    """Write `graph` as compact JSON, gzipped when larger than `GZIP_ABOVE_BYTES`; remove the other form."""
+    folder = Path(folder)
+    name = name or graph.name
+    text = graph.to_json()
+    plain, gz = folder / f"{name}.json", folder / f"{name}.json.gz"
+    if len(text) > GZIP_ABOVE_BYTES:
+        data = gzip.compress(text.encode(), compresslevel=9, mtime=0)
+        atomic_write(gz, lambda fh: fh.write(data), binary=True)
+        stale, path = plain, gz
+    else:
+        atomic_write(plain, lambda fh: fh.write(text))
+        stale, path = gz, plain
+    stale.unlink(missing_ok=True)
+    return path
+
+
+def read_graph(path: str | os.PathLike[str]) -> WorkloadGraph:
+    """Read a graph file, plain or gzipped JSON (torch-free)."""
+    path = Path(path)
+    if not path.name.endswith(".gz"):
+        return WorkloadGraph.from_json(path)
+    try:
+        data = json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, EOFError, ValueError) as exc:
+        raise WorkloadError(f"cannot read gzipped workload graph {path}: {exc}") from exc
+    return WorkloadGraph.from_dict(data, source=str(path))
 
 
 def regenerate_zoo(names: Iterable[str] | None = None, out_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Re-extract zoo graphs (all of `MODEL_NAMES` by default) at batch 1 and write `<out_dir>/<name>.json`."""
-    from marl_gym.workloads.models import MODEL_NAMES
-
+    """Re-extract zoo graphs (all of `ZOO` by default) and write them to `out_dir` (the package's zoo folder)."""
     folder = Path(out_dir) if out_dir is not None else ZOO_DIR
-    written = []
-    for name in names if names is not None else MODEL_NAMES:
-        path = folder / f"{name}.json"
-        extract_zoo(name).to_json(path)
-        written.append(path)
-    return written
+    return [write_graph(extract_zoo(name), folder, name) for name in (names if names is not None else ZOO_NAMES)]
