@@ -332,6 +332,8 @@ def _rows(source: torch.Tensor, dim: int, index: torch.Tensor) -> tuple[int, int
 
 
 _GATHERS = {"embedding", "embedding_bag", "index_select", "gather", "take", "getitem"}
+_PURE_WRITES = {"__setitem__", "copy_", "fill_", "zero_", "index_copy_", "index_fill_", "index_put_", "scatter_"}
+"""In-place ops that overwrite their destination without reading it."""
 
 
 def _gather_read(name: str, args: tuple, kwargs: Mapping[str, Any]) -> tuple[torch.Tensor, int, int] | None:
@@ -418,7 +420,13 @@ ParamRead = tuple[str, torch.Tensor, int]
 
 # -------------------------------------------------------------------------- extractor
 class _Extractor:
-    def __init__(self, model: nn.Module, counter: FlopCounterMode, split_outputs: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        counter: FlopCounterMode,
+        split_outputs: bool = False,
+        state: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
         self.model = model
         self.counter = counter
         self.split_outputs = split_outputs
@@ -426,12 +434,13 @@ class _Extractor:
         self.edges: set[tuple[int, int]] = set()
         self.producer: dict[int, int] = {}  # id(tensor) -> node index
         self.keep: list[Any] = []  # keeps every tensor we key by id() alive
-        self.params: dict[int, tuple[str, torch.Tensor]] = {}  # id(param or view of it) -> (name, param)
-        for pname, p in model.named_parameters():
+        self.params: dict[int, tuple[str, torch.Tensor]] = {}  # id(weight or view of it) -> (name, weight)
+        for pname, p in (*model.named_parameters(), *(state or {}).items()):
             self.params[id(p)] = (pname, p)
         self.first_use: dict[str, int] = {}  # parameter name -> node that owns it
         self.shared: dict[str, list[str]] = {}
         self.flops_estimated: dict[str, str] = {}
+        self.weight_writes: dict[str, list[list[Any]]] = {}  # node -> [[owner, tensor, bytes written], ...]
         self.module_names = {id(m): n for n, m in model.named_modules()}
         self.calls: Counter[str] = Counter()
         self.scope: list[str] = []
@@ -526,7 +535,7 @@ class _Extractor:
                     rec.weight_names.append(pname)
                     rec.weight_tensor_bytes.append(_nbytes(p))
                 own_read[pname] = max(own_read.get(pname, 0), read)
-            else:
+            elif read > 0:  # a pure write reads nothing (it is listed in meta["weight_writes"])
                 shared[pname] = max(shared.get(pname, 0), read)
                 if rec.name not in self.shared.setdefault(pname, []):
                     self.shared[pname].append(rec.name)
@@ -579,14 +588,15 @@ class _Extractor:
         self, tensors: list[torch.Tensor], gather: tuple[torch.Tensor, int, int] | None
     ) -> list[ParamRead]:
         """The parameters among `tensors` with the bytes read of each (the gathered rows for a gather)."""
-        reads = []
-        for t in tensors:
+        reads: dict[str, ParamRead] = {}
+        for t in tensors:  # distinct tensors: several views of one weight (a cache's K and V) add up
             if id(t) not in self.params:
                 continue
             pname, p = self.params[id(t)]
             read = gather[1] if gather is not None and gather[0] is t else _nbytes(t)
-            reads.append((pname, p, read))
-        return reads
+            previous = reads.get(pname, (pname, p, 0))[2]
+            reads[pname] = (pname, p, min(_nbytes(p), previous + read))
+        return list(reads.values())
 
     # -------------------------------------------------------------------- hooks
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -596,7 +606,6 @@ class _Extractor:
         self.leaf_depth += 1
         if self.leaf_depth == 1:
             self.leaf_start = (self.counter.get_total_flops(), _unique(_tensors((args, kwargs))))
-            self.begin_node()
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         qualname = self.scope.pop() if self.scope else self.module_names.get(id(module), "")
@@ -617,7 +626,6 @@ class _Extractor:
         )
         if not writes and self._alias(outputs, inputs):
             self.alias_nodes += 1
-            self.end_alias()
             return
         own = [p for p in module.parameters(recurse=False) if id(p) in self.params]
         gather = None
@@ -647,53 +655,67 @@ class _Extractor:
     def on_function(self, func: Any, args: tuple, kwargs: dict) -> Any:
         name = _func_name(func)
         flops0 = self.counter.get_total_flops()
-        self.begin_node()
         result = func(*args, **kwargs)
         inputs = _unique(_tensors((args, kwargs)))
         if not inputs:
-            self.end_alias()
             return result  # a factory (torch.ones, arange ...): a constant, like the model's inputs
         outputs = _unique(_tensors(result))
         inplace = _is_inplace(name, kwargs)
         if name == "__setitem__":
             outputs = [args[0]] if isinstance(args[0], torch.Tensor) else []
         if not outputs:
-            self.end_alias()
             return result  # sizes, shapes, Python scalars
         if not inplace and self._alias(outputs, inputs):
-            self.end_alias()
+            return result
+        scope = self.scope[-1] if self.scope else ""
+        base = f"{scope}.{name.strip('_')}" if scope else name.strip("_")
+        flops = int(self.counter.get_total_flops() - flops0)
+        source = ("function", name.strip("_"))
+        if inplace and id(outputs[0]) in self.params:
+            self._weight_write(base, name, args, kwargs, inputs, outputs[0], flops, source)
             return result
         gather = _gather_read(name, args, kwargs)
         if gather is not None and id(gather[0]) not in self.params:
             gather = None  # a gather from an activation or a buffer: an ordinary op
         params = self._param_reads(inputs, gather)
-        scope = self.scope[-1] if self.scope else ""
-        base = f"{scope}.{name.strip('_')}" if scope else name.strip("_")
-        flops = int(self.counter.get_total_flops() - flops0)
         op = "embedding" if gather is not None else function_op(name)
-        idx = self._record(
-            base,
-            op,
-            None,
-            inputs,
-            outputs,
-            params,
-            flops,
-            ("function", name.strip("_")),
-            gather_bytes=gather[2] if gather is not None else None,
-        )
+        gather_bytes = gather[2] if gather is not None else None
+        idx = self._record(base, op, None, inputs, outputs, params, flops, source, gather_bytes=gather_bytes)
         self.end_node(idx, outputs)
         return result
 
-    # ------------------------------------------- extension points (training)
-    def begin_node(self) -> None:
-        """Called before a leaf module or functional op runs (training extraction collects saved tensors)."""
+    def _weight_write(
+        self,
+        base: str,
+        name: str,
+        args: tuple,
+        kwargs: Mapping[str, Any],
+        inputs: list[torch.Tensor],
+        dest: torch.Tensor,
+        flops: int,
+        source: tuple[str, Any],
+    ) -> None:
+        """An in-place op writing into a parameter or a state tensor (a KV cache): no activation output; the
+        write is listed in `meta["weight_writes"]` (the schema has no field for it), and the weight is read
+        only when the op reads its destination (`add_` does, `x[i] = y` and `copy_` do not)."""
+        value = args[2] if name == "__setitem__" and len(args) > 2 else args[1] if len(args) > 1 else None
+        written = _nbytes(dest)
+        if isinstance(value, torch.Tensor) and name in ("__setitem__", "copy_"):
+            written = min(written, value.numel() * dest.element_size())
+        params = []
+        for t in inputs:
+            if id(t) in self.params:
+                pname, p = self.params[id(t)]
+                params.append((pname, p, 0 if t is dest and name in _PURE_WRITES else _nbytes(t)))
+        idx = self._record(base, function_op(name), None, inputs, [], params, flops, source)
+        rec = self.records[idx]
+        pname = self.params[id(dest)][0]
+        self.weight_writes.setdefault(rec.name, []).append([self.records[self.first_use[pname]].name, pname, written])
+        self.end_node(idx, [])
 
+    # ------------------------------------------- extension point (training)
     def end_node(self, idx: int, outputs: list[torch.Tensor]) -> None:
-        """Called after node `idx` is recorded."""
-
-    def end_alias(self) -> None:
-        """Called when an op turned out to be an alias or a constant (no node)."""
+        """Called after node `idx` is recorded (training extraction claims its autograd nodes here)."""
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -797,6 +819,7 @@ def base_meta(prep: Prepared, ext: _Extractor, output_nodes: list[int]) -> dict[
         "shared_weights": ext.shared,
         "unused_parameters": [p for p in all_params if p not in ext.first_use],
         "flops_estimated": ext.flops_estimated,
+        "weight_writes": ext.weight_writes,
         "flop_convention": "torch.utils.flop_counter (multiply-add = 2 FLOPs); marl_gym.workloads.flops formulas "
         "for recurrent layers and element-wise ops",
         "torch_version": torch.__version__.split("+")[0],
@@ -820,6 +843,7 @@ def extract(
     meta: Mapping[str, Any] | None = None,
     granularity: str = "layer",
     mode: str = "inference",
+    state: Mapping[str, torch.Tensor] | None = None,
     **train_options: Any,
 ) -> WorkloadGraph:
     """Run `module` once on `example_inputs` and return its workload graph.
@@ -832,6 +856,9 @@ def extract(
     first input tensor. The module is run in whatever mode it is in (call `.eval()` first for inference
     graphs) under `torch.no_grad()`. See the module docstring for conventions and limitations.
 
+    `state` names tensors that are not parameters but persist like them and get a placement decision each
+    (a KV cache, `marl_gym.workloads.serving`): they are owned, read and written like parameters.
+
     `mode="train"` records a whole training step instead (forward, backward, optimizer update):
     `extract(module, inputs, mode="train", optimizer="adam", loss=fn)`, see `marl_gym.workloads.train`.
     """
@@ -840,6 +867,8 @@ def extract(
     if mode == "train":
         from marl_gym.workloads.train import extract_training
 
+        if state:
+            raise ExtractionError("state tensors apply to inference extraction (mode='inference') only")
         return extract_training(
             module,
             example_inputs,
@@ -852,13 +881,14 @@ def extract(
         )
     if train_options:
         raise ExtractionError(f"{sorted(train_options)} apply to mode='train' only")
+
     from marl_gym.workloads.granularity import GRANULARITIES, to_tensor_granularity
 
     if granularity not in GRANULARITIES:
         raise ExtractionError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     prep = prepare(module, example_inputs, name, example_kwargs, batch_size)
     counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
-    ext = _Extractor(prep.module, counter, split_outputs=granularity == "tensor")
+    ext = _Extractor(prep.module, counter, split_outputs=granularity == "tensor", state=state)
     handles = hook_modules(prep.module, ext)
     try:
         with shape_only_context(prep), torch.no_grad(), counter, _FunctionalOps(ext):
@@ -873,6 +903,9 @@ def extract(
     output_nodes = sorted({ext.producer[id(t)] for t in outputs if id(t) in ext.producer})
     info = base_meta(prep, ext, output_nodes)
     info["extraction"] = {"mode": "inference", "granularity": granularity}
+    if state:
+        info["state_tensors"] = {k: _nbytes(t) for k, t in state.items()}
+        info["unused_parameters"] += [k for k in state if k not in ext.first_use]
     info.update(meta or {})
     graph = build_graph(
         prep.name,

@@ -10,8 +10,8 @@ matrix products, convolutions and attention (a multiply-add = 2 FLOPs); for ever
 2. an **element-wise formula**: `ELEMENTWISE_FLOPS[op]` per output element for the op types whose
    cost is a few operations per element (ReLU, add, norms, softmax ...; pooling per input element), or
    `FUNCTION_FLOPS[name]` per element (of the larger of input and output) for known functional ops of
-   op type "other": comparisons and reductions (1 per element) and pure data movement (`cat`, `clone`,
-   `gather`, type conversion ...: 0 FLOPs, a memory-bound copy);
+   op type "other": comparisons and reductions (1 per element), losses (cross-entropy 6 per logit ...)
+   and pure data movement (`cat`, `clone`, `gather`, type conversion ...: 0 FLOPs, a memory-bound copy);
 3. otherwise a **warning** naming the op and the node (`UnknownFlopsWarning`), 1 FLOP per element as a
    stand-in, and the node listed in the graph's `meta["flops_estimated"]` ({node: op}). No op falls
    back silently.
@@ -56,7 +56,22 @@ _DATA_MOVEMENT = (
     "new_empty new_tensor fill fill_ zero_ getitem setitem unsqueeze squeeze expand expand_as permute transpose "
     "movedim split chunk unbind select slice detach pixel_shuffle pixel_unshuffle channel_shuffle"
 ).split()
-FUNCTION_FLOPS: dict[str, float] = {**dict.fromkeys(_COMPARE_OR_REDUCE, 1.0), **dict.fromkeys(_DATA_MOVEMENT, 0.0)}
+_LOSSES = {
+    "cross_entropy": 6.0,  # log-softmax (5) and the picked term (1) per logit
+    "nll_loss": 1.0,
+    "mse_loss": 3.0,  # difference, square, sum
+    "l1_loss": 3.0,
+    "smooth_l1_loss": 4.0,
+    "huber_loss": 4.0,
+    "binary_cross_entropy": 4.0,
+    "binary_cross_entropy_with_logits": 6.0,
+    "kl_div": 3.0,
+}
+FUNCTION_FLOPS: dict[str, float] = {
+    **dict.fromkeys(_COMPARE_OR_REDUCE, 1.0),
+    **dict.fromkeys(_DATA_MOVEMENT, 0.0),
+    **_LOSSES,
+}
 """FLOPs per element (of the larger of input and output) of known functional ops of op type "other"."""
 
 MODULE_FLOPS: dict[str, float] = {

@@ -371,17 +371,32 @@ def build_model(
 
     `shape_only` (default: `name in SHAPE_ONLY_NAMES`) builds model and inputs in a FakeTensorMode (no
     parameter memory); `extract` finds that mode from the tensors. Extra keyword arguments go to the
-    factory (e.g. `attn_implementation="eager"`, or `head=True` for BERT and GPT-2).
+    factory (e.g. `attn_implementation="eager"`, or `head=True` for BERT and GPT-2); `seq_len` sets the
+    token inputs' length and `dtype` (a torch dtype) the parameters' dtype.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown zoo model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     shape_only = name in SHAPE_ONLY_NAMES if shape_only is None else shape_only
     seq_len = kwargs.pop("seq_len", SEQ_LEN)
+    dtype = kwargs.pop("dtype", None) or torch.get_default_dtype()
     with torch.random.fork_rng(devices=[]), shape_only_mode() if shape_only else nullcontext():
         torch.manual_seed(seed)
-        model = resnet(name, **kwargs) if name in RESNET_NAMES else transformer(name, **kwargs)
+        with default_dtype(dtype):
+            model = resnet(name, **kwargs) if name in RESNET_NAMES else transformer(name, **kwargs)
         inputs = example_inputs(name, batch_size, seq_len)
     return model, inputs
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build parameters in `dtype` (a model is built in the dtype it will run in: converting shape-only
+    parameters afterwards is not possible)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -65,6 +65,21 @@ def _entries() -> dict[str, ZooEntry]:
         "vit_base",
     ]
     entries = [ZooEntry(name, name) for name in inference]
+    entries += [
+        # Training steps (Adam): batch sizes that trace in minutes on a 2-core, 24 GiB machine (docs/workloads.md)
+        ZooEntry("resnet50_train", "resnet50", "train", 32, {"optimizer": "adam"}),
+        ZooEntry("wide_resnet101_2_train", "wide_resnet101_2", "train", 16, {"optimizer": "adam"}),
+        ZooEntry("bert_base_train", "bert_base", "train", 32, {"optimizer": "adam"}),
+        ZooEntry("gpt2_train", "gpt2", "train", 16, {"optimizer": "adam"}),
+        # LLM serving: a prefill and 8 greedy decode steps, bf16, KV cache preallocated for the context
+        ZooEntry("gpt2_xl_serve", "gpt2_xl", "serve", 8, {"prompt_len": 1016, "decode_steps": 8, "dtype": "bfloat16"}),
+        ZooEntry(
+            "llama_1b_serve", "llama_1b", "serve", 16, {"prompt_len": 2040, "decode_steps": 8, "dtype": "bfloat16"}
+        ),
+        ZooEntry(
+            "llama_8b_serve", "llama_8b", "serve", 16, {"prompt_len": 2040, "decode_steps": 8, "dtype": "bfloat16"}
+        ),
+    ]
     return {e.name: e for e in entries}
 
 
@@ -127,7 +142,72 @@ def extract_zoo(name: str, batch_size: int | None = None) -> WorkloadGraph:
     batch_size = e.batch_size if batch_size is None else batch_size
     if e.kind == "inference":
         return _extract_inference(e, batch_size)
+    if e.kind == "train":
+        return _extract_train(e, batch_size)
+    if e.kind == "serve":
+        return _extract_serve(e, batch_size)
     raise WorkloadError(f"zoo graph {name!r} has unknown kind {e.kind!r}")  # pragma: no cover
+
+
+TRAIN_LABEL_SEED = 1
+"""Seed of the class labels of the CNN training graphs (the loss is a cross-entropy over 1000 classes)."""
+
+
+def train_setup(model_name: str, batch_size: int) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(model, example inputs, loss, description) of a zoo training step: CNNs classify (cross-entropy
+    against fixed random labels), BERT runs masked-LM and GPT-2 causal-LM with every position a target
+    (the models compute their own loss from `labels`)."""
+    import torch
+
+    from marl_gym.workloads.models import RESNET_NAMES, build_model
+
+    if model_name in RESNET_NAMES:
+        model, (images,) = build_model(model_name, batch_size=batch_size)
+        gen = torch.Generator().manual_seed(TRAIN_LABEL_SEED)
+        labels = torch.randint(0, 1000, (batch_size,), generator=gen)
+
+        def loss(output: Any) -> Any:
+            return torch.nn.functional.cross_entropy(output, labels)
+
+        return model, (images,), loss, {"loss": "cross_entropy over 1000 classes", "label_seed": TRAIN_LABEL_SEED}
+    model, (ids,) = build_model(model_name, batch_size=batch_size, head=True)
+    kind = "masked-LM" if model_name.startswith("bert") else "causal-LM"
+    return model, {"input_ids": ids, "labels": ids}, None, {"loss": f"the model's {kind} loss, labels = input ids"}
+
+
+def _extract_train(e: ZooEntry, batch_size: int) -> WorkloadGraph:
+    import torch
+
+    from marl_gym.workloads.extract import extract
+    from marl_gym.workloads.models import SEQ_LEN, TRANSFORMER_NAMES
+
+    model, inputs, loss, description = train_setup(e.model, batch_size)
+    optimizer = e.options.get("optimizer", "adam")
+    meta: dict[str, Any] = {"zoo": e.name}
+    if e.model in TRANSFORMER_NAMES:
+        meta.update(seq_len=SEQ_LEN, attn_implementation=model.config._attn_implementation)
+    extraction = {"mode": "train", "granularity": "layer", "optimizer": optimizer, **description}
+    meta["provenance"] = provenance(e, model, batch_size, False, extraction)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # dropout masks
+        return extract(
+            model, inputs, name=e.name, batch_size=batch_size, meta=meta, mode="train", optimizer=optimizer, loss=loss
+        )
+
+
+def _extract_serve(e: ZooEntry, batch_size: int) -> WorkloadGraph:
+    from marl_gym.workloads.models import build_model
+    from marl_gym.workloads.serving import DTYPES, serving_graph_of
+
+    options = dict(e.options)
+    dtype = DTYPES[options.get("dtype", "bfloat16")]
+    head = {"head": True} if e.model.startswith("gpt2") else {}
+    lm, (prompt,) = build_model(
+        e.model, batch_size=batch_size, shape_only=True, seq_len=options["prompt_len"], dtype=dtype, **head
+    )
+    meta: dict[str, Any] = {"zoo": e.name, "attn_implementation": lm.config._attn_implementation}
+    meta["provenance"] = provenance(e, lm, batch_size, True, {"mode": "serve", **options})
+    return serving_graph_of(lm, prompt, options["decode_steps"], name=e.name, meta=meta)
 
 
 def _extract_inference(e: ZooEntry, batch_size: int) -> WorkloadGraph:
