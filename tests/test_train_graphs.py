@@ -12,7 +12,7 @@ from torch import nn
 import marl_gym.workloads as w
 from marl_gym.workloads import extract, peak_live_activation_bytes
 from marl_gym.workloads.extract import ExtractionError
-from marl_gym.workloads.models import ResNet
+from marl_gym.workloads.models import Bottleneck
 from marl_gym.workloads.train import measure_step_peak_bytes
 
 PEAK_TOLERANCE = 0.05
@@ -28,10 +28,30 @@ def _mlp():
     return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 32)), torch.randn(16, 64)
 
 
+class _SmallResNet(nn.Module):
+    """The zoo ResNets' pieces (stem, in-place ReLUs, Bottleneck blocks with a downsample branch, pooling,
+    fc) at small widths, so a real training step takes a fraction of a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        down = nn.Sequential(nn.Conv2d(16, 64, 1, stride=2, bias=False), nn.BatchNorm2d(64))
+        self.layer1 = nn.Sequential(Bottleneck(16, 16, 2, down), Bottleneck(64, 16))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.avgpool(self.layer1(x)), 1))
+
+
 def _small_cnn():
     torch.manual_seed(0)
-    y = torch.randint(0, 10, (4,), generator=torch.Generator().manual_seed(1))
-    return ResNet((1, 1, 1, 1), num_classes=10), torch.randn(4, 3, 64, 64), lambda out: F.cross_entropy(out, y)
+    y = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(1))
+    return _SmallResNet(), torch.randn(8, 3, 64, 64), lambda out: F.cross_entropy(out, y)
 
 
 def _tiny_bert():

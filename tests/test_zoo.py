@@ -155,3 +155,27 @@ def test_loading_needs_neither_torch_nor_transformers():
 def test_build_model_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown zoo model 'resnet18'"):
         build_model("resnet18")
+
+
+def test_large_graphs_are_written_gzipped_and_read_back(tmp_path, monkeypatch):
+    import marl_gym.workloads.zoo as zoo
+
+    g = w.load("resnet50")
+    monkeypatch.setattr(zoo, "GZIP_ABOVE_BYTES", 0)
+    path = zoo.write_graph(g, tmp_path)
+    assert path.name == "resnet50.json.gz" and path.stat().st_size < len(g.to_json()) / 5
+    assert w.resolve(str(path)) == g and zoo.read_graph(path).meta == g.meta
+    monkeypatch.setattr(zoo, "GZIP_ABOVE_BYTES", 10**12)
+    plain = zoo.write_graph(g, tmp_path)
+    assert plain.name == "resnet50.json" and not path.exists()  # the stale gzipped copy is gone
+    path.write_bytes(b"not gzip")
+    with pytest.raises(w.WorkloadError, match="cannot read gzipped"):
+        zoo.read_graph(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50_train", "llama_1b_serve", "gpt2_large"])
+def test_regenerated_graphs_equal_shipped(name):
+    from marl_gym.workloads.zoo import extract_zoo
+
+    assert extract_zoo(name) == w.load(name)

@@ -118,25 +118,33 @@ class PreallocatedKVCache:
         return cache
 
 
-def make_cache(config: Any, batch_size: int, context: int, dtype: torch.dtype) -> Any:
+def make_cache(config: Any, batch_size: int, context: int, dtype: torch.dtype, filled: int = 0) -> Any:
     """A `PreallocatedKVCache` for `config` (in the current tensor mode: call it inside a FakeTensorMode
-    for a shape-only cache)."""
+    for a shape-only cache), with its first `filled` positions already written (a decode-only run)."""
     shape = kv_cache_shape(config, batch_size, context)
-    return PreallocatedKVCache([torch.empty(shape, dtype=dtype) for _ in range(num_layers(config))])
+    cache = PreallocatedKVCache([torch.empty(shape, dtype=dtype) for _ in range(num_layers(config))])
+    for layer in cache.layers:
+        layer.filled = filled
+    return cache
 
 
 class ServingRun(nn.Module):
-    """A prefill of the prompt, then `decode_steps` greedy decode steps, through `cache`."""
+    """A prefill of the prompt (unless `prefill` is False: then the cache holds it already), then
+    `decode_steps` greedy decode steps, through `cache`."""
 
-    def __init__(self, lm: nn.Module, cache: Any, decode_steps: int) -> None:
+    def __init__(self, lm: nn.Module, cache: Any, decode_steps: int, prefill: bool = True) -> None:
         super().__init__()
         self.lm = lm
         self.cache = cache
         self.decode_steps = decode_steps
+        self.prefill = prefill
 
     def forward(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        logits = self.lm(input_ids=prompt_ids, cache=self.cache, use_cache=True, logits_to_keep=1).logits
-        token = logits[:, -1:].argmax(-1)
+        if self.prefill:
+            logits = self.lm(input_ids=prompt_ids, cache=self.cache, use_cache=True, logits_to_keep=1).logits
+            token = logits[:, -1:].argmax(-1)
+        else:
+            token = prompt_ids[:, -1:]
         for _ in range(self.decode_steps):
             logits = self.lm(input_ids=token, cache=self.cache, use_cache=True, logits_to_keep=1).logits
             token = logits[:, -1:].argmax(-1)
@@ -163,6 +171,7 @@ def serving_graph(
     dtype: str = "bfloat16",
     name: str | None = None,
     meta: dict[str, Any] | None = None,
+    prefill: bool = True,
 ) -> WorkloadGraph:
     """The serving graph of zoo decoder `model` (see the module docstring), traced shape-only."""
     from marl_gym.workloads.models import DECODER_NAMES, build_model
@@ -177,7 +186,8 @@ def serving_graph(
     lm, (prompt,) = build_model(
         model, batch_size=batch_size, shape_only=True, seq_len=prompt_len, dtype=DTYPES[dtype], **options
     )
-    return serving_graph_of(lm, prompt, decode_steps, name or f"{model}_serve", {"model": model, **(meta or {})})
+    info = {"model": model, **(meta or {})}
+    return serving_graph_of(lm, prompt, decode_steps, name or f"{model}_serve", info, prefill=prefill)
 
 
 def serving_graph_of(
@@ -186,6 +196,7 @@ def serving_graph_of(
     decode_steps: int,
     name: str = "serve",
     meta: dict[str, Any] | None = None,
+    prefill: bool = True,
 ) -> WorkloadGraph:
     """The serving graph of a transformers causal LM `lm` on `prompt_ids` (batch x prompt length), built
     shape-only: `lm` and `prompt_ids` must come from a FakeTensorMode (`models.shape_only_mode()`); the
@@ -199,23 +210,26 @@ def serving_graph_of(
     batch_size, prompt_len = (int(d) for d in prompt_ids.shape)
     context = prompt_len + decode_steps
     dtype = next(lm.parameters()).dtype
+    if not prefill and decode_steps < 1:
+        raise ExtractionError("a decode-only run (prefill=False) needs decode_steps >= 1")
     with shape_only_mode_of(prompt_ids):
-        cache = make_cache(lm.config, batch_size, context, dtype)
+        cache = make_cache(lm.config, batch_size, context, dtype, filled=0 if prefill else prompt_len)
     info = dict(meta or {})
     info["serving"] = {
         "batch_size": batch_size,
+        "prefill": prefill,
         "prompt_len": prompt_len,
         "decode_steps": decode_steps,
         "context": context,
         "dtype": str(dtype).removeprefix("torch."),
-        "generated_tokens": batch_size * (decode_steps + 1),
+        "generated_tokens": batch_size * (decode_steps + int(prefill)),
         "prompt_tokens": batch_size * prompt_len,
         "kv_cache_layout": "one tensor per layer holding K and V: (2, batch, kv_heads, context, head_dim)",
         "kv_cache_layer_shape": list(kv_cache_shape(lm.config, batch_size, context)),
         "kv_cache_bytes": sum(t.numel() * t.element_size() for t in cache.tensors.values()),
         "kv_cache_tensors": list(cache.tensors),
     }
-    run = ServingRun(lm, cache, decode_steps)
+    run = ServingRun(lm, cache, decode_steps, prefill)
     with unpacked_sequences(), _quiet_transformers():
         return extract(run, (prompt_ids,), name=name, batch_size=batch_size, meta=info, state=cache.tensors)
 

@@ -18,6 +18,7 @@ import gzip
 import json
 import os
 import platform
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,9 @@ class ZooEntry:
     batch_size: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
     """Train: optimizer, loss; serve: prompt_len, decode_steps, dtype (see `marl_gym.workloads.train/serving`)."""
+
+
+DECODE = {"decode_steps": 8, "dtype": "bfloat16", "prefill": False}
 
 
 def _entries() -> dict[str, ZooEntry]:
@@ -79,6 +83,10 @@ def _entries() -> dict[str, ZooEntry]:
         ZooEntry(
             "llama_8b_serve", "llama_8b", "serve", 16, {"prompt_len": 2040, "decode_steps": 8, "dtype": "bfloat16"}
         ),
+        # Steady-state decoding: 8 decode steps over a cache already holding the prompt (no prefill traced)
+        ZooEntry("gpt2_xl_decode", "gpt2_xl", "serve", 16, {**DECODE, "prompt_len": 1016}),
+        ZooEntry("llama_1b_decode", "llama_1b", "serve", 32, {**DECODE, "prompt_len": 2040}),
+        ZooEntry("llama_8b_decode", "llama_8b", "serve", 32, {**DECODE, "prompt_len": 2040}),
     ]
     return {e.name: e for e in entries}
 
@@ -140,13 +148,11 @@ def extract_zoo(name: str, batch_size: int | None = None) -> WorkloadGraph:
     """Build zoo graph `name` (random weights, no download) and extract it (at its own batch size by default)."""
     e = entry(name)
     batch_size = e.batch_size if batch_size is None else batch_size
-    if e.kind == "inference":
-        return _extract_inference(e, batch_size)
-    if e.kind == "train":
-        return _extract_train(e, batch_size)
-    if e.kind == "serve":
-        return _extract_serve(e, batch_size)
-    raise WorkloadError(f"zoo graph {name!r} has unknown kind {e.kind!r}")  # pragma: no cover
+    extractors = {"inference": _extract_inference, "train": _extract_train, "serve": _extract_serve}
+    start = time.perf_counter()
+    graph = extractors[e.kind](e, batch_size)
+    graph.meta["provenance"]["extraction_seconds"] = round(time.perf_counter() - start, 1)
+    return graph
 
 
 TRAIN_LABEL_SEED = 1
@@ -207,7 +213,8 @@ def _extract_serve(e: ZooEntry, batch_size: int) -> WorkloadGraph:
     )
     meta: dict[str, Any] = {"zoo": e.name, "attn_implementation": lm.config._attn_implementation}
     meta["provenance"] = provenance(e, lm, batch_size, True, {"mode": "serve", **options})
-    return serving_graph_of(lm, prompt, options["decode_steps"], name=e.name, meta=meta)
+    prefill = bool(options.get("prefill", True))
+    return serving_graph_of(lm, prompt, options["decode_steps"], name=e.name, meta=meta, prefill=prefill)
 
 
 def _extract_inference(e: ZooEntry, batch_size: int) -> WorkloadGraph:
@@ -274,3 +281,58 @@ def regenerate_zoo(names: Iterable[str] | None = None, out_dir: str | os.PathLik
     """Re-extract zoo graphs (all of `ZOO` by default) and write them to `out_dir` (the package's zoo folder)."""
     folder = Path(out_dir) if out_dir is not None else ZOO_DIR
     return [write_graph(extract_zoo(name), folder, name) for name in (names if names is not None else ZOO_NAMES)]
+
+
+def zoo_table() -> str:
+    """A markdown table of the shipped graphs, read from their files (torch-free): what docs/workloads.md lists.
+
+    `python -c "from marl_gym.workloads.zoo import zoo_table; print(zoo_table())"`
+    """
+    from marl_gym.io import format_bytes
+    from marl_gym.workloads.graph import peak_live_activation_bytes
+    from marl_gym.workloads.registry import load, names
+
+    rows = [
+        "| graph | kind | model | batch | nodes | weight decisions | weights | peak live activations | GFLOP "
+        "| file | traced | extraction |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    order = {name: k for k, name in enumerate(ZOO_NAMES)}
+    for name in sorted(names(), key=lambda n: order.get(n, len(order))):
+        g = load(name)
+        prov = g.meta.get("provenance", {})
+        path = zoo_path(name)
+        seconds = prov.get("extraction_seconds")
+        rows.append(
+            f"| {name} | {prov.get('kind', '?')} | {prov.get('model', '?')} | {g.batch_size} | {g.num_nodes} "
+            f"| {g.num_weight_decisions} | {format_bytes(g.total_weight_bytes)} "
+            f"| {format_bytes(peak_live_activation_bytes(g))} | {g.total_flops / 1e9:,.1f} "
+            f"| {path.stat().st_size / 1e6:.2f} MB{' (gz)' if path.name.endswith('.gz') else ''} "
+            f"| {'shape-only' if prov.get('shape_only') else 'real tensors'} "
+            f"| {'' if seconds is None else f'{seconds:.0f} s'} |"
+        )
+    return "\n".join(rows)
+
+
+def training_peak_agreement(name: str) -> dict[str, Any]:
+    """Shipped training graph `name`'s peak live bytes against torch's measurement of the same step.
+
+    `python -c "from marl_gym.workloads.zoo import training_peak_agreement as t; print(t('resnet50_train'))"`
+    (builds the model and runs two real training steps: minutes, and the step's memory, on a CPU).
+    """
+    from marl_gym.workloads.graph import peak_live_activation_bytes
+    from marl_gym.workloads.registry import load
+    from marl_gym.workloads.train import measure_step_peak_bytes
+
+    e = entry(name)
+    if e.kind != "train":
+        raise WorkloadError(f"{name!r} is not a training graph")
+    graph_bytes = int(peak_live_activation_bytes(load(name)))
+    model, inputs, loss, _ = train_setup(e.model, e.batch_size)
+    measured = measure_step_peak_bytes(model, inputs, loss=loss, optimizer=e.options.get("optimizer", "adam"))
+    return {
+        "graph": name,
+        "graph_peak_bytes": graph_bytes,
+        "measured_peak_bytes": measured,
+        "error": (graph_bytes - measured) / measured,
+    }
