@@ -10,10 +10,11 @@ import torch
 
 import marl_gym.workloads as w
 from marl_gym.workloads.extract import ExtractionError
+from marl_gym.workloads.zoo import ZOO, ZOO_NAMES
 
 transformers = pytest.importorskip("transformers")
 
-SERVE = [name for name in w.zoo.ZOO_NAMES if w.zoo.ZOO[name].kind == "serve"]
+SERVE = [name for name in ZOO_NAMES if ZOO[name].kind == "serve"]
 
 
 def _cache_owners(graph):

@@ -14,6 +14,7 @@ from marl_gym.workloads import extract, peak_live_activation_bytes
 from marl_gym.workloads.extract import ExtractionError
 from marl_gym.workloads.models import Bottleneck
 from marl_gym.workloads.train import measure_step_peak_bytes
+from marl_gym.workloads.zoo import ZOO, ZOO_NAMES
 
 PEAK_TOLERANCE = 0.05
 """|graph peak - measured peak| / measured peak allowed (the graph has no intra-op temporaries)."""
@@ -193,13 +194,13 @@ def test_the_agreement_check_catches_lifetimes_that_end_too_early(monkeypatch):
 
 
 # --------------------------------------------------------------- shipped graphs
-TRAIN = [name for name in w.zoo.ZOO_NAMES if w.zoo.ZOO[name].kind == "train"]
+TRAIN = [name for name in ZOO_NAMES if ZOO[name].kind == "train"]
 
 
 @pytest.mark.parametrize("name", TRAIN)
 def test_shipped_training_graphs(name):
     g = w.load(name)
-    entry = w.zoo.ZOO[name]
+    entry = ZOO[name]
     assert g.batch_size == entry.batch_size and g.meta["extraction"]["mode"] == "train"
     params = g.meta["parameters"] * 4
     opt = [n for n in g.nodes if n.name.startswith("adam:")]

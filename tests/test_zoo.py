@@ -158,19 +158,19 @@ def test_build_model_rejects_unknown_names():
 
 
 def test_large_graphs_are_written_gzipped_and_read_back(tmp_path, monkeypatch):
-    import marl_gym.workloads.zoo as zoo
+    import marl_gym.workloads.storage as storage
 
     g = w.load("resnet50")
-    monkeypatch.setattr(zoo, "GZIP_ABOVE_BYTES", 0)
-    path = zoo.write_graph(g, tmp_path)
+    monkeypatch.setattr(storage, "GZIP_ABOVE_BYTES", 0)
+    path = storage.write_graph(g, tmp_path)
     assert path.name == "resnet50.json.gz" and path.stat().st_size < len(g.to_json()) / 5
-    assert w.resolve(str(path)) == g and zoo.read_graph(path).meta == g.meta
-    monkeypatch.setattr(zoo, "GZIP_ABOVE_BYTES", 10**12)
-    plain = zoo.write_graph(g, tmp_path)
+    assert w.resolve(str(path)) == g and storage.read_graph(path).meta == g.meta
+    monkeypatch.setattr(storage, "GZIP_ABOVE_BYTES", 10**12)
+    plain = storage.write_graph(g, tmp_path)
     assert plain.name == "resnet50.json" and not path.exists()  # the stale gzipped copy is gone
     path.write_bytes(b"not gzip")
     with pytest.raises(w.WorkloadError, match="cannot read gzipped"):
-        zoo.read_graph(path)
+        storage.read_graph(path)
 
 
 @pytest.mark.slow

@@ -14,19 +14,16 @@ from pathlib import Path
 
 from marl_gym.workloads.granularity import check_granularity, split_suffix, to_tensor_granularity, with_granularity
 from marl_gym.workloads.graph import WorkloadError, WorkloadGraph
-from marl_gym.workloads.zoo import read_graph
+from marl_gym.workloads.storage import SUFFIXES, read_graph
 
 ZOO_PACKAGE = "marl_gym.workloads.zoo_graphs"
 
 
-_SUFFIXES = (".json", ".json.gz")
-
-
 def _files() -> dict[str, str]:
-    """Shipped graph name -> file name (plain or gzipped JSON; see `marl_gym.workloads.zoo`)."""
+    """Shipped graph name -> file name (plain or gzipped JSON; see `marl_gym.workloads.storage`)."""
     found = {}
     for p in resources.files(ZOO_PACKAGE).iterdir():
-        for suffix in _SUFFIXES:
+        for suffix in SUFFIXES:
             if p.name.endswith(suffix):
                 found[p.name[: -len(suffix)]] = p.name
     return found
@@ -83,7 +80,7 @@ def resolve(workload: str | os.PathLike[str] | WorkloadGraph) -> WorkloadGraph:
                 if base in names():
                     return load(base, granularity)
                 return with_granularity(resolve(base), granularity)
-        if text.endswith(_SUFFIXES) or os.path.sep in text:
+        if text.endswith(SUFFIXES) or os.path.sep in text:
             return read_graph(Path(text))
         raise WorkloadError(
             f"unknown workload {text!r}; give a zoo name ({', '.join(names())}) or a .json (.json.gz) path, "

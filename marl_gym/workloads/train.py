@@ -82,24 +82,24 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from marl_gym.workloads.builder import build_graph
-from marl_gym.workloads.extract import (
+from marl_gym.workloads.flops import ELEMENTWISE_FLOPS
+from marl_gym.workloads.graph import WorkloadGraph
+from marl_gym.workloads.tracer import (
     EXTRA_FLOP_FORMULAS,
     ExtractionError,
+    Extractor,
+    FunctionalOps,
     Prepared,
-    _Extractor,
-    _FunctionalOps,
-    _nbytes,
-    _Record,
-    _tensors,
+    Record,
     base_meta,
     has_values,
     hook_modules,
+    iter_tensors,
     no_records_error,
     prepare,
     storage_key,
+    tensor_bytes,
 )
-from marl_gym.workloads.flops import ELEMENTWISE_FLOPS
-from marl_gym.workloads.graph import WorkloadGraph
 
 OPTIMIZERS = ("adam", "sgd")
 OPTIMIZER_FLOPS_PER_ELEMENT = {"adam": 13, "sgd": 5}
@@ -131,7 +131,7 @@ def default_loss(output: Any) -> torch.Tensor:
     loss = getattr(output, "loss", None)
     if isinstance(loss, torch.Tensor):
         return loss
-    first = next(_tensors(output), None)
+    first = next(iter_tensors(output), None)
     if first is None or not first.is_floating_point():
         raise ExtractionError("the module returned no floating-point tensor to take a loss of; pass loss=...")
     return first.float().square().mean()
@@ -148,7 +148,7 @@ class _Saved:
     readers: list[int] = field(default_factory=list)  # backward records that unpacked it
 
 
-class _TrainExtractor(_Extractor):
+class _TrainExtractor(Extractor):
     """The inference extractor plus autograd bookkeeping (see the module docstring)."""
 
     def __init__(self, model: nn.Module, counter: FlopCounterMode, inputs: list[torch.Tensor]) -> None:
@@ -192,14 +192,14 @@ class _TrainExtractor(_Extractor):
             elif key in self.input_storage:
                 continue  # a model input: held by the caller
             else:
-                internal.setdefault(key, _nbytes(s.tensor))
+                internal.setdefault(key, tensor_bytes(s.tensor))
                 s.producer = -1  # the saved node, below
             self.saved.append(s)
         self.pending_saved = []
         if internal:
             j = len(self.records)
             self.records.append(
-                _Record(
+                Record(
                     name=f"saved:{rec.name}",
                     op=rec.op,
                     module=None,
@@ -262,9 +262,9 @@ class _Backward:
 
     def _new_record(self, group: int) -> int:
         fwd = self.ext.records[group]
-        name, _ = self.ext._unique_name(f"bwd:{fwd.name}")
+        name, _ = self.ext.unique_name(f"bwd:{fwd.name}")
         idx = len(self.ext.records)
-        self.ext.records.append(_Record(name, fwd.op, None, 0, 0, 0, 0))
+        self.ext.records.append(Record(name, fwd.op, None, 0, 0, 0, 0))
         self.fresh[idx] = set()
         self.group_of[idx] = group
         return idx
@@ -293,7 +293,7 @@ class _Backward:
             self.consumers.setdefault(key, set()).add(self.current)
             if key not in seen and key not in self.fresh[self.current]:  # not one of its own temporaries
                 seen.add(key)
-                rec.input_bytes += _nbytes(g)
+                rec.input_bytes += tensor_bytes(g)
         self.flops0 = self.counter.get_total_flops()
 
     def post(self, fn: Any, grad_inputs: tuple, grad_outputs: tuple) -> None:
@@ -313,7 +313,7 @@ class _Backward:
             if key not in self.producers_of:  # fresh: allocated by this op
                 self.producers_of[key] = [record]
                 self.fresh[record].add(key)
-                self.sizes[key] = _nbytes(g)
+                self.sizes[key] = tensor_bytes(g)
                 rec.output_bytes += self.sizes[key]
             # else: passed through (the backward of an add, a view): no bytes, the same producers
             self.pending.setdefault((id(nxt), slot), []).extend(self.producers_of[key])
@@ -324,10 +324,10 @@ class _Backward:
         if pname is None:
             return
         previous = self.grad_nodes.get(pname)
-        name, _ = self.ext._unique_name(f"grad:{pname}")
+        name, _ = self.ext.unique_name(f"grad:{pname}")
         idx = len(self.ext.records)
-        nbytes = _nbytes(param)
-        rec = _Record(name, self.ext.records[record].op, None, 0, 0, nbytes, 0)
+        nbytes = tensor_bytes(param)
+        rec = Record(name, self.ext.records[record].op, None, 0, 0, nbytes, 0)
         if previous is not None:  # accumulation into the earlier gradient: read it, add, replace it
             rec.input_bytes = nbytes
             rec.flops = param.numel()
@@ -382,7 +382,7 @@ def extract_training(
     handles = hook_modules(prep.module, ext)
     try:
         with torch.enable_grad(), counter, torch.autograd.graph.saved_tensors_hooks(ext.pack, bwd.unpack):
-            with _FunctionalOps(ext):
+            with FunctionalOps(ext):
                 output = prep.module(*prep.args, **prep.kwargs)
                 loss_value = loss(output)
             if not isinstance(loss_value, torch.Tensor) or loss_value.numel() != 1 or loss_value.grad_fn is None:
@@ -431,7 +431,7 @@ def _assemble(
         readers = set(s.readers) or {first_backward.get(s.node, len(records) - 1)}
         if s.param is not None:
             for r in readers:
-                _add_shared(ext, records[r], s.param, _nbytes(s.tensor))
+                _add_shared(ext, records[r], s.param, tensor_bytes(s.tensor))
         elif s.producer is not None:
             edges.update((s.producer, r) for r in readers if r > s.producer)
     _estimate_backward_flops(ext, bwd)
@@ -443,27 +443,27 @@ def _assemble(
             pname = names[id(p)]
             if pname not in bwd.grad_nodes or pname not in ext.first_use:
                 continue
-            state = [(f"{pname}.{k}", _nbytes(v)) for k, v in opt.state[p].items() if isinstance(v, torch.Tensor)]
+            state = [(f"{pname}.{k}", tensor_bytes(v)) for k, v in opt.state[p].items() if isinstance(v, torch.Tensor)]
             idx = len(records)
-            name, _ = ext._unique_name(f"{optimizer}:{pname}")
+            name, _ = ext.unique_name(f"{optimizer}:{pname}")
             owner = records[ext.first_use[pname]]
             records.append(
-                _Record(
+                Record(
                     name=name,
                     op=owner.op,
                     module=None,
                     call=0,
-                    input_bytes=_nbytes(p),
-                    output_bytes=ADAM_TEMPORARY_FACTOR * _nbytes(p) if optimizer == "adam" else 0,
+                    input_bytes=tensor_bytes(p),
+                    output_bytes=ADAM_TEMPORARY_FACTOR * tensor_bytes(p) if optimizer == "adam" else 0,
                     flops=per_element * p.numel(),
                     weight_bytes=sum(b for _, b in state),
                     weight_names=[n for n, _ in state],
                     weight_tensor_bytes=[b for _, b in state],
-                    shared_reads=[(owner.name, pname, _nbytes(p))],
+                    shared_reads=[(owner.name, pname, tensor_bytes(p))],
                 )
             )
             edges.add((bwd.grad_nodes[pname], idx))
-            writes[name] = [[name, n, b] for n, b in state] + [[owner.name, pname, _nbytes(p)]]
+            writes[name] = [[name, n, b] for n, b in state] + [[owner.name, pname, tensor_bytes(p)]]
     writes.update(ext.weight_writes)
     keep = [
         i
@@ -483,7 +483,9 @@ def _assemble(
         "optimizer_class": f"{type(opt).__module__}.{type(opt).__qualname__}",
         "optimizer_defaults": {k: v for k, v in opt.defaults.items() if isinstance(v, (int, float, bool, str))},
         "forward_nodes": sum(1 for i in keep if i < n_forward),
-        "parameter_bytes_trained": sum(_nbytes(p) for p in prep.module.parameters() if names[id(p)] in bwd.grad_nodes),
+        "parameter_bytes_trained": sum(
+            tensor_bytes(p) for p in prep.module.parameters() if names[id(p)] in bwd.grad_nodes
+        ),
         "optimizer_state_bytes": sum(r.weight_bytes for r in records[n_forward:]),
         "optimizer_flops_per_element": per_element,
     }
@@ -515,7 +517,7 @@ def _settle_fresh_gradients(ext: _TrainExtractor, bwd: _Backward, kept: set[int]
                 ext.records[record].output_bytes -= bwd.sizes[key]
 
 
-def _add_shared(ext: _TrainExtractor, rec: _Record, pname: str, nbytes: int) -> None:
+def _add_shared(ext: _TrainExtractor, rec: Record, pname: str, nbytes: int) -> None:
     """Backward record `rec` reads parameter `pname` (saved by autograd): a shared read of its owner."""
     owner = ext.records[ext.first_use[pname]].name if pname in ext.first_use else None
     if owner is None:

@@ -8,14 +8,12 @@ the transformer models), `regenerate_zoo()` rewrites the shipped files: the same
 model config, input shapes, torch and transformers versions, extraction options, the command), so a
 file can be checked against its recipe. docs/workloads.md describes every entry with its sizes.
 
-Files are compact JSON (`<name>.json`); a graph whose JSON exceeds `GZIP_ABOVE_BYTES` is written gzipped
-(`<name>.json.gz`), which `marl_gym.workloads.load` reads the same way (torch-free).
+Files are compact JSON (`<name>.json`); a graph whose JSON exceeds `storage.GZIP_ABOVE_BYTES` is
+written gzipped (`<name>.json.gz`), which `marl_gym.workloads.load` reads the same way (torch-free).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import platform
 import time
@@ -24,14 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marl_gym.io import atomic_write
 from marl_gym.workloads.graph import WorkloadError, WorkloadGraph
+from marl_gym.workloads.storage import stored_path, write_graph
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo_graphs"
 """Where the shipped zoo graphs live in a source checkout (editable install)."""
-
-GZIP_ABOVE_BYTES = 4_000_000
-"""Zoo graphs whose compact JSON is larger than this are shipped as `.json.gz` (about 10x smaller)."""
 
 KINDS = ("inference", "train", "serve")
 
@@ -243,38 +238,7 @@ def _extract_inference(e: ZooEntry, batch_size: int) -> WorkloadGraph:
 
 def zoo_path(name: str, folder: str | os.PathLike[str] | None = None) -> Path:
     """Where zoo graph `name` is stored: `<name>.json`, or `<name>.json.gz` when that exists."""
-    base = Path(folder) if folder is not None else ZOO_DIR
-    gz = base / f"{name}.json.gz"
-    return gz if gz.exists() else base / f"{name}.json"
-
-
-def write_graph(graph: WorkloadGraph, folder: str | os.PathLike[str], name: str | None = None) -> Path:
-    """Write `graph` as compact JSON, gzipped when larger than `GZIP_ABOVE_BYTES`; remove the other form."""
-    folder = Path(folder)
-    name = name or graph.name
-    text = graph.to_json()
-    plain, gz = folder / f"{name}.json", folder / f"{name}.json.gz"
-    if len(text) > GZIP_ABOVE_BYTES:
-        data = gzip.compress(text.encode(), compresslevel=9, mtime=0)
-        atomic_write(gz, lambda fh: fh.write(data), binary=True)
-        stale, path = plain, gz
-    else:
-        atomic_write(plain, lambda fh: fh.write(text))
-        stale, path = gz, plain
-    stale.unlink(missing_ok=True)
-    return path
-
-
-def read_graph(path: str | os.PathLike[str]) -> WorkloadGraph:
-    """Read a graph file, plain or gzipped JSON (torch-free)."""
-    path = Path(path)
-    if not path.name.endswith(".gz"):
-        return WorkloadGraph.from_json(path)
-    try:
-        data = json.loads(gzip.decompress(path.read_bytes()))
-    except (OSError, EOFError, ValueError) as exc:
-        raise WorkloadError(f"cannot read gzipped workload graph {path}: {exc}") from exc
-    return WorkloadGraph.from_dict(data, source=str(path))
+    return stored_path(folder if folder is not None else ZOO_DIR, name)
 
 
 def regenerate_zoo(names: Iterable[str] | None = None, out_dir: str | os.PathLike[str] | None = None) -> list[Path]:
