@@ -151,6 +151,20 @@ def test_tied_weights_accumulate_their_gradients():
     assert ("transformer.wte", "transformer.wte.weight", 96 * 16 * 4) in head_bwd.shared_reads
 
 
+def test_backward_flops_count_the_parameter_gradients_a_norm_computes():
+    """torch counts no FLOPs for a norm's backward; its estimate covers the input gradient and the weight
+    and bias gradients it computes (here the larger part: 2 x 256 elements against 256)."""
+    from marl_gym.workloads.flops import ELEMENTWISE_FLOPS
+    from marl_gym.workloads.train import BACKWARD_ELEMENTWISE_FACTOR
+
+    torch.manual_seed(0)
+    g = extract(nn.Sequential(nn.Linear(8, 256), nn.LayerNorm(256)), torch.randn(1, 8), mode="train")
+    bwd = _node(g, "bwd:1")
+    assert bwd.output_bytes == 256 * 4  # the input gradient; the parameter gradients are grad: nodes
+    elements = 256 + 2 * 256
+    assert bwd.flops == BACKWARD_ELEMENTWISE_FACTOR * ELEMENTWISE_FLOPS["layernorm"] * elements
+
+
 def test_clear_errors():
     model, x = _mlp()
     with pytest.raises(ExtractionError, match="optimizer must be one of"):

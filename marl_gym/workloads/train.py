@@ -26,17 +26,21 @@ Nodes, in execution order
   log-sum-exp): their bytes, written by the layer, alive until the backward node that unpacks them.
   A saved tensor that *is* an activation (a linear layer saves its input) just lives longer: its
   producer's `last_use` becomes the backward node that reads it. These are the real lifetimes.
-* **Backward nodes** ``bwd:<layer>``, one per run of consecutive autograd nodes of the same forward node
-  (nearly always one per layer), in the order torch executes them. A backward node reads the gradients
-  of its layer's outputs (edges from the backward nodes that produced them), the saved activations
-  (edges from their producers) and the parameters autograd saved (`shared_reads` of their owners: conv
-  and linear read their weight again); it outputs the gradients of its layer's inputs (fresh tensors
-  only: a pass-through such as the backward of an add or a view produces no bytes and is no node).
+* **Backward nodes** ``bwd:<layer>`` (``bwd:<layer>#k`` for its k-th), one per autograd node of the
+  layer, in the order torch executes them (a layer made of several ops, such as GPT-2's GELU, has one
+  per op: their gradients between them are real, short-lived tensors). A backward node reads the
+  gradients of its op's outputs (edges from the backward nodes that produced them), the saved
+  activations (edges from their producers) and the parameters autograd saved (`shared_reads` of their
+  owners: conv and linear read their weight again); it outputs the gradients of its op's inputs (fresh
+  tensors only: a pass-through such as the backward of an add or a view produces no bytes and is no
+  node). FLOPs: torch's count, else an element-wise formula (`_estimate_backward_flops`).
 * **Gradient nodes** ``grad:<parameter>`` right after the backward node that produced the gradient: the
-  parameter's gradient is an activation (its own output decision) that lives until the optimizer node
-  reads it. They have no FLOPs and no input edge (the bytes are written by the backward node's op); a
-  parameter receiving a second gradient (a tied weight, a module called twice) gets ``grad:<p>#1``,
-  which reads the first (accumulation: one add per element) and replaces it.
+  parameter's gradient is an activation (its own output decision); the optimizer node reads it, and it
+  stays allocated to the end of the step (torch frees gradients at the next `zero_grad`, not when the
+  optimizer has read them: the graph's peak during the update then matches the measured one). They
+  have no FLOPs and no input edge (the bytes are written by the backward node's op); a parameter
+  receiving a second gradient (a tied weight, a module called twice) gets ``grad:<p>#1``, which reads
+  the first (accumulation: one add per element) and replaces it.
 * **Optimizer nodes** ``adam:<parameter>`` (or ``sgd:``), one per parameter in the order torch's optimizer
   updates them. Each **owns the parameter's optimizer state as its weight**: `weight_bytes` = the
   bytes of every tensor in ``optimizer.state[p]`` (Adam: exp_avg and exp_avg_sq, 2x the parameter, plus
@@ -63,7 +67,11 @@ Measured against torch
 state) under `torch.profiler` with `profile_memory=True` and returns the peak of the bytes allocated
 during the second step (torch's allocator reports every CPU allocation and free to the profiler; the
 CPU allocator has no `max_memory_allocated`). That peak is compared with the graph's peak live
-activation bytes in tests/test_train_graphs.py and docs/workloads.md.
+activation bytes in tests/test_train_graphs.py and docs/workloads.md (within 1 % for the four shipped
+training graphs; within 4 % where an op's internal workspace sets the peak).
+
+Extraction keeps every tensor of the step alive until it ends (tensor and storage identities must stay
+unique), so it needs several times the step's own memory.
 
 Limits: temporaries inside one op (a convolution's workspace) are not nodes; an accumulation of two
 gradients into one input (a residual branch) is modelled as both gradients alive until their reader;
@@ -255,6 +263,7 @@ class _Backward:
         self.consumers: dict[int, set[int]] = {}  # storage of a gradient -> backward records that received it
         self.to_params: set[int] = set()  # storages that reached a parameter's .grad
         self.sizes: dict[int, int] = {}
+        self.param_grad_bytes: dict[int, int] = {}  # backward record -> bytes of parameter gradients it computed
         self.edges: set[tuple[int, int]] = set()
         self.keep: list[Any] = []  # every gradient seen, alive so that storage identities stay unique
         self.flops0 = 0.0
@@ -308,7 +317,9 @@ class _Backward:
             key = storage_key(g)
             if type(nxt).__name__ == "AccumulateGrad":
                 self.to_params.add(key)
-                self._param_grad(nxt.variable, record)
+                # computed here, or by the producer of the gradient a pass-through (a transpose) hands on
+                computed_by = self.producers_of.get(key, [record])[0]
+                self._param_grad(nxt.variable, record, computed_by)
                 continue
             if key not in self.producers_of:  # fresh: allocated by this op
                 self.producers_of[key] = [record]
@@ -318,8 +329,9 @@ class _Backward:
             # else: passed through (the backward of an add, a view): no bytes, the same producers
             self.pending.setdefault((id(nxt), slot), []).extend(self.producers_of[key])
 
-    def _param_grad(self, param: torch.Tensor, record: int) -> None:
-        """A gradient of `param` computed by backward record `record`: a gradient node right after it."""
+    def _param_grad(self, param: torch.Tensor, record: int, computed_by: int) -> None:
+        """A gradient of `param` handed on by backward record `record` (computed by `computed_by`): a
+        gradient node right after it."""
         pname = self.param_names.get(id(param))
         if pname is None:
             return
@@ -328,6 +340,7 @@ class _Backward:
         idx = len(self.ext.records)
         nbytes = tensor_bytes(param)
         rec = Record(name, self.ext.records[record].op, None, 0, 0, nbytes, 0)
+        self.param_grad_bytes[computed_by] = self.param_grad_bytes.get(computed_by, 0) + nbytes
         if previous is not None:  # accumulation into the earlier gradient: read it, add, replace it
             rec.input_bytes = nbytes
             rec.flops = param.numel()
@@ -568,14 +581,15 @@ def backward_op(kind: str, forward_op: str) -> str:
 def _estimate_backward_flops(ext: _TrainExtractor, bwd: _Backward) -> None:
     """Backward records torch counted nothing for: `BACKWARD_ELEMENTWISE_FACTOR` x the element-wise FLOPs
     per element of their op (`backward_op`, `marl_gym.workloads.flops`) x the elements they read or
-    write; an op with no element-wise formula costs 2x its forward node's FLOPs (a product's dgrad and
-    wgrad), and data movement 1 per element."""
+    write (parameter gradients included); a product with no count costs 2x its forward node's FLOPs (its
+    input and weight gradients), any other op (a copy, an indexing, a reduction) 1 per element."""
     for r, g in bwd.group_of.items():
         rec, fwd = ext.records[r], ext.records[g]
-        if rec.flops or not (rec.output_bytes or rec.shared_reads):
+        written = rec.output_bytes + bwd.param_grad_bytes.get(r, 0)
+        if rec.flops or not (written or rec.shared_reads):
             continue
         op = backward_op(bwd.kind[r], fwd.op)
-        elems = max(rec.output_bytes, rec.input_bytes) // 4
+        elems = max(written, rec.input_bytes) // 4
         if op in ELEMENTWISE_FLOPS:
             rec.flops = int(math.ceil(BACKWARD_ELEMENTWISE_FACTOR * ELEMENTWISE_FLOPS[op] * elems))
         elif op in ("conv", "linear", "matmul", "attention"):
@@ -608,9 +622,9 @@ def measure_step_peak_bytes(
 ) -> int:
     """Peak bytes torch allocates during one training step, measured by torch's profiler.
 
-    Runs one step (creating the optimizer state), then a second one under `torch.profiler.profile(
-    profile_memory=True)`, and returns the largest running total, in time order, of the bytes allocated
-    minus freed during that second step (torch's CPU allocator reports every allocation and free to the
+    Runs one step (creating the optimizer state; the module's parameters change), then a second one
+    under `torch.profiler.profile(profile_memory=True)`, and returns the peak of the bytes allocated minus
+    freed during that second step (torch's CPU allocator reports every allocation and free to the
     profiler; frees of blocks allocated before profiling have no size and are not counted). So it
     counts what the step allocates (activations, saved tensors, gradients, temporaries) and not the
     parameters, optimizer state and inputs that exist before it: the quantity a training graph's
