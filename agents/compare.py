@@ -29,7 +29,7 @@ reruns everything), like CompilerGym's leaderboard ``--resume``.
 
 Agent names: ``egrl`` (EGRL, fast preset), ``egrl:<ablation>`` (ea_only, pg_only, boltzmann_only,
 gnn_only), ``egrl-published`` (published hyperparameters), ``ppo``, ``a2c``, ``random``, ``greedy``,
-``milp``. Your own agent: pass ``(label, factory)`` where ``factory(seed)`` returns an object with
+``rules`` (the simple rules of `agents.rules`, best of them), ``milp``. Your own agent: pass ``(label, factory)`` where ``factory(seed)`` returns an object with
 ``fit(env, budget) -> SearchResult``.
 """
 
@@ -55,7 +55,7 @@ from marl_gym.io import atomic_write, atomic_write_text
 COMPARE_SCHEMA_VERSION = 1
 """Version of the CSV layout and of the per-run metadata written by `compare`."""
 
-AGENT_NAMES = ("egrl", "ppo", "a2c", "random", "greedy", "milp")
+AGENT_NAMES = ("egrl", "ppo", "a2c", "random", "greedy", "rules", "milp")
 """Built-in agents (`make_agent` also accepts ``egrl:<ablation>`` and ``egrl-published``)."""
 
 CSV_COLUMNS = (
@@ -91,6 +91,10 @@ def make_agent(name: str, seed: int = 0, progress: bool = False, milp_time_limit
         from agents.greedy import Greedy
 
         return Greedy(seed=seed)
+    if key == "rules":
+        from agents.rules import SimpleRules
+
+        return SimpleRules(seed=seed)
     if key == "milp":
         from agents.milp import MILP, MILPConfig
 

@@ -120,3 +120,17 @@ def tiny_egrl_config(**changes: Any) -> Any:
         learning_starts=20,
     )
     return replace(EGRLConfig.fast(), **{**base, **changes})
+
+
+class OpaqueBackend:
+    """Another backend's answers behind a type that is not the analytic model, so ``problem.cost_model`` is
+    None: what an agent sees on a measured backend, to test that it never needs the cost model."""
+
+    name = "opaque"
+    deterministic = True
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)

@@ -46,18 +46,17 @@ SCHEMA_VERSION = 1
 
 def reference(env, time_limit_s: float) -> tuple[float, str]:
     """The best placement known: the MILP optimum, else the model-driven greedy."""
-    base = env.unwrapped
+    problem = env.unwrapped.problem
     try:
-        from agents.greedy import analytic_model_of
         from agents.milp import solve_milp
 
-        sol = solve_milp(analytic_model_of(env), time_limit_s=time_limit_s)
-        reward, _ = base.evaluate(sol.placement)
+        sol = solve_milp(problem, time_limit_s=time_limit_s)
+        reward, _ = problem.evaluate(sol.placement)
         return float(reward), f"MILP ({sol.status}, gap {sol.mip_gap:.1e}, {sol.solve_time_s:.1f} s)"
     except Exception as exc:  # noqa: BLE001 - any failure falls back to the greedy
-        from agents.greedy import analytic_model_of, model_greedy
+        from agents.greedy import model_greedy
 
-        reward, _ = base.evaluate(model_greedy(analytic_model_of(env)))
+        reward, _ = problem.evaluate(model_greedy(problem))
         return float(reward), f"model greedy (MILP unavailable: {type(exc).__name__})"
 
 
@@ -122,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     env = gym.make(marl_gym.ENV_ID, workload=args.workload, system=args.system, n_tasks=args.n_tasks)
-    base = env.unwrapped
+    problem = env.unwrapped.problem
     ref, source = reference(env, args.milp_time_limit)
     target = ref - args.tolerance * abs(ref)
     config = EGRLConfig.preset(args.preset).ablation(args.ablation)
     print(
-        f"{base.graph.name} ({base.graph.num_nodes} layers) on {args.system}, {args.n_tasks} tasks: DRAM budget "
-        f"{base.backend.fast_budget_bytes / 2**20:.0f} MiB/task for a {base.footprint_bytes / 2**20:.0f} MiB footprint"
+        f"{problem.name} ({problem.num_nodes} layers) on {args.system}, {args.n_tasks} tasks: DRAM budget "
+        f"{problem.fast_budget_bytes / 2**20:.0f} MiB/task for a {problem.footprint_bytes / 2**20:.0f} MiB footprint"
     )
     print(f"reference reward {ref:.4f} from {source}; target (within {args.tolerance:.0%}) {target:.4f}")
     print(

@@ -18,7 +18,6 @@ import platform
 import sys
 import time
 
-from marl_gym.backends.model import ModelBackend
 from marl_gym.io import atomic_write_text
 from marl_gym.memory.systems import systems
 from marl_gym.workloads import names
@@ -27,11 +26,15 @@ SCHEMA_VERSION = 1
 
 
 def bench(workload: str, system: str, n_tasks: int, time_limit_s: float, mip_rel_gap: float, threads: int | None):
+    import gymnasium as gym
+
+    import marl_gym
     from agents.milp import solve_milp
 
-    backend = ModelBackend(workload, system, n_tasks)
+    problem = gym.make(marl_gym.ENV_ID, workload=workload, system=system, n_tasks=n_tasks).unwrapped.problem
+    backend = problem.cost_model
     t0 = time.perf_counter()
-    sol = solve_milp(backend.model, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap, threads=threads)
+    sol = solve_milp(problem, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap, threads=threads)
     total = time.perf_counter() - t0
     ev = backend.evaluate(sol.placement)
     baselines = backend.baseline_latencies()
@@ -57,7 +60,7 @@ def bench(workload: str, system: str, n_tasks: int, time_limit_s: float, mip_rel
         "n_rows": sol.n_rows,
         "bb_nodes": sol.bb_nodes,
         "fast_budget_per_task_bytes": backend.fast_budget_bytes,
-        "footprint_bytes": backend.footprint_bytes,
+        "footprint_bytes": backend.task_bytes,
     }
 
 

@@ -5,11 +5,11 @@
     python examples/pretrain_egrl.py --out runs/pre --resume           # continue a killed run
     python examples/train_egrl.py --workload resnet152 --init-actor runs/pre/actor.pt --budget 100
 
-Every (workload, n_tasks) pair is one env on the analytic model; `agents.egrl.MultiWorkloadEGRL` scores
-each GNN of the population by its mean reward over all of them and trains the SAC learner on a replay
-buffer they share. Writes to --out: actor.pt (the best actor), checkpoint.pt, generations.csv and
-pretrain.json (per env: the best reward found in training and the best actor's greedy reward, beside
-the optimum of the model). It prints the same as a table.
+Every (workload, n_tasks) pair is one env on the analytic model; `EGRL.fit_many` scores each GNN of the
+population by its mean reward over all of them and trains the SAC learner on a replay buffer they share.
+Writes to --out: actor.pt (the best actor), checkpoint.pt, generations.csv and pretrain.json (per env: the
+best reward found in training and the best actor's greedy reward, beside the optimum of the model). It
+prints the same as a table.
 """
 
 from __future__ import annotations
@@ -54,73 +54,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch_geometric")
-    import gymnasium as gym
     import numpy as np
     import torch
 
-    import marl_gym
-    from agents.compare import reference_optimum
-    from agents.egrl import EGRLConfig, MultiWorkloadEGRL, graph_input_from_obs
+    from agents.egrl import EGRL, EGRLConfig
     from marl_gym.io import atomic_write_text
+    from marl_lab.pretraining import actor_rows, format_rows, make_envs
 
     torch.set_num_threads(1)
-    envs, labels = [], []
-    for workload in args.workloads:
-        for n in args.n_tasks:
-            try:
-                env = gym.make(
-                    marl_gym.ENV_ID,
-                    workload=workload,
-                    system=args.system,
-                    n_tasks=n,
-                    backend_kwargs={"threads_per_task": args.threads_per_task},
-                )
-            except (ValueError, KeyError, FileNotFoundError) as exc:
-                print(f"error: {workload} at {n} tasks: {exc}", file=sys.stderr)
-                return 2
-            envs.append(env)
-            labels.append((env.unwrapped.graph.name, n))
+    try:
+        envs = make_envs(args.workloads, args.n_tasks, args.system, args.threads_per_task)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
+    names = [f"{e.unwrapped.problem.name}@{e.unwrapped.problem.n_tasks}" for e in envs]
     print(
-        f"EGRL pre-training ({args.preset} preset) on {len(envs)} envs: "
-        + ", ".join(f"{w}@{n}" for w, n in labels)
-        + f"; {args.system}; budget {args.budget} evaluations; seed {args.seed} -> {out}/"
+        f"EGRL pre-training ({args.preset} preset) on {len(envs)} envs: {', '.join(names)}; {args.system}; "
+        f"budget {args.budget} evaluations; seed {args.seed} -> {out}/"
     )
-    trainer = MultiWorkloadEGRL(
-        EGRLConfig.preset(args.preset), seed=args.seed, out_dir=out, progress=not args.no_progress
-    )
+    agent = EGRL(EGRLConfig.preset(args.preset), seed=args.seed, out_dir=out, progress=not args.no_progress)
     t0 = time.perf_counter()
-    result = trainer.fit(envs, budget=args.budget, resume=args.resume)
+    result = agent.fit_many(envs, budget=args.budget, resume=args.resume)
     wall = time.perf_counter() - t0
-
-    actor = trainer.best_actor()
-    rows = []
-    for env, (workload, n), found in zip(envs, labels, result.per_env, strict=True):
-        base = env.unwrapped
-        greedy = float(base.evaluate_batch(actor.greedy(graph_input_from_obs(env.reset(seed=0)[0]))[None])[0][0])
-        optimum = reference_optimum(env)["speedup"]
-        rows.append(
-            {
-                "workload": workload,
-                "n_tasks": n,
-                "best_in_training": float(found.best_reward),
-                "actor_greedy": greedy,
-                "optimum": optimum,
-            }
-        )
-    head = f"{'workload':<20} {'tasks':>5} {'best found':>11} {'actor greedy':>13} {'optimum':>8}"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(
-            f"{r['workload']:<20} {r['n_tasks']:>5} {r['best_in_training']:11.3f} {r['actor_greedy']:13.3f} "
-            f"{r['optimum']:8.3f}"
-        )
-    mean_greedy = float(np.mean([r["actor_greedy"] for r in rows]))
+    rows = actor_rows(agent.best_actor(), envs, result)
+    print(format_rows(rows))
     print(
-        f"(speedups over Memory Mode; the actor's mean greedy reward {mean_greedy:.3f} against "
-        f"{np.mean([r['optimum'] for r in rows]):.3f} for the optimum of each env; {result.evaluations} evaluations, "
-        f"{result.generations} generations, {wall:.0f} s this session)"
+        f"(speedups over Memory Mode; the actor's mean greedy reward {np.mean([r['actor_greedy'] for r in rows]):.3f} "
+        f"against {np.mean([r['optimum'] for r in rows]):.3f} for the optimum of each env; {result.evaluations} "
+        f"evaluations, {result.generations} generations, {wall:.0f} s this session)"
     )
     summary = {
         "schema_version": 1,

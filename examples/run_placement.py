@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from marl_gym.backends.native import NativeBackend
+from marl_gym.io import atomic_write_text
 from marl_gym.placement import Placement
 from marl_gym.workloads import load
 
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         info = ev.to_info()
         info["node_times_s"] = info["node_times_s"].tolist()
-        args.json.write_text(json.dumps({"schema_version": 1, "workload": graph.name, **info}, indent=1, default=str))
+        atomic_write_text(
+            args.json, json.dumps({"schema_version": 1, "workload": graph.name, **info}, indent=1, default=str)
+        )
         print(f"\nwrote {args.json}")
     return 0
 

@@ -44,6 +44,24 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
         raise
 
 
+def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files `atomic_write` leaves in `directory` when a process is killed mid-write.
+
+    SIGKILL cannot be caught, so a run killed between `mkstemp` and `os.replace` leaves a ``.<name>.<random>.tmp``
+    beside the target (the target itself is intact). A run that starts or resumes in the directory calls this
+    first; it only touches names of that exact shape.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for p in directory.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp") and p.name.count(".") >= 3 and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` so that readers see either the old file or the whole new one."""
     atomic_write(path, lambda fh: fh.write(text))

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from marl_gym.checks import INT64_MAX, describe
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
 from marl_gym.workloads.registry import resolve
@@ -44,8 +45,10 @@ class MixError(ValueError):
 
 
 def _check_count(name: str, count: Any) -> int:
-    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
-        raise MixError(f"the task count of workload {name!r} must be a positive integer, got {count!r}")
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or not 1 <= count <= INT64_MAX:
+        raise MixError(
+            f"the task count of workload {name!r} must be a positive integer (at most 2**63 - 1), got {describe(count)}"
+        )
     return int(count)
 
 
@@ -112,9 +115,9 @@ class Mix:
             if batch_size is not None and batch_size != g.batch_size:
                 g = g.with_batch_size(int(batch_size))
             if n_tasks is not None and (
-                not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or n_tasks < 1
+                not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or not 1 <= n_tasks <= INT64_MAX
             ):
-                raise MixError(f"n_tasks must be a positive integer, got {n_tasks!r}")
+                raise MixError(f"n_tasks must be a positive integer (at most 2**63 - 1), got {describe(n_tasks)}")
             return cls.from_graphs([g], [1 if n_tasks is None else n_tasks])
         if n_tasks is not None:
             raise MixError(

@@ -3,6 +3,9 @@
 Stable-Baselines3 accepts only 1-D `MultiBinary` actions and fixed-shape `Box` (or `Dict` of `Box`)
 observations. `SB3PlacementWrapper` provides both and maps every action back to the env's (N, 2)
 action without loss: flat index 2*i is node i's weights, 2*i + 1 its activation.
+
+The wrapper records its constructor arguments (`gymnasium.utils.RecordConstructorArgs`), so a wrapped env's
+``spec`` lists it among its ``additional_wrappers`` and ``gym.make(wrapped.spec)`` rebuilds the same stack.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from marl_gym.checks import Fields
+from marl_gym.envs.arguments import EnvArgumentError
+from marl_gym.envs.problem import ActionError
+
 OBS_MODES = ("flat", "dict")
 
 
@@ -22,18 +29,22 @@ def flatten_action(action: np.ndarray) -> np.ndarray:
 
 
 def unflatten_action(flat: np.ndarray, num_nodes: int) -> np.ndarray:
-    """(2N,) -> (N, 2); accepts the float 0.0/1.0 arrays SB3 policies emit."""
-    arr = np.asarray(flat)
-    if arr.shape != (2 * num_nodes,):
-        raise ValueError(f"expected a flat action of shape ({2 * num_nodes},), got {arr.shape}")
+    """(2N,) -> (N, 2); accepts the float 0.0/1.0 arrays SB3 policies emit. Anything else is an `ActionError`."""
+    try:
+        arr = np.asarray(flat)
+    except (ValueError, TypeError):  # ragged nested lists
+        arr = np.empty(0, dtype=object)
+    if arr.dtype == object or arr.shape != (2 * num_nodes,):
+        shape = "a ragged or mixed-type sequence" if arr.dtype == object else f"shape {arr.shape}"
+        raise ActionError(f"expected a flat action of 0/1 of shape ({2 * num_nodes},), got {shape}")
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isin(arr, (0.0, 1.0)).all():
-            raise ValueError("flat action values must be 0 or 1")
+            raise ActionError("flat action values must be 0 or 1")
         arr = arr.astype(np.int8)
     return arr.reshape(num_nodes, 2)
 
 
-class SB3PlacementWrapper(gym.Wrapper):
+class SB3PlacementWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Expose `MultiBinary(2N)` actions and SB3-friendly observations.
 
     obs_mode="flat": one float32 `Box` = node features (row-major), decision mask, system vector. The
@@ -43,9 +54,9 @@ class SB3PlacementWrapper(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, obs_mode: str = "flat") -> None:
-        super().__init__(env)
-        if obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        Fields(EnvArgumentError).choice("obs_mode", obs_mode, OBS_MODES)
+        gym.utils.RecordConstructorArgs.__init__(self, obs_mode=obs_mode)
+        gym.Wrapper.__init__(self, env)
         self.obs_mode = obs_mode
         raw = env.observation_space
         self.num_nodes = int(raw["node_features"].shape[0])

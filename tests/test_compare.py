@@ -10,7 +10,7 @@ import pytest
 
 from agents.compare import CSV_COLUMNS, compare, make_agent
 from agents.random_search import RandomSearch
-from marl_gym.cli import main
+from marl_lab.cli import main
 
 SMALL = dict(workload="resnet50", system="optane-16g-128g", n_tasks=32)
 
@@ -47,7 +47,9 @@ def test_compare_writes_csv_markdown_and_png(tmp_path):
     assert md == cmp.markdown
     assert "| agent | runs | best speedup | gap to optimum | evaluations to 95% of optimum | wall time (s) |" in md
     assert "| milp | 1 | " in md and "| random | 2 | " in md
-    assert cmp.optimum["optimal"] and cmp.optimum_speedup > 1.0
+    # the MILP proves how far its answer can be from the model's optimum (model v2's loaded latency makes the
+    # program exact only for fixed load factors): under 1 % here
+    assert cmp.optimum["mip_gap"] < 0.01 and cmp.optimum_speedup > 1.0
     # the summary agrees with the runs
     summary = {s["agent"]: s for s in cmp.summary()}
     assert summary["milp"]["evals_to_reach"][0] == 1
@@ -105,7 +107,7 @@ def test_cli_compare_writes_the_three_outputs(tmp_path, capsys):
             "--workload",
             "resnet50",
             "--agents",
-            "random,greedy,milp",
+            "random,greedy,rules,milp",
             "--budget",
             "30",
             "--seeds",
@@ -122,7 +124,7 @@ def test_cli_compare_writes_the_three_outputs(tmp_path, capsys):
     for ext in ("csv", "md", "png"):
         assert (out / f"{stem}.{ext}").stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "| greedy | 1 | " in printed and f"wrote csv: {out / stem}.csv" in printed
+    assert "| greedy | 1 | " in printed and "| rules | 1 | " in printed and f"wrote csv: {out / stem}.csv" in printed
     assert not list(out.glob(".*.tmp")), "no temp files left behind"
 
 

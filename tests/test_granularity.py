@@ -163,9 +163,10 @@ def test_lifted_layer_placement_same_bytes_nearly_same_latency(name):
     el = bl.evaluate_batch(W, A)
     et = bt.evaluate_batch(w.lift_decisions(W, g, t), w.lift_decisions(A, g, t))
     # one roofline per layer and its parameter nodes; what is left is each split-off tensor's own access cost
-    # (one more access latency, line rounding, the "tiny" pattern below 4 KiB): small and one-sided
+    # (one more access latency, line rounding, the small-access curves below 4 KiB), and through it the devices'
+    # busy times and load factors: small
     rel = et.latency_s / el.latency_s - 1
-    assert (rel >= -1e-12).all() and (rel < 1e-3).all(), rel
+    assert (np.abs(rel) < 1e-3).all(), rel
     np.testing.assert_array_equal(et.peak_fast_bytes, el.peak_fast_bytes)
     np.testing.assert_array_equal(et.valid, el.valid)
     p = Placement(W[2], A[2])
@@ -195,7 +196,7 @@ def test_split_tensors_of_a_compute_bound_layer_overlap_its_compute():
     m = bt.model
     Wt = w.lift_decisions(W, g, t) * m.has_weights
     At = w.lift_decisions(A, g, t).astype(float)
-    per_node = np.maximum(m.tensor_memory_times(Wt, At), m.node_compute_s).sum(axis=1)
+    per_node = np.maximum(sum(m.tensor_memory_parts(Wt, At)), m.node_compute_s).sum(axis=1)
     assert (per_node > et.latency_s).all()  # one roofline per node would add the out_proj read on top
     ev = bt.evaluate(lift_placement(Placement(W[2], A[2]), g, t))
     assert ev.node_times_s[0] == ev.node_times_s[2] == 0  # a group's time is reported at its layer node

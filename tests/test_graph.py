@@ -63,8 +63,8 @@ def test_with_batch_size_scales_activations_not_weights():
         ([_rec("a"), _rec("a")], [], "duplicate node name"),
         ([_rec("a"), _rec("b")], [(1, 0)], "does not follow execution order"),
         ([_rec("a"), _rec("b")], [(0, 5)], "references a missing node"),
-        ([_rec("a", op="nope")], [], "op 'nope' is not one of"),
-        ([_rec("a", w=-1)], [], "weight_bytes is negative"),
+        ([_rec("a", op="nope")], [], "node 'a': op must be one of 'conv', .*, got the string 'nope'"),
+        ([_rec("a", w=-1)], [], "node 'a': weight_bytes must be an integer >= 0, got -1"),
         ([], [], "has no nodes"),
     ],
 )
@@ -164,7 +164,7 @@ def test_weight_reads_are_validated_and_round_trip(tmp_path):
         build_graph("x", [head, emb], [(0, 1)])
     with pytest.raises(WorkloadError, match="does not hold that weight"):
         build_graph("x", [emb, {**head, "shared_reads": (("emb", "emb.bias", 10),)}], [(0, 1)])
-    with pytest.raises(WorkloadError, match="gather_bytes must be >= 1"):
+    with pytest.raises(WorkloadError, match="gather_bytes must be an integer >= 1"):
         build_graph("x", [{**emb, "gather_bytes": 0}], [])
 
 

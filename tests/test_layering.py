@@ -24,11 +24,13 @@ PACKAGES = ("marl_gym", "agents", "allocator", "marl_lab")
 # the ones below. The bare package names (`marl_gym`: its __init__, which only registers the env by name)
 # match only themselves, so a new module under them must be placed here explicitly.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("marl_gym.io", "allocator"),  # utilities every layer may use; the allocator needs nothing of ours
+    # utilities every layer may use (files and checked input); the allocator needs nothing of ours
+    ("marl_gym.io", "marl_gym.checks", "allocator"),
     ("marl_gym.workloads", "marl_gym.placement", "marl_gym.mix"),  # what the workload is
     ("marl_gym.memory",),  # what fast and slow memory cost
     ("marl_gym.backends", "marl_gym.calibrate", "marl_gym.deploy"),  # placements -> latencies, on a model or a host
-    ("marl_gym.suites", "marl_gym.validate"),  # named instances; the model against published measurements
+    # named instances; the model against published measurements
+    ("marl_gym.suites", "marl_gym.validate", "marl_gym.predictions", "marl_gym.measurements"),
     ("marl_gym.envs", "marl_gym.wrappers", "marl_gym"),  # the Gymnasium contract and PlacementProblem
     ("agents",),  # choose placements from observations and rewards
     ("marl_lab",),  # what people run: the CLI, studies, the leaderboard

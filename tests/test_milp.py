@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import marl_gym  # noqa: F401  (registers the env)
+from agents import _highs
 from agents.base import Agent
 from agents.greedy import model_greedy
-from agents.milp import MILP, linear_form, solve_milp
+from agents.milp import MILP, _FixedLoad, _split_bound, cost_model_of, linear_form, solve_milp
 from marl_gym.backends.model import ModelBackend
+from marl_gym.memory.systems import get_system
 from marl_gym.placement import Placement
 from marl_gym.workloads import build_graph
 
@@ -128,47 +131,80 @@ CASES = [
 ]
 
 
+def unloaded(system: str):
+    """The preset without loaded-latency curves: the latency is then linear-fractional free, the MILP exact."""
+    s = get_system(system)
+    return replace(s, fast=replace(s.fast, loaded_latency=()), slow=replace(s.slow, loaded_latency=()))
+
+
+def check_against_brute_force(backend: ModelBackend, loaded: bool) -> None:
+    """Without loaded latency the MILP is the optimum; with it, the optimum lies in [bound, latency] within the
+    reported gap, and the bound is a true lower bound."""
+    best, _ = brute_force(backend)
+    sol = solve_milp(problem_for(backend), mip_rel_gap=0.0)
+    assert sol.valid
+    assert sol.dual_bound_s <= best * (1 + 1e-7)
+    assert sol.objective_s == pytest.approx(sol.latency_s, rel=1e-9)
+    if not loaded:
+        assert sol.optimal and sol.mip_gap < 1e-7
+        assert sol.latency_s == pytest.approx(best, rel=1e-9)
+    else:
+        assert best * (1 - 1e-12) <= sol.latency_s <= best * (1 + sol.mip_gap) * (1 + 1e-9)
+        assert sol.mip_gap <= 0.01 and sol.extra["load_gap"] == sol.mip_gap
+    # and it beats the model-driven greedy or ties it
+    g = model_greedy(problem_for(backend))
+    assert sol.latency_s <= backend.evaluate(g).latency_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["unloaded", "loaded"])
 @pytest.mark.parametrize("seed,system,fraction", CASES)
-def test_milp_equals_brute_force_on_small_graphs(seed, system, fraction):
-    backend = binding_backend(random_graph(seed), system, fraction)
+def test_milp_equals_brute_force_on_small_graphs(seed, system, fraction, loaded):
+    backend = binding_backend(random_graph(seed), system if loaded else unloaded(system), fraction)
     n = backend.graph.num_nodes
     # the capacity binds: putting everything in the fast tier does not fit
     assert not backend.evaluate_batch(np.ones((1, n), bool), np.ones((1, n), bool)).valid[0]
-    best, _ = brute_force(backend)
-    sol = solve_milp(problem_for(backend), mip_rel_gap=0.0)
-    assert sol.optimal and sol.valid
-    assert sol.latency_s == pytest.approx(best, rel=1e-9)
-    assert sol.objective_s == pytest.approx(best, rel=1e-7)
-    assert sol.dual_bound_s <= best * (1 + 1e-7)
-    # and it beats the unconstrained greedy fill or ties it
-    g = model_greedy(problem_for(backend))
-    assert sol.latency_s <= backend.evaluate(g).latency_s * (1 + 1e-12)
+    check_against_brute_force(backend, loaded)
+
+
+@pytest.mark.parametrize("seed,system,fraction", [c for c in CASES if not c[1].startswith("numa")])
+def test_the_split_load_bound_lies_between_the_unloaded_bound_and_the_optimum(seed, system, fraction):
+    """`_split_bound` (pieces of the slow tier's busy time) never rises above the brute-force optimum."""
+    backend = binding_backend(random_graph(seed), system, fraction)
+    best, best_p = brute_force(backend)
+    model = cost_model_of(problem_for(backend))
+    load = model.latency_of(best_p.weights_fast[None], best_p.activations_fast[None])
+    assert load.factor[1, 0] > 1.0  # the optimum loads the slow tier: the bound has something to bound
+    highspy = _highs.import_highspy()
+    bound = _split_bound(highspy, model, best, (1.0, 1.0), None, 0.0, None)
+    assert -math.inf < bound <= best * (1 + 1e-7)
+    # and it is no weaker than the program at the factors it starts from (each piece adds a row, raises a factor)
+    plain = _FixedLoad(model, (1.0, 1.0)).solve(highspy, None, 0.0, None, False, 0)
+    assert bound >= plain.dual_bound_s * (1 - 1e-9)
 
 
 SPLIT_CASES = [(0, "optane-16g-128g", 0.4), (1, "cxl-16g-128g", 0.3), (3, "optane-16g-128g", 0.25)]
 
 
+@pytest.mark.parametrize("loaded", [False, True], ids=["unloaded", "loaded"])
 @pytest.mark.parametrize("seed,system,fraction", SPLIT_CASES)
-def test_milp_equals_brute_force_on_small_tensor_graphs(seed, system, fraction):
+def test_milp_equals_brute_force_on_small_tensor_graphs(seed, system, fraction, loaded):
     """One roofline per layer and its part_of nodes: the MILP (one time variable per group) stays exact."""
     graph = random_split_graph(seed)
     assert graph.granularity == "tensor"
     assert sum(node.part_of is not None and node.output_bytes > 0 for node in graph.nodes) == 1
-    backend = binding_backend(graph, system, fraction)
+    backend = binding_backend(graph, system if loaded else unloaded(system), fraction)
     m = backend.model
     n = graph.num_nodes
     assert not backend.evaluate_batch(np.ones((1, n), bool), np.ones((1, n), bool)).valid[0]
     # grouping matters here: with everything fast, some part's read hides under its layer's compute
     fast = np.ones((1, n))
-    per_node = np.maximum(m.tensor_memory_times(fast * m.has_weights, fast), m.node_compute_s).sum()
-    assert m.latencies(fast * m.has_weights, fast)[0] < per_node * (1 - 1e-3)
-    best, best_p = brute_force(backend)
+    per_node = np.maximum(sum(m.tensor_memory_parts(fast * m.has_weights, fast)), m.node_compute_s).sum()
+    assert m.solo_latencies(fast * m.has_weights, fast)[0] < per_node * (1 - 1e-3)
+    check_against_brute_force(backend, loaded)
     sol = solve_milp(problem_for(backend), mip_rel_gap=0.0)
-    assert sol.optimal and sol.valid
-    assert sol.latency_s == pytest.approx(best, rel=1e-9)
-    assert sol.objective_s == pytest.approx(best, rel=1e-7)
-    assert sol.extra["roofline_groups"] == n - sum(node.part_of is not None for node in graph.nodes)
-    assert sol.n_continuous <= sol.extra["roofline_groups"] + 1  # a time per group, and the peak fast bytes
+    groups = n - sum(node.part_of is not None for node in graph.nodes)
+    assert sol.extra["roofline_groups"] == groups
+    assert sol.n_continuous <= groups + 3  # a time per group, the peak fast bytes, the latency, the mixing penalty
 
 
 @pytest.mark.parametrize(
@@ -184,23 +220,28 @@ def test_milp_objective_equals_model_latency_on_tensor_graphs(workload, system, 
     backend = ModelBackend(workload, system, n_tasks)
     sol = solve_milp(problem_for(backend), time_limit_s=60)
     ev = backend.evaluate(sol.placement)
-    assert sol.optimal and ev.valid, sol.summary()
+    assert ev.valid and sol.mip_gap <= 0.01, sol.summary()
     assert sol.objective_s == pytest.approx(ev.latency_s, rel=1e-9)
     assert sol.latency_s == pytest.approx(ev.latency_s, rel=1e-12)
+    assert sol.dual_bound_s <= sol.latency_s
     n = backend.graph.num_nodes
     assert not backend.evaluate_batch(np.ones((1, n), bool), np.ones((1, n), bool)).valid[0]
 
 
 def test_linear_form_reproduces_the_model_on_random_placements():
+    """The MILP's affine form (read off the model by probing) is the model's solo latency for fixed load factors."""
     backend = ModelBackend("resnet50", "optane-16g-128g", 32)
     m = backend.model
-    form = linear_form(m)
     rng = np.random.default_rng(1)
-    W = rng.random((64, m.n)) < rng.random((64, 1))
-    A = rng.random((64, m.n)) < rng.random((64, 1))
-    expect = backend.evaluate_batch(W, A).latency_s
-    got = form.latencies(W * m.has_weights, A.astype(float))
-    np.testing.assert_allclose(got, expect, rtol=1e-12)
+    W = (rng.random((64, m.n)) < rng.random((64, 1))) * m.has_weights
+    A = (rng.random((64, m.n)) < rng.random((64, 1))).astype(float)
+    for factors in ((1.0, 1.0), (1.2, 1.6)):
+        form = linear_form(m, factors)
+        np.testing.assert_allclose(form.latencies(W, A), m.solo_latencies(W, A, factors), rtol=1e-12)
+    # the mix latency with fixed factors is exactly max(solo, each device's busy time)
+    load = backend.latency_of(W.astype(bool), A.astype(bool), factors=(1.2, 1.6))
+    expect = np.maximum(linear_form(m, (1.2, 1.6)).latencies(W, A), load.theta.max(axis=0))
+    np.testing.assert_allclose(load.latency, expect, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -215,8 +256,7 @@ def test_milp_objective_equals_backend_latency_on_zoo_graphs(workload, system, n
     elapsed = time.perf_counter() - t0
     ev = backend.evaluate(sol.placement)
     assert ev.valid
-    assert sol.optimal, sol.summary()
-    assert sol.mip_gap < 1e-3
+    assert sol.mip_gap <= 0.01, sol.summary()  # the loaded-latency bound (docstring of solve_milp)
     assert elapsed < 60
     assert sol.latency_s == pytest.approx(ev.latency_s, rel=1e-12)
     assert sol.objective_s == pytest.approx(ev.latency_s, rel=1e-6)
@@ -230,9 +270,14 @@ def test_time_limit_returns_the_best_placement_so_far_and_its_gap():
     backend = ModelBackend("resnet101", "cxl-16g-128g", 64)
     sol = solve_milp(problem_for(backend), time_limit_s=1e-3)
     assert sol.valid and math.isfinite(sol.latency_s)
-    assert sol.status in ("Time limit reached", "Optimal")
+    assert sol.status.startswith(("Time limit reached", "Optimal"))
+    assert sol.dual_bound_s <= sol.latency_s
     if not sol.optimal:
         assert sol.mip_gap > 0
+        # "Optimal" alone is kept for a proven optimum; a fixed-factor optimum with a load gap says so
+        assert sol.status != "Optimal"
+        if sol.status.startswith("Optimal"):
+            assert f"load gap {sol.mip_gap:.2%}" in sol.status
     assert sol.latency_s <= sol.extra["warm_start_latency_s"] * (1 + 1e-12)
 
 
@@ -243,7 +288,7 @@ def test_milp_agent_spends_one_evaluation_and_reports_the_solver():
     result = agent.fit(env, budget=10)
     assert result.evaluations == 1 and len(result.history) == 1
     report = result.meta["milp"]
-    assert report["status"] == "Optimal" and report["valid"]
+    assert report["valid"] and report["mip_gap"] <= 0.01
     reward, ev = env.unwrapped.evaluate(result.best_placement)
     assert reward == pytest.approx(result.best_reward)
     assert ev.latency_s == pytest.approx(report["latency_s"], rel=1e-12)
@@ -257,5 +302,5 @@ def test_a_different_thread_count_later_in_the_process_still_solves():
     first = solve_milp(problem_for(b))
     for threads in (1, 2, None):
         again = solve_milp(problem_for(b), threads=threads)
-        assert again.status == "Optimal", (threads, again.status)
-        assert b.evaluate(again.placement).latency_s == pytest.approx(b.evaluate(first.placement).latency_s)
+        assert again.valid and again.mip_gap <= 0.01, (threads, again.status)
+        assert again.latency_s == pytest.approx(first.latency_s, rel=1e-9)

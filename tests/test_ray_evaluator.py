@@ -7,6 +7,7 @@ placement that keeps crashing its actor is reported as failed after the bounded 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -25,6 +26,7 @@ from agents.evaluators import GymEnvFactory, InProcessBatchEvaluator, ProcessPoo
 from agents.evaluators_factory import EVALUATOR_KINDS, make_evaluator  # noqa: E402
 from agents.random_search import RandomSearch  # noqa: E402
 from agents.ray_evaluator import RayEvaluator  # noqa: E402
+from marl_gym.backends.model import ModelBackend  # noqa: E402
 from marl_gym.envs.placement_env import HeteroMemPlacementEnv  # noqa: E402
 from marl_gym.envs.rewards import compute_rewards, get_reward  # noqa: E402
 
@@ -64,15 +66,15 @@ def random_actions(env: Any, count: int, seed: int = 0) -> np.ndarray:
     return (rng.random((count, n, 2)) < p).astype(np.int8)
 
 
-class FaultyEnv(HeteroMemPlacementEnv):
-    """The real env, with a fault injected into `evaluate_batch` (what the Ray actors call)."""
+class FaultyBackend(ModelBackend):
+    """The analytic model with a fault injected into `evaluate_batch` (what the Ray actors' evaluator calls)."""
 
-    def __init__(self, fault: FaultyFactory, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, fault: FaultyFactory, mix: Any, system: Any) -> None:
+        super().__init__(mix, system)
         self.fault = fault
         self.calls = 0
 
-    def evaluate_batch(self, actions: Any):
+    def evaluate_batch(self, weights_fast: Any, activations_fast: Any):
         self.calls += 1
         f = self.fault
         if f.busy_marker and self.calls == 2:  # "I am busy with my second task": the test kills me now
@@ -84,7 +86,7 @@ class FaultyEnv(HeteroMemPlacementEnv):
                 os.write(fd, str(os.getpid()).encode())
                 os.close(fd)
         if f.sleep_s:
-            time.sleep(f.sleep_s * len(actions))
+            time.sleep(f.sleep_s * len(weights_fast))
         if f.crash_on_call and self.calls == f.crash_on_call and f.marker:
             try:  # O_EXCL: of actors reaching this call at the same moment, exactly one crashes
                 os.close(os.open(f.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -92,11 +94,20 @@ class FaultyEnv(HeteroMemPlacementEnv):
                 pass
             else:
                 os._exit(1)  # the actor's process dies: nothing is returned
-        if f.poison and (np.asarray(actions)[:, 0, 1] == 1).any():
+        if f.poison and np.asarray(activations_fast)[:, 0].any():
             os._exit(1)  # any placement with node 0's activation in fast memory kills its actor, every time
         if f.raises:
             raise {"value": ValueError, "runtime": RuntimeError}[f.raises](f"injected {f.raises} error")
-        return super().evaluate_batch(actions)
+        return super().evaluate_batch(weights_fast, activations_fast)
+
+
+class FaultyEnv(HeteroMemPlacementEnv):
+    """The real env whose problem evaluates through `FaultyBackend`."""
+
+    def __init__(self, fault: FaultyFactory, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        faulty = FaultyBackend(fault, self.problem.mix, self.problem.system)
+        self.problem = dataclasses.replace(self.problem, backend=faulty)
 
 
 @dataclass(frozen=True)
@@ -195,10 +206,11 @@ def test_bounded_retries_then_reported_failure(local_ray, env):
     actions[:, 0, 1] = 0
     actions[4, 0, 1] = 1  # the poisoned placement
     expected = InProcessBatchEvaluator(env).evaluate(actions)
-    base = env.unwrapped
+    r = env.unwrapped.problem.reward
     env_failure = compute_rewards(
-        get_reward(base.reward_name), [np.inf], [False], [0], base.baseline_s, base.all_slow_s, base.footprint_bytes
+        get_reward(r.name), [np.inf], [False], [0], r.baseline_s, r.all_slow_s, r.footprint_bytes
     )[0]
+    assert env_failure == r.failed_value
     with RayEvaluator(FaultyFactory(poison=True), n_actors=2, max_retries=1) as ev:
         assert ev.failure_reward == env_failure < 0
         got = ev.evaluate(actions)  # does not raise
@@ -313,7 +325,7 @@ def test_cli_flags():
 def test_compare_runs_on_ray_like_in_process(local_ray, tmp_path):
     """`marl-gym compare --evaluator ray`: same best-so-far history as in-process for a seeded agent."""
     from agents.compare import compare
-    from marl_gym.cli import main
+    from marl_lab.cli import main
 
     common = dict(agents=["random"], budget=24, seeds=1, system="optane-16g-128g", n_tasks=8, milp_time_limit_s=30)
     local = compare("resnet50", progress=False, **common)

@@ -62,7 +62,7 @@ from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file,
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
-from marl_gym.io import jsonable, write_csv, write_versioned_json
+from marl_gym.io import jsonable, remove_stale_temp_files, write_csv, write_versioned_json
 
 CHECKPOINT_KIND = "marl_gym.EGRLCheckpoint"
 CHECKPOINT_SCHEMA_VERSION = 2
@@ -324,6 +324,8 @@ class EGRL:
         cfg = self.config
         ckpt = self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
         resumed = bool(resume and ckpt is not None and ckpt.exists())
+        if self.out_dir is not None:
+            remove_stale_temp_files(self.out_dir)  # a killed run's half-written temp files; the real ones are intact
         if resumed:
             self._load(ckpt, check_envs=True)
         else:

@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from marl_gym.backends.base import BatchEvaluation, Evaluation, check_placement, placement_matrices, slow_over_fast
-from marl_gym.memory.model import MODES, AnalyticModel, memory_mode_hit_rate_of
+from marl_gym.memory import baselines
+from marl_gym.memory.contention import MixLatency, mix_latency, task_mean
+from marl_gym.memory.model import MODES, AnalyticModel
 from marl_gym.memory.systems import MemorySystem, get_system
 from marl_gym.mix import Mix, TasksSpec
 from marl_gym.placement import Placement
@@ -115,27 +117,32 @@ class ModelBackend:
         numbers."""
         if len(self.models) == 1:
             return per_workload[0]
-        if isinstance(per_workload, np.ndarray):
-            return (self.counts.reshape(-1, *([1] * (per_workload.ndim - 1))) * per_workload).sum(axis=0) / self.n_tasks
-        return sum(c * x for c, x in zip(self.counts, per_workload)) / self.n_tasks
+        return task_mean(self.counts, per_workload)
+
+    def latency_of(
+        self, weights_fast: Any, activations_fast: Any, factors: tuple[Any, Any] | None = None
+    ) -> MixLatency:
+        """The mix's latencies of B placements over the union, with the terms behind them
+        (`marl_gym.memory.contention.MixLatency`); `factors` fixes the loaded-latency factors."""
+        W, A = placement_matrices(weights_fast, activations_fast, self.graph.num_nodes, self._described())
+        Ws = [Wk * m.has_weights for m, Wk in zip(self.models, self.mix.split(W))]
+        return mix_latency(self.models, self.counts, Ws, self.mix.split(A), factors=factors)
 
     def workload_terms(self, weights_fast: Any, activations_fast: Any) -> dict[str, np.ndarray]:
-        """Per-workload terms of B placements over the union, each array of shape (K, B).
-
-        ``latency`` (one task of workload k while the whole mix runs), ``peak_fast`` / ``peak_slow``
-        (bytes one task of workload k holds at its peak step), ``fast_weights``.
-        """
+        """Per-workload terms of B placements over the union, each array of shape (K, B), and ``mix_latency``
+        (B,): ``latency`` (one task of workload k while the whole mix runs), ``peak_fast`` / ``peak_slow``
+        (bytes one task of workload k holds at its peak step), ``fast_weights``."""
         W, A = placement_matrices(weights_fast, activations_fast, self.graph.num_nodes, self._described())
-        lat, pf, ps, fw = [], [], [], []
+        mix = self.latency_of(W, A)
+        pf, ps, fw = [], [], []
         for m, Wk, Ak in zip(self.models, self.mix.split(W), self.mix.split(A)):
-            Wk = Wk * m.has_weights
-            lat.append(m.latencies(Wk, Ak))
-            cap = m.capacity(Wk, Ak)
+            cap = m.capacity(Wk * m.has_weights, Ak)
             pf.append(cap["peak_fast"])
             ps.append(cap["peak_slow"])
             fw.append(cap["fast_weights"])
         return {
-            "latency": np.array(lat),
+            "latency": mix.per_workload,
+            "mix_latency": mix.latency,
             "peak_fast": np.array(pf),
             "peak_slow": np.array(ps),
             "fast_weights": np.array(fw),
@@ -148,7 +155,7 @@ class ModelBackend:
         over_f = np.maximum(fast_mean - self.fast_budget_bytes, 0.0)
         over_s = np.maximum(slow_mean - self.slow_capacity_per_task_bytes, 0.0)
         return {
-            "latency": self._mean(terms["latency"]),
+            "latency": terms["mix_latency"],
             "peak_fast": fast_mean,
             "peak_slow": slow_mean,
             "overflow": over_f + over_s,
@@ -171,6 +178,8 @@ class ModelBackend:
         W, A = placement.weights_fast[None, :], placement.activations_fast[None, :]
         terms = self.workload_terms(W, A)
         mix = self.combine(terms)
+        load = self.latency_of(W, A)
+        ff, fs = load.factor[0], load.factor[1]
         baselines = self.baseline_latencies_per_workload()
         times, per_workload = [], {}
         fast_a, slow_a, compute_s = [], [], []
@@ -178,8 +187,8 @@ class ModelBackend:
         for k, (name, m, part) in enumerate(zip(self.names, self.models, self.mix.split_placement(placement).values())):
             Wk = part.weights_fast[None].astype(np.float64) * m.has_weights
             Ak = part.activations_fast[None].astype(np.float64)
-            mem = m.memory_times(Wk, Ak)[0]
-            times.append(np.maximum(mem, m.compute_s))
+            mem = m.memory_times(Wk, Ak, (ff, fs))[0]
+            times.append(np.maximum(mem, m.compute_s) * float(load.stretch[0]))
             out = m.output_bytes
             fa, sa = float(out[part.activations_fast].sum()), float(out[~part.activations_fast].sum())
             fast_a.append(fa)
@@ -189,6 +198,7 @@ class ModelBackend:
             per_workload[name] = {
                 "n_tasks": int(self.counts[k]),
                 "latency_s": float(terms["latency"][k, 0]),
+                "solo_latency_s": float(load.solo[k, 0]),
                 "peak_fast_bytes": int(terms["peak_fast"][k, 0]),
                 "peak_slow_bytes": int(terms["peak_slow"][k, 0]),
                 "fast_weight_bytes": int(terms["fast_weights"][k, 0]),
@@ -229,6 +239,11 @@ class ModelBackend:
                 + max(used_slow - self.slow_capacity_bytes, 0.0),
                 "compute_s": float(self._mean(compute_s)),
                 "memory_bound_nodes": memory_bound,
+                "throughput_s": {"fast": float(load.theta[0, 0]), "slow": float(load.theta[1, 0])},
+                "utilisation": {"fast": float(load.utilisation[0, 0]), "slow": float(load.utilisation[1, 0])},
+                "loaded_latency_factor": {"fast": float(ff[0]), "slow": float(fs[0])},
+                "throughput_stretch": float(load.stretch[0]),
+                "threads_per_task": int(self.models[0].threads_per_task),
                 "system": self.system.name,
             },
         )
@@ -236,54 +251,34 @@ class ModelBackend:
     # -------------------------------------------------------------- baselines
     def mode_fits(self, mode: str) -> bool:
         """Whether a baseline mode can hold every task at once (sums over the tasks of every workload)."""
-        s = self.system
-        need = float(sum(c * m.footprint_bytes for c, m in zip(self.counts, self.models)))
-        if mode == "dram_only":
-            return True
-        if mode == "app_direct":
-            return need <= s.fast_available_bytes
-        if mode == "memory_mode":
-            return need <= max(s.slow_capacity_bytes - s.system_reserve_bytes, 0)
-        if mode in ("first_touch", "random"):
-            return need <= s.fast_available_bytes + s.slow_capacity_bytes
-        if mode == "all_slow":
-            fast = sum(c * m.model_input_bytes for c, m in zip(self.counts, self.models))
-            slow = sum(
-                c * (m.total_weight_bytes + m.peak_live_bytes + s.framework_overhead_bytes)
-                for c, m in zip(self.counts, self.models)
-            )
-            return fast <= s.fast_available_bytes and slow <= s.slow_capacity_bytes
-        raise ValueError(f"unknown mode {mode!r}; known modes: {', '.join(MODES)}")
+        return baselines.mode_fits(self.models, self.counts, mode)
 
     def memory_mode_hit_rate(self) -> float:
-        """DRAM-cache hit rate of Memory Mode with the working set of every running task."""
-        tensors = float(sum(c * m.tensor_footprint_bytes for c, m in zip(self.counts, self.models)))
-        return memory_mode_hit_rate_of(self.system, tensors)
+        """DRAM-cache hit rate of Memory Mode under the cyclic sweep of every running task."""
+        return baselines.memory_mode_hit_rate(self.models, self.counts)
 
-    def mode_node_times(self, mode: str) -> list[np.ndarray]:
-        """Per workload, (n_k,) node times of a baseline mode (finite even when it does not fit)."""
-        if mode == "memory_mode":
-            h = self.memory_mode_hit_rate()
-            return [m.mode_node_times(h, m.miss_costs) for m in self.models]
-        # the other modes do not depend on the other workloads' tasks (first_touch fills an equal share of
-        # DRAM per task, random's fast share is a property of the system)
-        return [m.mode_node_times_for(mode) for m in self.models]
+    def mode_latency(self, mode: str) -> MixLatency:
+        """The mix's latency terms in a baseline mode (finite even when the mode cannot hold every task)."""
+        return baselines.mode_latency(self.models, self.counts, mode)
 
     def baseline_latencies_per_workload(self) -> dict[str, dict[str, float]]:
         """``{workload: {mode: per-task latency}}`` (inf where the mode cannot hold every task)."""
         if self._baselines is None:
             out: dict[str, dict[str, float]] = {name: {} for name in self.names}
+            self._mode_means: dict[str, float] = {}
             for mode in MODES:
                 fits = self.mode_fits(mode)
-                for name, t in zip(self.names, self.mode_node_times(mode)):
-                    out[name][mode] = float(t.sum()) if fits else math.inf
+                result = self.mode_latency(mode)
+                self._mode_means[mode] = float(result.latency[0]) if fits else math.inf
+                for k, name in enumerate(self.names):
+                    out[name][mode] = float(result.per_workload[k, 0]) if fits else math.inf
             self._baselines = out
         return {k: dict(v) for k, v in self._baselines.items()}
 
     def baseline_latencies(self) -> dict[str, float]:
         """Task-weighted mean latency of every baseline mode; inf where a mode cannot hold every task."""
-        per = self.baseline_latencies_per_workload()
-        return {mode: float(self._mean([per[name][mode] for name in self.names])) for mode in MODES}
+        self.baseline_latencies_per_workload()
+        return dict(self._mode_means)
 
     def max_tasks(self, mode_or_placement: str | Placement = "best") -> int:
         """How many copies of the one workload fit (`AnalyticModel.max_tasks`); single workloads only."""

@@ -12,6 +12,14 @@ import numpy as np
 from gymnasium import spaces
 
 from marl_gym.backends.base import Backend, BatchEvaluation, Evaluation
+from marl_gym.envs.arguments import (
+    RENDER_MODES,
+    EnvArgumentError,
+    baseline_error,
+    check_arguments,
+    check_backend_kwargs,
+    check_native_workload,
+)
 from marl_gym.envs.observation import NUM_NODE_FEATURES, SYSTEM_FEATURE_NAMES, node_features, system_features
 from marl_gym.envs.problem import PlacementProblem
 from marl_gym.memory.systems import get_system
@@ -19,23 +27,8 @@ from marl_gym.mix import Mix, TasksSpec
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
 
-BACKENDS = ("model", "native")
 DEFAULT_WORKLOAD = "wide_resnet101_2"
 DEFAULT_SYSTEM = "optane-16g-128g"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _noise(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"noise must be a number (a relative standard deviation >= 0), got {value!r}")
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"noise must be a relative standard deviation >= 0, got {value!r}")
-    return float(value)
 
 
 class HeteroMemPlacementEnv(gym.Env):
@@ -92,7 +85,7 @@ class HeteroMemPlacementEnv(gym.Env):
     (before noise), ``baseline``, ``reward_baseline_s`` and ``speedup``.
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 1}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
     _spec = None
 
     @property
@@ -126,34 +119,31 @@ class HeteroMemPlacementEnv(gym.Env):
         tasks: TasksSpec | None = None,
     ) -> None:
         super().__init__()
-        if tasks is not None and (workload is not None or n_tasks is not None):
-            raise ValueError(
-                "give either tasks={workload: count, ...} (a mix of workloads) or workload= and n_tasks= "
-                f"(one workload), not both (got tasks={tasks!r}, workload={workload!r}, n_tasks={n_tasks!r})"
-            )
-        if n_tasks is not None:
-            _positive_int("n_tasks", n_tasks)
-        if batch_size is not None:
-            _positive_int("batch_size", batch_size)
-        noise = _noise(noise)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        args = check_arguments(
+            workload=workload,
+            tasks=tasks,
+            n_tasks=n_tasks,
+            batch_size=batch_size,
+            noise=noise,
+            baseline=baseline,
+            reward=reward,
+            backend=backend,
+            backend_kwargs=backend_kwargs,
+            render_mode=render_mode,
+        )
         self.render_mode = render_mode
         self.is_mix = tasks is not None
         mix = (
-            Mix.of(tasks, batch_size=batch_size)
+            Mix.of(tasks, batch_size=args.batch_size)
             if tasks is not None
-            else Mix.of_workload(workload if workload is not None else DEFAULT_WORKLOAD, n_tasks, batch_size)
+            else Mix.of_workload(workload if workload is not None else DEFAULT_WORKLOAD, args.n_tasks, args.batch_size)
         )
-        backend_obj = self._make_backend(backend, mix, system, backend_kwargs or {})
+        backend_obj = self._make_backend(backend, mix, system, args.backend_kwargs)
         self.problem = PlacementProblem.build(
-            mix, backend_obj.system or get_system(system), backend_obj, reward, baseline, noise
+            mix, backend_obj.system or get_system(system), backend_obj, args.reward, args.baseline, args.noise
         )
         if not np.isfinite(self.problem.reward.baseline_s):
-            raise ValueError(
-                f"baseline {baseline!r} cannot run {mix.n_tasks} task(s) of {mix.graph.name} on this system "
-                f"(they do not fit); choose another baseline, e.g. 'memory_mode' or 'all_slow'"
-            )
+            raise baseline_error(self.problem, args.baseline)
 
         graph = mix.graph
         n, e = graph.num_nodes, len(graph.edges)
@@ -184,10 +174,8 @@ class HeteroMemPlacementEnv(gym.Env):
     @staticmethod
     def _make_backend(backend: str | Backend, mix: Mix, system: Any, kwargs: dict[str, Any]) -> Backend:
         if not isinstance(backend, str):
-            if not isinstance(backend, Backend):
-                raise ValueError(f"backend must be one of {BACKENDS} or a Backend instance, got {backend!r}")
             if backend.graph != mix.graph:
-                raise ValueError(
+                raise EnvArgumentError(
                     f"the backend's workload {backend.graph.name!r} is not the env's {mix.graph.name!r}: "
                     "build the env and the backend from the same workload"
                 )
@@ -195,18 +183,19 @@ class HeteroMemPlacementEnv(gym.Env):
         if backend == "model":
             from marl_gym.backends.model import ModelBackend
 
+            check_backend_kwargs(ModelBackend, kwargs)
             return ModelBackend(mix, system, **kwargs)
-        if backend == "native":
-            if len(mix) > 1:
-                raise ValueError(
-                    f"a mix of workloads (tasks=) runs on the analytic model only: use backend='model', got {backend!r}"
-                )
-            if importlib.util.find_spec("torch") is None:
-                raise ValueError("the native backend runs the real model with PyTorch: pip install 'marl-gym[torch]'")
-            from marl_gym.backends.native import NativeBackend
+        if len(mix) > 1:
+            raise EnvArgumentError(
+                f"a mix of workloads (tasks=) runs on the analytic model only: use backend='model', got {backend!r}"
+            )
+        if importlib.util.find_spec("torch") is None:
+            raise EnvArgumentError("the native backend runs the real model with PyTorch: pip install 'marl-gym[torch]'")
+        from marl_gym.backends.native import NativeBackend
 
-            return NativeBackend(mix.graph, system, n_tasks=mix.n_tasks, **kwargs)
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        check_backend_kwargs(NativeBackend, kwargs)
+        check_native_workload(mix.graph, kwargs)
+        return NativeBackend(mix.graph, system, n_tasks=mix.n_tasks, **kwargs)
 
     # --------------------------------------------------------------- views
     @property

@@ -17,6 +17,7 @@ seeded ``np_random``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -79,13 +80,12 @@ class PlacementProblem:
         footprint = (
             per_task[0] if len(per_task) == 1 else sum(c * b for c, b in zip(mix.counts, per_task)) / mix.n_tasks
         )
-        reward_fn = Reward(
-            reward,
-            baseline,
-            baselines[baseline],
-            baselines.get("all_slow", baselines[baseline]),
-            footprint,
-        )
+        all_slow_s = baselines.get("all_slow", baselines[baseline])
+        if not math.isfinite(all_slow_s):
+            # the all-slow placement cannot hold every task, yet its latency still anchors the reward's floor
+            # (with an infinite one, log_speedup scored every overflowing placement -inf)
+            all_slow_s = float(backend.evaluate(Placement.all_slow(graph.num_nodes)).latency_s)
+        reward_fn = Reward(reward, baseline, baselines[baseline], all_slow_s, footprint)
         budget = float(backend.fast_budget_bytes)
         sized = np.stack([graph.array("weight_bytes") * graph.weight_mask, graph.array("output_bytes")], axis=1)
         return cls(
@@ -147,15 +147,17 @@ class PlacementProblem:
         """`actions` as an int8 (B, N, 2) array (one (N, 2) action allowed), or an `ActionError` saying why not.
 
         With `single`, exactly one (N, 2) action is expected (what `env.step` takes)."""
+        n = self.num_nodes
+        expected = f"an array of 0/1 of shape ({n}, 2)" + ("" if single else f" or (B, {n}, 2)")
         try:
             arr = np.asarray(actions)
-        except ValueError as exc:  # ragged nested lists
-            raise ActionError(
-                f"actions must be a rectangular array of 0/1, got {type(actions).__name__}: {exc}"
-            ) from None
+        except (ValueError, TypeError):  # ragged nested lists
+            arr = np.empty(0, dtype=object)
         if arr.dtype == object:
-            raise ActionError("actions must be a rectangular array of 0/1 (got a ragged or mixed-type sequence)")
-        n = self.num_nodes
+            raise ActionError(
+                f"actions must be {expected} (column 0 = weights, column 1 = activation), got a ragged or "
+                f"mixed-type {type(actions).__name__} (rows of different lengths, or items that are not numbers)"
+            )
         if single and arr.shape != (n, 2):
             raise ActionError(
                 f"action must have shape ({n}, 2) for {self.name!r} (column 0 = weights, column 1 = activation), "

@@ -1,49 +1,47 @@
-"""The analytic latency model: what a placement of weights and activations costs on a memory system.
+"""The analytic model of one workload's task: what each access of a placement costs, per tier.
 
-All formulas are written out in docs/model.md; in short (per task, `n` concurrent identical tasks):
+docs/model.md writes every formula out; `marl_gym.memory.contention` combines the tasks of a mix, and
+`marl_gym.memory.baselines` the baseline modes. In short, for one task of a workload while ``n`` tasks run:
 
-Resources per task. Active threads ``A = min(cores, n * threads_per_task)`` (``threads_per_task``
-defaults to ``max(1, cores // n)``). FLOP rate ``F = core_gflops * A / n``. Bandwidth of tier t for
-kind k (read/write) and pattern p: ``BW_t(k, p) = device_t.bandwidth(k, p, A) / n`` (the ``n`` tasks
-share the device evenly), latency ``L_t(k, p)`` (not shared).
+Threads and compute. Each task runs ``tau`` threads (`threads_per_task`; by default all cores for a lone
+task and one thread per task otherwise, as the MARL paper ran its tasks: docs/model.md); the devices see
+``A = min(cores, n tau)`` threads. FLOP rate per task ``P = core_gflops tau min(1, cores / (n tau))``;
+compute time ``C_i = flops_i / P``.
 
-Per tensor access of ``b`` bytes on tier t: ``c_t(b, k, p) = ceil(b / line_t) * line_t / BW_t(k, p) + L_t(k, p)``.
+Accesses. Node i reads its own weights (``own_read_bytes``: a lookup reads only its gathered rows), the
+weights of earlier nodes it shares (``shared_reads``, at their owner's tier), each input activation along
+its in-edges (at the producer's tier) and the model's inputs (fast tier), and writes its output. An access of
+``b`` bytes of contiguous size ``s`` on tier t costs, for the task alone,
 
-Per node i with binary decisions ``w_i`` (weights fast) and ``a_i`` (output activation fast)::
+    c_t = ceil(b / line_t) line_t / BW_t(kind, s, tau) + lat_t(kind)
 
-    M_i = R_i                                                  # model inputs, always in the fast tier
-        + cw_s[i] + w_i * (cw_f[i] - cw_s[i])                  # read its weights
-        + sum_{e=(j->i)} ce_s[e] + a_j * (ce_f[e] - ce_s[e])   # read each input activation, in its producer's tier
-        + co_s[i] + a_i * (co_f[i] - co_s[i])                  # write its output activation
-    C_i = flops_i / F
+with the bandwidth of the task's own ``tau`` threads (`Device.bandwidth_gbps`; small accesses use the
+measured small-access curves), and ``theta_t = ceil(b / line_t) line_t / BW_t(kind, s, A)`` at the device's
+aggregate bandwidth: the time the access occupies the device when every task runs.
 
-Roofline groups. A layer split at tensor granularity (`marl_gym.workloads.granularity`) is one layer node
-plus its ``part_of`` nodes (parameter nodes, output nodes); they run as one layer, so they share one
-roofline. Each group g (a node and the nodes whose ``part_of`` names it; a node of a layer graph is a
-group of one) takes::
+Cache. An input activation still in the task's share of the last-level cache when its consumer reads it
+costs nothing: edge ``j -> i`` is resident when its reuse distance (the bytes the task touches between
+writing ``O_j`` and reading it, the consumer's weights included) fits ``S = tau L2 + min(L3_socket, L3 / n)``.
+A resident tensor's write is still charged (``llc_writeback_fraction`` of it): its dirty lines reach
+memory when evicted.
 
-    T_g = max(sum_{i in g} C_i, sum_{i in g} M_i)              # roofline of the layer
-    latency = sum_g T_g
+Per tier the memory time of node i is affine in the placement (w = weights fast, a = activation fast)::
 
-Per-node reporting (`memory_times`, `compute_s`, `node_times`, hence `Evaluation.node_times_s`) gives
-the group's sums and time to its layer node and 0 to its parts, so per-node times still add up to the
-latency; `tensor_memory_times` and `node_compute_s` are the per-node terms before grouping. On a graph
-without ``part_of`` nodes no grouping happens at all (the arrays are the per-node ones, bit for bit).
+    M_fast_i = inputs_i + w_i cw_f[i] + sum_shared w_owner cs_f + a_i co_f[i] + sum_{e=(j->i)} a_j ce_f[e]
+    M_slow_i = (1 - w_i) cw_s[i] + ... (the same accesses at the slow tier's costs, 1 - x)
 
-``M_g`` is linear in the binaries, so ``min sum T_g`` with ``T_g >= C_g, T_g >= M_g`` is a MILP.
+and its roofline time is ``T_i = max(C_i, f_fast M_fast_i + f_slow M_slow_i)`` where ``f_t >= 1`` is how
+much tier t's latency has risen under load (`marl_gym.memory.contention`). A layer split at tensor
+granularity (`part_of` nodes) shares one roofline: its parts' terms are summed into the layer's column.
+The aggregate ``theta`` terms are linear too (`traffic`): the task's busy time on each tier, and the bytes it
+reads and writes on the slow tier (for the read/write mixing penalty).
 
-Capacity. Per step s (the graph's steps are its nodes): fast bytes =
-``sum_i w_i W_i + sum_j a_j O_j [produced_j <= s <= last_use_j] + inputs (+ overhead if in fast)``; the
-placement is valid when its maximum over steps fits the per-task fast budget
-``(fast_capacity - system_reserve) / n`` and the slow bytes fit ``slow_capacity / n``. Overflow is the
-excess in bytes (fast excess + slow excess).
+Capacity. Per step s: fast bytes = fast weights + live fast activations + model inputs (+ the framework's
+memory when it lives in the fast tier); valid when the maximum over steps fits the per-task fast budget
+``(fast capacity - reserve) / n`` (and the slow bytes the slow capacity). Unchanged from version 1.
 
-Modes (baselines) reuse the same formulas with fractional "placements" (everything is linear before
-the max): ``dram_only`` (w = a = 1, no capacity check), ``all_slow`` (w = a = 0), ``app_direct``
-(w = a = 1, inf when n tasks do not fit the available DRAM), ``random`` (w = a = phi, the fast share
-of free capacity), ``first_touch`` (a real placement: DRAM filled in allocation order), and
-``memory_mode`` (w = a = h, the DRAM-cache hit rate, against a "miss tier" whose cost is what a miss
-pays; see `memory_mode_hit_rate`).
+Memory Mode uses the same tables with the slow tier replaced by the "miss tier": what a DRAM-cache miss
+pays (the slow device's bandwidth, capped by the DRAM accesses each miss makes, plus the miss latency).
 """
 
 from __future__ import annotations
@@ -55,58 +53,92 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from marl_gym.memory.devices import Device
+from marl_gym.memory.devices import STREAM_BYTES, Device
 from marl_gym.memory.systems import MemorySystem, get_system
 from marl_gym.placement import Placement
 from marl_gym.workloads.graph import WorkloadGraph
-from marl_gym.workloads.lifetimes import LiveSetTracker, live_bytes_by_step, live_delta_matrix, live_matrix
+from marl_gym.workloads.lifetimes import LiveSetTracker, live_bytes_by_step, live_delta_matrix
 
-MODES = ("dram_only", "memory_mode", "app_direct", "first_touch", "random", "all_slow")
-"""Baseline modes, each computed by the same model."""
+MODES = ("dram_only", "memory_mode", "app_direct", "first_touch", "random", "interleave", "all_slow")
+"""Baseline modes, each computed by the same model (`marl_gym.memory.baselines`)."""
 
 GB = 1e9
 NS = 1e-9
-DENSE_MAX_NODES = 2000
-"""Graphs up to this many nodes use dense (n, n) matrices for the edge and lifetime products."""
+
+PAIRS = ("normal", "memory_mode")
+"""Tier pairs: (fast, slow) for placements and most modes; (fast, Memory Mode's miss tier) for Memory Mode."""
+
+
+def default_threads_per_task(system: MemorySystem, n_tasks: int) -> int:
+    """Threads each task runs: the system's setting, else all cores for one task and one per task for several.
+
+    The MARL paper timed one inference alone with PyTorch's default threads (all cores) and its parallel
+    tasks as Ray tasks of one CPU each (docs/model.md, "Threads per task")."""
+    if system.threads_per_task is not None:
+        return int(system.threads_per_task)
+    return system.cores if n_tasks == 1 else 1
 
 
 @dataclass(frozen=True)
 class _Tier:
-    """A tier as the cost tables see it: bandwidth and latency functions of (kind, pattern), a line size."""
+    """A tier as the cost tables see it: a device, optionally as Memory Mode's miss tier."""
 
     device: Device
-    bw_scale: float = 1.0
-    read_latency_add_ns: float | None = None
-    """Memory Mode miss tier: read latency = fast read latency + this (None = the device's own)."""
     bw_cap: Device | None = None
+    """Memory Mode: misses also make DRAM accesses; bandwidth is at most the fast device's / `bw_cap_accesses`."""
     bw_cap_accesses: tuple[float, float] = (1.0, 1.0)
+    read_latency_add_ns: float | None = None
+    """Memory Mode: a miss's read latency = fast read latency + this."""
     write_latency_from: Device | None = None
-    line_bytes: int | None = None
 
 
 @dataclass(frozen=True)
-class CostTables:
-    """Per-node and per-edge costs (seconds) for one tier at one (system, n_tasks)."""
+class TierCosts:
+    """What each access of one task costs on one tier: solo seconds, aggregate seconds, moved bytes, and seconds at
+    the device's saturated bandwidth (`busy_*`, what the loaded-latency curves' utilisation is measured against)."""
 
-    weights: np.ndarray  # (n,) reading the node's weights
-    output: np.ndarray  # (n,) writing its output activation
-    edges: np.ndarray  # (E,) reading input activation along edge e, with the consumer's pattern
-    model_input: np.ndarray  # (n,) reading model inputs (no producer); only used for the fast tier
+    weights: np.ndarray  # (n,) own weight reads
+    shared: np.ndarray  # (S,) shared weight reads
+    output: np.ndarray  # (n,) output writes
+    edges: np.ndarray  # (E,) input-activation reads (0 where LLC-resident)
+    model_input: np.ndarray  # (n,) model-input reads (fast tier only)
+    agg_weights: np.ndarray
+    agg_shared: np.ndarray
+    agg_output: np.ndarray
+    agg_edges: np.ndarray
+    agg_model_input: np.ndarray
+    bytes_weights: np.ndarray  # rounded bytes moved, for the read/write mix
+    bytes_shared: np.ndarray
+    bytes_output: np.ndarray
+    bytes_edges: np.ndarray
+    busy_weights: np.ndarray
+    busy_shared: np.ndarray
+    busy_output: np.ndarray
+    busy_edges: np.ndarray
+    busy_model_input: np.ndarray
+
+
+@dataclass(frozen=True)
+class TierMaps:
+    """Affine maps of a (fast, other) tier pair: ``X = c + W * dw + A * da + W @ Jw + A @ Ja`` per tier."""
+
+    fast: tuple[np.ndarray, np.ndarray, np.ndarray, Any, Any]
+    other: tuple[np.ndarray, np.ndarray, np.ndarray, Any, Any]
+    traffic: dict[str, tuple[float, np.ndarray, np.ndarray]]
+    """Per-task sums: name -> (constant, per-w coefficient, per-a coefficient); ``theta_fast``, ``theta_slow``
+    (seconds at aggregate bandwidth), ``busy_fast``, ``busy_slow`` (seconds at the saturated bandwidth),
+    ``read_slow_bytes``, ``write_slow_bytes``."""
 
 
 class AnalyticModel:
-    """The analytic model for one (graph, system, n_tasks); evaluates batches of placements.
+    """The analytic model of one workload's task while `n_tasks` tasks run (see the module docstring).
 
-    Arrays use float64; placements may be boolean or fractional in [0, 1] (fractional = expected
-    share of a tensor's bytes in the fast tier, used by the `random` and `memory_mode` baselines).
+    Arrays use float64; placements may be boolean or fractional in [0, 1] (fractional = expected share of a
+    tensor's bytes in the fast tier, used by the baselines).
     """
 
     def __init__(
-        self,
-        graph: WorkloadGraph,
-        system: Any = None,
-        n_tasks: int = 1,
-        threads_per_task: int | None = None,
+        self, graph: WorkloadGraph, system: Any = None, n_tasks: int = 1, threads_per_task: int | None = None
     ) -> None:
         if not isinstance(n_tasks, (int, np.integer)) or isinstance(n_tasks, bool) or n_tasks < 1:
             raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
@@ -115,48 +147,55 @@ class AnalyticModel:
         self.n_tasks = int(n_tasks)
         s = self.system
         if threads_per_task is None:
-            threads_per_task = max(1, s.cores // self.n_tasks)
-        if threads_per_task < 1:
-            raise ValueError(f"threads_per_task must be >= 1, got {threads_per_task}")
+            threads_per_task = default_threads_per_task(s, self.n_tasks)
+        if not isinstance(threads_per_task, (int, np.integer)) or threads_per_task < 1:
+            raise ValueError(f"threads_per_task must be a positive integer, got {threads_per_task!r}")
         self.threads_per_task = int(threads_per_task)
         self.active_threads = min(s.cores, self.n_tasks * self.threads_per_task)
-        self.flops_per_s = s.core_gflops * GB * self.active_threads / self.n_tasks
+        self.flops_per_s = (
+            s.core_gflops * GB * self.threads_per_task * min(1.0, s.cores / (self.n_tasks * self.threads_per_task))
+        )
 
         n = graph.num_nodes
         self.n = n
         self.patterns = [node.access for node in graph.nodes]
         self.weight_bytes = graph.array("weight_bytes")
         self.has_weights = (self.weight_bytes > 0).astype(np.float64)
+        self.own_read_bytes = np.array([node.own_read_bytes for node in graph.nodes], dtype=np.float64)
         self.output_bytes = graph.array("output_bytes")
-        input_bytes = graph.array("input_bytes")
         self.flops = graph.array("flops")
         self.node_compute_s = self.flops / self.flops_per_s
         """(n,) compute time of each node on its own (before roofline grouping)."""
-
-        # Roofline groups: a part_of node (a parameter or output tensor split from its layer) shares its
-        # layer node's roofline; its terms are added into the layer node's column (module docstring).
         index = {node.name: i for i, node in enumerate(graph.nodes)}
+        shared = [(index[o], i, float(b)) for i, node in enumerate(graph.nodes) for o, _, b in node.shared_reads]
+        self.shared_owner = np.array([o for o, _, _ in shared], dtype=np.int64)
+        self.shared_reader = np.array([i for _, i, _ in shared], dtype=np.int64)
+        self.shared_bytes = np.array([b for _, _, b in shared], dtype=np.float64)
+
+        # Roofline groups: a part_of node shares its layer node's roofline (module docstring).
         self.group_of = np.array(
             [index[nd.part_of] if nd.part_of is not None else i for i, nd in enumerate(graph.nodes)], dtype=np.int64
         )
-        """(n,) index of the node whose column carries node i's roofline group (i itself for a layer node)."""
         self._parts = np.flatnonzero(self.group_of != np.arange(n))
         self._part_layer = self.group_of[self._parts]
         self.compute_s = self._grouped(self.node_compute_s[None, :])[0] if len(self._parts) else self.node_compute_s
         """(n,) compute time of each roofline group, in its layer node's column (0 for a part_of node)."""
 
-        # Edges: node i reads each producer's output; scaled down if the producers' outputs exceed
-        # what the node reads; the rest of input_bytes comes from model inputs (in the fast tier).
+        # Edges: node i reads each producer's output, scaled down if the producers' outputs exceed what the
+        # node reads; the rest of input_bytes comes from model inputs (in the fast tier).
         edges = np.array(graph.edges, dtype=np.int64).reshape(-1, 2)
-        self.edge_src = edges[:, 0]
-        self.edge_dst = edges[:, 1]
+        self.edge_src, self.edge_dst = edges[:, 0], edges[:, 1]
         from_producers = graph.bytes_from_producers()
+        input_bytes = graph.array("input_bytes")
         scale = np.ones(n)
         over = from_producers > input_bytes
         scale[over] = input_bytes[over] / from_producers[over]
         self.edge_bytes = self.output_bytes[self.edge_src] * scale[self.edge_dst]
         self.model_input_bytes_per_node = graph.model_input_bytes()
         self.model_input_bytes = float(self.model_input_bytes_per_node.sum())
+        self.llc_share_bytes = self._llc_share_bytes()
+        self.edge_resident = self._resident_edges()
+        """(E,) True where the consumer finds the activation still in its share of the last-level cache."""
 
         # Lifetimes: activation j is live at steps produced_j..last_use_j.
         self.produced = graph.array("produced_at", np.int64)
@@ -164,132 +203,269 @@ class AnalyticModel:
         self.live_total = live_bytes_by_step(self.produced, self.last_use, self.output_bytes, n)
         self.total_weight_bytes = float(self.weight_bytes.sum())
         self.peak_live_bytes = float(self.live_total.max()) if n else 0.0
+        self._live_delta = live_delta_matrix(
+            self.produced, self.last_use, self.output_bytes, n
+        ).tocsr()  # (steps, nodes)
 
-        # Cost tables.
         fast, slow = s.fast, s.slow
         self.fast_costs = self._tables(_Tier(fast))
         self.slow_costs = self._tables(_Tier(slow))
-        miss = _Tier(
+        self.miss_tier = _Tier(
             slow,
-            read_latency_add_ns=s.mm_miss_latency_ns,
             bw_cap=fast,
             bw_cap_accesses=(s.mm_dram_accesses_per_read_miss, s.mm_dram_accesses_per_write_miss),
+            read_latency_add_ns=s.mm_miss_latency_ns,
             write_latency_from=fast,
         )
-        self.miss_costs = self._tables(miss)
-        self._prepare(self.fast_costs, self.slow_costs)
+        self._maps: dict[str, TierMaps] = {"normal": self._build_maps(self.fast_costs, self.slow_costs)}
+
+    # ------------------------------------------------------------ cache
+    def _llc_share_bytes(self) -> float:
+        """Bytes of last-level cache one task may keep its data in (module docstring)."""
+        s = self.system
+        l3_total = s.l3_bytes_per_socket * s.sockets
+        return float(self.threads_per_task * s.l2_bytes_per_core + min(s.l3_bytes_per_socket, l3_total / self.n_tasks))
+
+    def _resident_edges(self) -> np.ndarray:
+        """Edges whose activation is still cached when read: reuse distance <= the task's cache share."""
+        if self.llc_share_bytes <= 0 or len(self.edge_src) == 0:
+            return np.zeros(len(self.edge_src), dtype=bool)
+        n = self.n
+        weights_read = self.own_read_bytes.copy()
+        np.add.at(weights_read, self.shared_reader, self.shared_bytes)
+        inputs_read = np.zeros(n)
+        np.add.at(inputs_read, self.edge_dst, self.edge_bytes)
+        touched = weights_read + self.output_bytes + inputs_read + self.model_input_bytes_per_node
+        cum = np.concatenate([[0.0], np.cumsum(touched)])
+        between = cum[self.edge_dst] - cum[self.edge_src + 1]
+        distance = self.output_bytes[self.edge_src] + between + weights_read[self.edge_dst]
+        return distance <= self.llc_share_bytes
 
     # ------------------------------------------------------------ cost tables
-    def _bw(self, tier: _Tier, kind: str, pattern: str) -> float:
-        """Per-task bandwidth in bytes/s."""
-        bw = tier.device.bandwidth_gbps(kind, pattern, self.active_threads)
+    def _bandwidth(self, tier: _Tier, kind: str, pattern: str, threads: float, size: float) -> float:
+        """Bytes/s of `threads` threads doing `kind` accesses of contiguous `size` bytes on `tier`."""
+        bw = tier.device.bandwidth_gbps(kind, pattern, threads, access_bytes=size)
         if tier.bw_cap is not None:
             k = tier.bw_cap_accesses[0 if kind == "read" else 1]
-            bw = min(bw, tier.bw_cap.bandwidth_gbps(kind, pattern, self.active_threads) / k)
-        return bw * GB / self.n_tasks
+            bw = min(bw, tier.bw_cap.bandwidth_gbps(kind, pattern, threads, access_bytes=size) / k)
+        return bw * GB
 
-    def _lat(self, tier: _Tier, kind: str, pattern: str) -> float:
+    def _saturated(self, tier: _Tier, kind: str, pattern: str, size: float) -> float:
+        """Bytes/s of `tier` at its best thread count (the saturated bandwidth the loaded-latency curves are
+        indexed by): the curves are piecewise linear in threads, so their breakpoints and every integer thread
+        count up to the last breakpoint cover the maximum."""
+        devices = [tier.device] + ([tier.bw_cap] if tier.bw_cap is not None else [])
+        points = {float(t) for d in devices for c in d.curves() for t in c.threads}
+        grid = sorted(points | {float(t) for t in range(1, int(max(points, default=1.0)) + 2)})
+        return max(self._bandwidth(tier, kind, pattern, t, size) for t in grid)
+
+    def _latency(self, tier: _Tier, kind: str, pattern: str) -> float:
         if kind == "read" and tier.read_latency_add_ns is not None and tier.bw_cap is not None:
             return (tier.bw_cap.latency_ns(kind, pattern) + tier.read_latency_add_ns) * NS
         if kind == "write" and tier.write_latency_from is not None:
             return tier.write_latency_from.latency_ns(kind, pattern) * NS
         return tier.device.latency_ns(kind, pattern) * NS
 
-    def _tables(self, tier: _Tier) -> CostTables:
-        line = float(tier.line_bytes or tier.device.line_bytes)
+    def _access(
+        self, tier: _Tier, kind: str, nbytes: np.ndarray, patterns: list[str], sizes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(solo seconds, aggregate seconds, rounded bytes, seconds at the saturated bandwidth) of accesses of
+        `nbytes` with contiguous `sizes`."""
+        line = float(tier.device.line_bytes)
+        rounded = np.where(nbytes > 0, np.ceil(nbytes / line) * line, 0.0)
+        solo, agg, busy = np.zeros(len(nbytes)), np.zeros(len(nbytes)), np.zeros(len(nbytes))
+        cache: dict[tuple[str, float], tuple[float, float, float, float]] = {}
+        for k, (pattern, size) in enumerate(zip(patterns, sizes)):
+            if nbytes[k] <= 0:
+                continue
+            key = (pattern, float(size))
+            if key not in cache:
+                cache[key] = (
+                    self._bandwidth(tier, kind, pattern, self.threads_per_task, size),
+                    self._bandwidth(tier, kind, pattern, self.active_threads, size),
+                    self._latency(tier, kind, pattern),
+                    self._saturated(tier, kind, pattern, size),
+                )
+            bw_solo, bw_agg, lat, bw_sat = cache[key]
+            solo[k] = rounded[k] / bw_solo + lat
+            agg[k] = rounded[k] / bw_agg
+            busy[k] = rounded[k] / bw_sat
+        return solo, agg, rounded, busy
+
+    def _sizes(self, nbytes: np.ndarray, gathers: np.ndarray | None = None) -> np.ndarray:
+        """Contiguous access size: a gathered row for gathers, the tensor itself below `STREAM_BYTES`."""
+        sizes = np.where(nbytes < STREAM_BYTES, np.maximum(nbytes, 1.0), float(STREAM_BYTES))
+        if gathers is not None:
+            sizes = np.where(gathers > 0, np.minimum(gathers, STREAM_BYTES), sizes)
+        return sizes
+
+    def _tables(self, tier: _Tier) -> TierCosts:
+        nodes = self.graph.nodes
         pats = self.patterns
-        per_pattern = {
-            p: (
-                self._bw(tier, "read", p),
-                self._bw(tier, "write", p),
-                self._lat(tier, "read", p),
-                self._lat(tier, "write", p),
-            )
-            for p in set(pats)
-        }
-        rbw = np.array([per_pattern[p][0] for p in pats]) if pats else np.zeros(0)
-        wbw = np.array([per_pattern[p][1] for p in pats]) if pats else np.zeros(0)
-        rlat = np.array([per_pattern[p][2] for p in pats]) if pats else np.zeros(0)
-        wlat = np.array([per_pattern[p][3] for p in pats]) if pats else np.zeros(0)
-
-        def cost(nbytes: np.ndarray, bw: np.ndarray, lat: np.ndarray) -> np.ndarray:
-            rounded = np.ceil(nbytes / line) * line
-            return np.where(nbytes > 0, rounded / bw + lat, 0.0)
-
-        d = self.edge_dst
-        return CostTables(
-            weights=cost(self.weight_bytes, rbw, rlat),
-            output=cost(self.output_bytes, wbw, wlat),
-            edges=cost(self.edge_bytes, rbw[d], rlat[d]),
-            model_input=cost(self.model_input_bytes_per_node, rbw, rlat),
+        gathers = np.array([(nd.gather_bytes or 64) if nd.access == "random" else 0 for nd in nodes], dtype=np.float64)
+        w = self._access(tier, "read", self.own_read_bytes, pats, self._sizes(self.own_read_bytes, gathers))
+        sh_pats = [pats[i] for i in self.shared_reader]
+        sh = self._access(tier, "read", self.shared_bytes, sh_pats, self._sizes(self.shared_bytes))
+        o = self._access(tier, "write", self.output_bytes, pats, self._sizes(self.output_bytes))
+        e_pats = [pats[i] for i in self.edge_dst]
+        e_bytes = np.where(self.edge_resident, 0.0, self.edge_bytes)
+        e = self._access(tier, "read", e_bytes, e_pats, self._sizes(e_bytes))
+        mi = self._access(
+            tier, "read", self.model_input_bytes_per_node, pats, self._sizes(self.model_input_bytes_per_node)
+        )
+        wb = float(self.system.llc_writeback_fraction)
+        out_all_resident = self._outputs_consumed_in_cache()
+        o_solo = np.where(out_all_resident, wb * o[0], o[0])
+        o_agg = np.where(out_all_resident, wb * o[1], o[1])
+        o_bytes = np.where(out_all_resident, wb * o[2], o[2])
+        o_busy = np.where(out_all_resident, wb * o[3], o[3])
+        return TierCosts(
+            weights=w[0],
+            shared=sh[0],
+            output=o_solo,
+            edges=e[0],
+            model_input=mi[0],
+            agg_weights=w[1],
+            agg_shared=sh[1],
+            agg_output=o_agg,
+            agg_edges=e[1],
+            agg_model_input=mi[1],
+            bytes_weights=w[2],
+            bytes_shared=sh[2],
+            bytes_output=o_bytes,
+            bytes_edges=e[2],
+            busy_weights=w[3],
+            busy_shared=sh[3],
+            busy_output=o_busy,
+            busy_edges=e[3],
+            busy_model_input=mi[3],
         )
 
-    def _prepare(self, fast: CostTables, other: CostTables) -> None:
-        """Linear form M = m0 + W*dw + A*do + A @ De for fast = `fast`, slow = `other`."""
+    def _outputs_consumed_in_cache(self) -> np.ndarray:
+        """(n,) True for an activation every reader found in the cache (its write-back is `llc_writeback_fraction`)."""
+        has_reader = np.zeros(self.n, dtype=bool)
+        has_reader[self.edge_src] = True
+        missed = np.zeros(self.n, dtype=bool)
+        missed[self.edge_src[~self.edge_resident]] = True
+        return has_reader & ~missed
+
+    def _matrix(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> sp.csr_matrix | None:
+        """(n, n) map, stored transposed for products: row = the node that pays, column = the deciding node.
+
+        Sparse: a graph's edges and shared reads are about one per node, and sparse products are ten times
+        faster than dense ones on the zoo graphs (benchmarks/bench_env.py)."""
+        if len(values) == 0 or not np.any(values):
+            return None
+        return sp.csr_matrix((values, (cols, rows)), shape=(self.n, self.n))
+
+    def _build_maps(self, fast: TierCosts, other: TierCosts) -> TierMaps:
+        """The affine memory-time maps of the pair (module docstring) and the per-task traffic sums."""
         n = self.n
-        m0 = fast.model_input + other.weights + other.output
-        np.add.at(m0, self.edge_dst, other.edges)
-        self._m0 = m0
-        self._dw = fast.weights - other.weights
-        self._do = fast.output - other.output
-        de = fast.edges - other.edges
-        self._De = sp.csr_matrix((de, (self.edge_src, self.edge_dst)), shape=(n, n))
-        # Dense (n, n) products are exact for integer byte counts in float64 and faster than sparse ones
-        # up to a few thousand nodes; beyond that the sparse forms keep memory linear.
-        self._dense = n <= DENSE_MAX_NODES
-        self._De_dense = self._De.toarray() if self._dense else None
-        if self._dense:
-            self._live_bytes = (
-                live_matrix(self.produced, self.last_use).T * self.output_bytes[:, None]
-            )  # (nodes, steps)
-        else:
-            self._live_delta_T = live_delta_matrix(self.produced, self.last_use, self.output_bytes, n)  # (steps, nodes)
+
+        def tier(t: TierCosts, sign: float, with_inputs: bool) -> tuple:
+            Jw = self._matrix(self.shared_owner, self.shared_reader, sign * t.shared)
+            Ja = self._matrix(self.edge_src, self.edge_dst, sign * t.edges)
+            if sign > 0:
+                const = t.model_input.copy() if with_inputs else np.zeros(n)
+            else:  # the slow side pays everything a slow placement pays; each fast decision removes its part
+                const = t.weights + t.output
+                np.add.at(const, self.shared_reader, t.shared)
+                np.add.at(const, self.edge_dst, t.edges)
+            return const, sign * t.weights, sign * t.output, Jw, Ja
+
+        def sums(agg_or_bytes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> tuple:
+            weights, shared, output, edges = agg_or_bytes
+            per_w = weights.copy()
+            np.add.at(per_w, self.shared_owner, shared)
+            per_a = output.copy()
+            np.add.at(per_a, self.edge_src, edges)
+            return per_w, per_a
+
+        fw, fa = sums((fast.agg_weights, fast.agg_shared, fast.agg_output, fast.agg_edges))
+        sw, sa = sums((other.agg_weights, other.agg_shared, other.agg_output, other.agg_edges))
+        bfw, bfa = sums((fast.busy_weights, fast.busy_shared, fast.busy_output, fast.busy_edges))
+        bsw, bsa = sums((other.busy_weights, other.busy_shared, other.busy_output, other.busy_edges))
+        rw, ra = sums((other.bytes_weights, other.bytes_shared, np.zeros(n), other.bytes_edges))
+        ww, wa = sums((np.zeros(n), np.zeros(len(self.shared_bytes)), other.bytes_output, np.zeros(len(self.edge_src))))
+        traffic = {
+            "theta_fast": (float(fast.agg_model_input.sum()), fw, fa),
+            "theta_slow": (float(sw.sum() + sa.sum()), -sw, -sa),
+            "busy_fast": (float(fast.busy_model_input.sum()), bfw, bfa),
+            "busy_slow": (float(bsw.sum() + bsa.sum()), -bsw, -bsa),
+            "read_slow_bytes": (float(rw.sum() + ra.sum()), -rw, -ra),
+            "write_slow_bytes": (float(ww.sum() + wa.sum()), -ww, -wa),
+        }
+        return TierMaps(fast=tier(fast, 1.0, True), other=tier(other, -1.0, False), traffic=traffic)
+
+    def maps(self, pair: str = "normal") -> TierMaps:
+        """The maps of a tier pair: "normal" (fast, slow) or "memory_mode" (fast, Memory Mode's miss tier)."""
+        if pair not in self._maps:
+            if pair != "memory_mode":
+                raise ValueError(f"unknown tier pair {pair!r}; choose one of {PAIRS}")
+            self._maps[pair] = self._build_maps(self.fast_costs, self._tables(self.miss_tier))
+        return self._maps[pair]
 
     # ---------------------------------------------------------------- timing
     def _grouped(self, X: np.ndarray, inplace: bool = False) -> np.ndarray:
-        """(B, n) per-node terms -> per roofline group: parts' columns added into their layer's, then zeroed.
-
-        Only called when the graph has part_of nodes (a graph without them is its own grouping). `inplace`
-        reuses X (a float64 array the caller owns).
-        """
+        """(B, n) per-node terms -> per roofline group: parts' columns added into their layer's, then zeroed."""
         G = X if inplace else np.array(X, dtype=np.float64, copy=True)
         np.add.at(G, (slice(None), self._part_layer), G[:, self._parts])
         G[:, self._parts] = 0.0
         return G
 
-    def tensor_memory_times(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
-        """(B, n) memory time of each node's own tensors (before roofline grouping)."""
-        M = self._m0 + W * self._dw + A * self._do
-        if self._De_dense is not None:
-            M += A @ self._De_dense
-        elif self._De.nnz:
-            M += np.asarray(self._De.T.dot(A.T)).T
-        return M
+    @staticmethod
+    def _apply(m: tuple, W: np.ndarray, A: np.ndarray) -> np.ndarray:
+        const, dw, da, JwT, JaT = m
+        X = const + W * dw + A * da
+        for JT, Y in ((JwT, W), (JaT, A)):
+            if JT is not None:
+                X += (JT @ Y.T).T
+        return X
 
-    def memory_times(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
-        """(B, n) memory time per roofline group (in its layer node's column, 0 for a part_of node).
+    def tensor_memory_parts(self, W: np.ndarray, A: np.ndarray, pair: str = "normal") -> tuple[np.ndarray, np.ndarray]:
+        """(B, n) memory time of each node's own accesses on the fast tier and on the other tier (before grouping)."""
+        m = self.maps(pair)
+        W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+        A = np.atleast_2d(np.asarray(A, dtype=np.float64))
+        return self._apply(m.fast, W, A), self._apply(m.other, W, A)
 
-        For fast fractions W (weights) and A (activations); affine in (W, A). Equal to
-        `tensor_memory_times` on a graph without part_of nodes.
-        """
-        M = self.tensor_memory_times(W, A)  # a fresh array
-        return self._grouped(M, inplace=True) if len(self._parts) else M
-
-    def node_times(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
-        """(B, n) roofline time per group max(compute, memory), in its layer node's column (0 for parts)."""
-        return np.maximum(self.memory_times(W, A), self.compute_s)
-
-    def latencies(self, W: np.ndarray, A: np.ndarray) -> np.ndarray:
-        return self.node_times(W, A).sum(axis=1)
-
-    def mode_node_times(self, fast_share: float, slow: CostTables) -> np.ndarray:
-        """Node times when every tensor has `fast_share` of its bytes on the fast tier and the rest on `slow`."""
-        f = self.fast_costs
-        m = f.model_input + fast_share * (f.weights + f.output) + (1 - fast_share) * (slow.weights + slow.output)
-        np.add.at(m, self.edge_dst, fast_share * f.edges + (1 - fast_share) * slow.edges)
+    def memory_parts(self, W: np.ndarray, A: np.ndarray, pair: str = "normal") -> tuple[np.ndarray, np.ndarray]:
+        """`tensor_memory_parts` per roofline group (in its layer node's column, 0 for a part_of node)."""
+        Mf, Ms = self.tensor_memory_parts(W, A, pair)
         if len(self._parts):
-            m = self._grouped(m[None, :])[0]
-        return np.maximum(m, self.compute_s)
+            Mf, Ms = self._grouped(Mf, inplace=True), self._grouped(Ms, inplace=True)
+        return Mf, Ms
+
+    def memory_times(
+        self, W: np.ndarray, A: np.ndarray, f: tuple[Any, Any] = (1.0, 1.0), pair: str = "normal"
+    ) -> np.ndarray:
+        """(B, n) memory time per roofline group with tier latencies raised by `f` = (f_fast, f_other), each a
+        number or a (B,) array; affine in (W, A) for a fixed `f`."""
+        Mf, Ms = self.memory_parts(W, A, pair)
+        ff, fs = (np.asarray(x, dtype=np.float64).reshape(-1, 1) if np.ndim(x) else float(x) for x in f)
+        return ff * Mf + fs * Ms
+
+    def node_times(
+        self, W: np.ndarray, A: np.ndarray, f: tuple[Any, Any] = (1.0, 1.0), pair: str = "normal"
+    ) -> np.ndarray:
+        """(B, n) roofline time per group max(compute, memory) of one task alone (no throughput limit)."""
+        return np.maximum(self.memory_times(W, A, f, pair), self.compute_s)
+
+    def solo_latencies(
+        self, W: np.ndarray, A: np.ndarray, f: tuple[Any, Any] = (1.0, 1.0), pair: str = "normal"
+    ) -> np.ndarray:
+        return self.node_times(W, A, f, pair).sum(axis=1)
+
+    def traffic(self, W: np.ndarray, A: np.ndarray, pair: str = "normal") -> dict[str, np.ndarray]:
+        """(B,) per-task sums, linear in (W, A): seconds each tier is busy at aggregate bandwidth
+        (``theta_fast``, ``theta_slow``) and the bytes read and written on the other tier."""
+        W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+        A = np.atleast_2d(np.asarray(A, dtype=np.float64))
+        # elementwise products summed per row, not BLAS: a placement's numbers must not depend on the batch it
+        # is evaluated in (BLAS kernels differ in the last bit with the batch's shape)
+        return {
+            k: c + (W * cw).sum(axis=1) + (A * ca).sum(axis=1) for k, (c, cw, ca) in self.maps(pair).traffic.items()
+        }
 
     # -------------------------------------------------------------- capacity
     @property
@@ -321,10 +497,8 @@ class AnalyticModel:
         return self.total_weight_bytes + self.peak_live_bytes + self.model_input_bytes
 
     def live_fast(self, A: np.ndarray) -> np.ndarray:
-        """(B, n) fast activation bytes live at each step."""
-        if self._dense:
-            return A @ self._live_bytes
-        return np.cumsum(self._live_delta_T.dot(np.ascontiguousarray(A.T)), axis=0).T
+        """(B, n) fast activation bytes live at each step (a running sum of +bytes at birth, -bytes after death)."""
+        return np.cumsum(self._live_delta @ np.asarray(A, dtype=np.float64).T, axis=0).T
 
     def capacity(self, W: np.ndarray, A: np.ndarray) -> dict[str, np.ndarray]:
         """Peak fast/slow bytes per task and the overflow (bytes over the per-task budgets)."""
@@ -344,78 +518,6 @@ class AnalyticModel:
             "valid": (over_f <= 0) & (over_s <= 0),
         }
 
-    # ---------------------------------------------------------- memory mode
-    def memory_mode_hit_rate(self) -> float:
-        """DRAM-cache hit rate of Memory Mode for n tasks.
-
-        Working set WS = n * (weights + peak live activations + inputs) + hot part of the system
-        reserve; cache C = fast capacity. With pages mapped to cache slots at random (direct-mapped,
-        "birthday" conflicts, Johnny Cache OSDI'23, MD §2), the expected cached share of the working set
-        is h = (C / WS) * (1 - exp(-WS / C)): about 1 - WS/(2C) when WS << C (conflict misses even
-        when it fits, as the MARL paper observed), C / WS when WS >> C.
-        """
-        return memory_mode_hit_rate_of(self.system, self.n_tasks * self.tensor_footprint_bytes)
-
-    # ----------------------------------------------------------------- modes
-    def random_fast_share(self) -> float:
-        """Memory-agnostic interleave: the fast share of the free capacity."""
-        s = self.system
-        free_fast = float(s.fast_available_bytes)
-        return free_fast / (free_fast + s.slow_capacity_bytes)
-
-    def first_touch_placement(self) -> Placement:
-        """Memory-agnostic first touch: each task fills its share of free DRAM in allocation order.
-
-        Order: framework (imported first), model inputs, weights (loaded in node order), then each
-        output activation when its node runs; an activation freed after its last use returns its DRAM.
-        A tensor that does not fit whole goes to the slow tier.
-        """
-        free = self.fast_budget_bytes - self.system.framework_overhead_bytes - self.model_input_bytes
-        w = np.zeros(self.n, bool)
-        for i in range(self.n):
-            b = self.weight_bytes[i]
-            if 0 < b <= free:
-                w[i] = True
-                free -= b
-        a = np.zeros(self.n, bool)
-        ends: dict[int, list[int]] = {}
-        for j in range(self.n):
-            ends.setdefault(int(self.last_use[j]), []).append(j)
-        for j in range(self.n):
-            b = self.output_bytes[j]
-            if b <= free:
-                a[j] = True
-                free -= b
-            for k in ends.get(j, ()):
-                if a[k]:
-                    free += self.output_bytes[k]
-        return Placement(w, a)
-
-    def mode_fits(self, mode: str) -> bool:
-        return self.max_tasks(mode) >= self.n_tasks
-
-    def mode_node_times_for(self, mode: str) -> np.ndarray:
-        """(n,) node times of a baseline mode (finite even when the mode cannot hold n tasks)."""
-        if mode in ("dram_only", "app_direct"):
-            return self.node_times(np.ones((1, self.n)), np.ones((1, self.n)))[0]
-        if mode == "all_slow":
-            return self.node_times(np.zeros((1, self.n)), np.zeros((1, self.n)))[0]
-        if mode == "random":
-            return self.mode_node_times(self.random_fast_share(), self.slow_costs)
-        if mode == "memory_mode":
-            return self.mode_node_times(self.memory_mode_hit_rate(), self.miss_costs)
-        if mode == "first_touch":
-            p = self.first_touch_placement()
-            return self.node_times(p.weights_fast[None, :].astype(float), p.activations_fast[None, :].astype(float))[0]
-        raise ValueError(f"unknown mode {mode!r}; known modes: {', '.join(MODES)}")
-
-    def mode_latency(self, mode: str) -> float:
-        """Latency of a baseline mode, inf when it cannot run n tasks (does not fit)."""
-        t = float(self.mode_node_times_for(mode).sum())
-        if mode == "dram_only":
-            return t
-        return t if self.mode_fits(mode) else math.inf
-
     # ------------------------------------------------------------- max tasks
     def max_tasks(self, mode_or_placement: str | Placement) -> int:
         """How many copies of the workload fit on the system in a mode, or with a given placement.
@@ -423,9 +525,9 @@ class AnalyticModel:
         - ``dram_only``: all the system's memory as DRAM, minus the reserve;
         - ``app_direct``: the available DRAM only (framework included);
         - ``memory_mode``: the slow tier only (the OS sees PM as main memory; the reserve lives there);
-        - ``first_touch``, ``random``: DRAM and slow memory both (the framework too);
+        - ``first_touch``, ``random``, ``interleave``: DRAM and slow memory both (the framework too);
         - ``all_slow``: tensors and framework in the slow tier, model inputs in DRAM;
-        - ``best``: the most tasks for which some placement fits (a greedy lower bound, see `best_fit_tasks`);
+        - ``best``: the most tasks for which some placement fits (a packing bound, see `best_fit_tasks`);
         - a `Placement`: n such that n x its peak fast bytes fits the available DRAM and n x its slow bytes
           fits the slow tier.
         """
@@ -434,13 +536,15 @@ class AnalyticModel:
         if isinstance(mode_or_placement, Placement):
             return self._max_tasks_for(mode_or_placement)
         mode = mode_or_placement
+        if fp <= 0:
+            return 10**9
         if mode == "dram_only":
             return int((s.fast_capacity_bytes + s.slow_capacity_bytes - s.system_reserve_bytes) // fp)
         if mode == "app_direct":
             return int(s.fast_available_bytes // fp)
         if mode == "memory_mode":
             return int(max(s.slow_capacity_bytes - s.system_reserve_bytes, 0) // fp)
-        if mode in ("first_touch", "random"):
+        if mode in ("first_touch", "random", "interleave"):
             return int((s.fast_available_bytes + s.slow_capacity_bytes) // fp)
         if mode == "all_slow":
             return self._max_tasks_for(Placement.all_slow(self.n), overhead_tier="slow")
@@ -469,23 +573,21 @@ class AnalyticModel:
         return int(n) if math.isfinite(n) else 10**9
 
     def best_fit_tasks(self) -> int:
-        """Most tasks n for which a placement fits both tiers (greedy, so a lower bound on the optimum).
+        """Most tasks n for which a placement fits both tiers (a packing, so a lower bound on the optimum).
 
-        For each candidate n (from the flat bound down), fill the per-task DRAM budget greedily with the
-        largest weights, then the longest-lived activations that still fit, and check the slow tier.
-        """
+        For each candidate n (from the flat bound down), pack the per-task DRAM budget with the largest
+        weights, then the longest-lived activations that still fit, and check the slow tier."""
         s = self.system
 
         def fits(n: int) -> bool:
-            p = self.greedy_fill(s.fast_available_bytes / n - self.overhead_fast_bytes)
+            p = self.pack_fast(s.fast_available_bytes / n - self.overhead_fast_bytes)
             if p is None:
                 return False
             fast, slow = self._per_task_bytes(p)
             return fast * n <= s.fast_available_bytes and slow * n <= s.slow_capacity_bytes
 
-        # bisection: a larger per-task budget (fewer tasks) never makes the greedy fill fit worse
         lo, hi = 0, self.max_tasks("first_touch")
-        while lo < hi:
+        while lo < hi:  # a larger per-task budget (fewer tasks) never makes the packing fit worse
             mid = (lo + hi + 1) // 2
             if fits(mid):
                 lo = mid
@@ -493,8 +595,9 @@ class AnalyticModel:
                 hi = mid - 1
         return lo
 
-    def greedy_fill(self, budget: float) -> Placement | None:
-        """A placement with as many bytes in fast as the budget allows (largest weights first)."""
+    def pack_fast(self, budget: float) -> Placement | None:
+        """As many bytes in the fast tier as `budget` allows (largest weights first, then activations by
+        size x lifetime): a capacity packing for `best_fit_tasks`, not a latency search (that is agents.greedy)."""
         free = budget - self.model_input_bytes
         if free < 0:
             return None
@@ -511,20 +614,6 @@ class AnalyticModel:
                 live.add(int(j))
                 a[j] = True
         return Placement(w, a)
-
-
-def memory_mode_hit_rate_of(system: MemorySystem, tasks_tensor_bytes: float) -> float:
-    """Memory Mode hit rate when all running tasks together hold `tasks_tensor_bytes` of tensors.
-
-    `AnalyticModel.memory_mode_hit_rate` with the working set of any set of tasks (n identical ones, or
-    a mix of workloads, `marl_gym.backends.model`): WS = tasks_tensor_bytes + hot part of the reserve,
-    h = (C / WS) * (1 - exp(-WS / C)) with C the fast capacity.
-    """
-    ws = float(tasks_tensor_bytes) + system.reserve_hot_fraction * system.system_reserve_bytes
-    c = float(system.fast_capacity_bytes)
-    if ws <= 0:
-        return 1.0
-    return float(min(1.0, (c / ws) * -math.expm1(-ws / c)))
 
 
 # ------------------------------------------------------------------ calibration

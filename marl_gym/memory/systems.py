@@ -16,13 +16,18 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from marl_gym.checks import INT64_MAX, Fields, InputError
 from marl_gym.memory.devices import (
     CXL_TYPE3_DDR5_X8,
     DRAM_DDR4_2666_X6,
+    MAX_FACTOR,
+    MAX_LATENCY_NS,
+    OPTANE_DCPMM_100_X1,
     OPTANE_DCPMM_100_X6,
     REMOTE_NUMA_DDR4,
     Device,
@@ -33,8 +38,60 @@ GIB = 2**30
 TIERS = ("fast", "slow")
 
 
-class MemorySystemError(ValueError):
+SYSTEM_FILE_SUFFIXES = (".toml", ".json")
+
+
+class MemorySystemError(InputError):
     """A memory-system specification is malformed (a ValueError)."""
+
+
+MIN_CORE_GFLOPS = 1e-6
+"""Slowest core accepted (1 kFLOP/s): a limit of the model's float64 arithmetic, like `MIN_GBPS`."""
+_BYTES_FIELDS = ("fast_capacity_bytes", "slow_capacity_bytes", "system_reserve_bytes", "framework_overhead_bytes")
+
+
+def check_system_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]:
+    """A system's fields checked (types, finiteness, ranges, integrality) and normalised.
+
+    The fast tier must hold something: with no fast memory at all there is nothing to place (and Memory
+    Mode, which caches the slow tier in it, is undefined). A fast tier entirely taken by the system
+    reserve is legal: only all-slow placements fit then."""
+    out = dict(values)
+    out["name"] = at.text("name", values["name"])
+    for tier in TIERS:
+        if not isinstance(values[tier], Device):
+            at.fail(tier, "a Device (get_system also takes a device preset name or a dict)", values[tier])
+    for key in _BYTES_FIELDS:
+        out[key] = at.integer(key, values[key], minimum=0)
+    if out["fast_capacity_bytes"] == 0:
+        at.fail(
+            "fast_capacity_bytes",
+            "> 0",
+            values["fast_capacity_bytes"],
+            hint="a system needs a fast tier (for one whose tasks get no fast memory, set system_reserve_bytes "
+            "= fast_capacity_bytes)",
+        )
+    if out["system_reserve_bytes"] > out["fast_capacity_bytes"]:
+        at.fail(
+            "system_reserve_bytes",
+            f"<= fast_capacity_bytes ({out['fast_capacity_bytes']})",
+            values["system_reserve_bytes"],
+        )
+    out["cores"] = at.integer("cores", values["cores"], minimum=1)
+    out["core_gflops"] = at.number("core_gflops", values["core_gflops"], MIN_CORE_GFLOPS)
+    out["overhead_tier"] = at.choice("overhead_tier", values["overhead_tier"], TIERS)
+    out["reserve_hot_fraction"] = at.number("reserve_hot_fraction", values["reserve_hot_fraction"], 0.0, 1.0)
+    out["mm_miss_latency_ns"] = at.number("mm_miss_latency_ns", values["mm_miss_latency_ns"], 0.0, MAX_LATENCY_NS)
+    for key in ("mm_dram_accesses_per_read_miss", "mm_dram_accesses_per_write_miss"):
+        out[key] = at.number(key, values[key], 1.0, MAX_FACTOR)
+    if values["threads_per_task"] is not None:
+        out["threads_per_task"] = at.integer("threads_per_task", values["threads_per_task"], minimum=1)
+    out["sockets"] = at.integer("sockets", values["sockets"], minimum=1)
+    for key in ("l2_bytes_per_core", "l3_bytes_per_socket"):
+        out[key] = at.integer(key, values[key], minimum=0)
+    out["llc_writeback_fraction"] = at.number("llc_writeback_fraction", values["llc_writeback_fraction"], 0.0, 1.0)
+    out["description"] = at.text("description", values["description"], allow_empty=True)
+    return out
 
 
 @dataclass(frozen=True)
@@ -67,31 +124,23 @@ class MemorySystem:
     """Fast-tier accesses per Memory Mode read miss (tag-checked read + fill)."""
     mm_dram_accesses_per_write_miss: float = 3.0
     """Fast-tier accesses per Memory Mode write miss (tag read, fill, dirty victim read)."""
+    threads_per_task: int | None = None
+    """Threads each task runs; None = all cores for a lone task, one per task when several run (how the MARL
+    paper ran them: docs/model.md, "Threads per task")."""
+    sockets: int = 1
+    l2_bytes_per_core: int = 0
+    """Private cache per core (0 = no cache modelled)."""
+    l3_bytes_per_socket: int = 0
+    """Shared last-level cache per socket (0 = no cache modelled)."""
+    llc_writeback_fraction: float = 1.0
+    """Share of an activation's write charged when every reader found it in the cache (its dirty lines are
+    written back when evicted)."""
     description: str = ""
 
     def __post_init__(self) -> None:
-        for attr in ("fast_capacity_bytes", "slow_capacity_bytes", "system_reserve_bytes", "framework_overhead_bytes"):
-            value = getattr(self, attr)
-            if value < 0:
-                raise MemorySystemError(f"system {self.name!r}: {attr} must be >= 0, got {value}")
-            object.__setattr__(self, attr, int(value))
-        if self.system_reserve_bytes > self.fast_capacity_bytes:
-            raise MemorySystemError(
-                f"system {self.name!r}: system_reserve_bytes ({self.system_reserve_bytes}) exceeds "
-                f"fast_capacity_bytes ({self.fast_capacity_bytes})"
-            )
-        if self.cores < 1:
-            raise MemorySystemError(f"system {self.name!r}: cores must be >= 1, got {self.cores}")
-        if not self.core_gflops > 0:
-            raise MemorySystemError(f"system {self.name!r}: core_gflops must be > 0, got {self.core_gflops}")
-        if self.overhead_tier not in TIERS:
-            raise MemorySystemError(
-                f"system {self.name!r}: overhead_tier must be one of {TIERS}, got {self.overhead_tier!r}"
-            )
-        if not 0 <= self.reserve_hot_fraction <= 1:
-            raise MemorySystemError(f"system {self.name!r}: reserve_hot_fraction must be in [0, 1]")
-        if self.mm_dram_accesses_per_read_miss < 1 or self.mm_dram_accesses_per_write_miss < 1:
-            raise MemorySystemError(f"system {self.name!r}: Memory Mode DRAM accesses per miss must be >= 1")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in check_system_fields(values, Fields(MemorySystemError, f"system {self.name!r}")).items():
+            object.__setattr__(self, name, value)
 
     @property
     def fast_available_bytes(self) -> int:
@@ -142,25 +191,42 @@ _PAPER_COMMON: dict[str, Any] = dict(
     core_gflops=_CORE_GFLOPS,  # src: derivation above (64 FLOP/cycle x 2.0 GHz x 0.5)
     framework_overhead_bytes=200 * 10**6,  # src: issue #3 "a process that imports torch holds ~200 MB"
     overhead_tier="slow",  # assumption: framework pages are cold; agents' DRAM budget is for tensors (PAPER §6.2 uses all 16+128 GB)
-    reserve_hot_fraction=0.25,  # assumption: a quarter of the 14 GiB reserve (kernel, page cache, daemons) is touched while tasks run; sensitivity 0..0.75 in docs/model.md
+    reserve_hot_fraction=0.75,  # assumption: PAPER §2.4/§6.2 "4 tasks fill the 16GB DRAM (system also uses memory)" => ~10-12 GiB of the 14 GiB reserve is hot; band 0..0.75 in docs/model.md
     mm_miss_latency_ns=70.0,  # src: MD §2, Moon, Oh and Ahn JOK 2020: each miss adds about 70 ns
     mm_dram_accesses_per_read_miss=2.0,  # src: MD §2, Hildebrand ISPASS'21 ~5 accesses per demand miss in all: tag read + fill on DRAM (2), PM read (1), dirty victim read + PM write charged to writes
     mm_dram_accesses_per_write_miss=3.0,  # src: same accounting: tag read + fill + dirty victim read on DRAM
+    sockets=2,  # assumption: no 32-core Cascade Lake Gold exists; 2 x 16-core Gold 5218 class (memory_measurements.md §5)
+    l2_bytes_per_core=1 * 2**20,  # src: Intel 000027820, Cascade Lake L2 1 MB per core
+    l3_bytes_per_socket=22 * 2**20,  # src: Intel 000027820, 1.375 MB L3 per core x 16 cores (Gold 5218: 22 MB)
+    llc_writeback_fraction=1.0,  # assumption: a cached activation's dirty lines still reach memory when evicted; band 0..1
 )
 
 OPTANE_16G_128G = MemorySystem(
     name="optane-16g-128g",
-    description="The MARL paper's server: 16 GiB DDR4 (14 GiB taken by the system) + 128 GiB Optane DC PM "
-    "in App Direct, 32 cores, one socket",
+    description="The MARL paper's server: 16 GiB DDR4 (14 GiB taken by the system) + 128 GiB Optane DC PM in "
+    "App Direct, 32 cores. No 32-core Cascade Lake Gold exists: the profile assumes 2 x 16-core Gold 5218-class "
+    "cores and caches, sharing one socket's memory as OptaneStudy measured it (6 x DDR4-2666, 6 interleaved "
+    "Optane 100 DIMMs on a Xeon 8260)",
     fast=DRAM_DDR4_2666_X6,  # src: PAPER §6 "Samsung's DDR4 DRAM"; MD §0 profile
     slow=OPTANE_DCPMM_100_X6,  # src: PAPER §6 Optane DC; MD §0 6-DIMM interleaved profile
     slow_capacity_bytes=128 * GIB,  # src: PAPER §6 "128GB PM"
     **_PAPER_COMMON,
 )
 
+OPTANE_1DIMM_16G_128G = MemorySystem(
+    name="optane-1dimm-16g-128g",
+    description="The paper's server read literally: its 128 GB of PM as ONE Optane 100 DIMM (no interleaving); "
+    "the paper does not say how many DIMMs it had",
+    fast=DRAM_DDR4_2666_X6,  # src: as optane-16g-128g
+    slow=OPTANE_DCPMM_100_X1,  # assumption: "128GB PM" as one 128 GB module (Optane 100 comes in 128/256/512 GB)
+    slow_capacity_bytes=128 * GIB,  # src: PAPER §6 "128GB PM"
+    **_PAPER_COMMON,
+)
+
 CXL_16G_128G = MemorySystem(
     name="cxl-16g-128g",
-    description="What-if: the paper's server with its PM replaced by a 128 GiB CXL type-3 expander",
+    description="What-if: the paper's server with its PM replaced by a 128 GiB CXL type-3 expander (the expander's "
+    "measured latency excess and saturation on an Emerald Rapids box, beside the Cascade Lake DRAM profile)",
     fast=DRAM_DDR4_2666_X6,  # src: as optane-16g-128g
     slow=CXL_TYPE3_DDR5_X8,  # assumption: one x8 CXL expander (devices.py)
     slow_capacity_bytes=128 * GIB,  # assumption: same capacity as the paper's PM, for comparison
@@ -178,7 +244,9 @@ NUMA_16G_128G = MemorySystem(
 
 # --- presets end
 
-PRESETS: dict[str, MemorySystem] = {s.name: s for s in (OPTANE_16G_128G, CXL_16G_128G, NUMA_16G_128G)}
+PRESETS: dict[str, MemorySystem] = {
+    s.name: s for s in (OPTANE_16G_128G, OPTANE_1DIMM_16G_128G, CXL_16G_128G, NUMA_16G_128G)
+}
 DEFAULT_SYSTEM = "optane-16g-128g"
 
 
@@ -193,13 +261,15 @@ def get_system(spec: str | os.PathLike[str] | dict[str, Any] | MemorySystem | No
         return PRESETS[DEFAULT_SYSTEM]
     if isinstance(spec, MemorySystem):
         return spec
-    if isinstance(spec, dict):
-        return _from_dict(spec, "<dict>")
+    if isinstance(spec, Mapping):
+        return _from_dict(spec, Fields(MemorySystemError, "<dict>"))
     if isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
+        if not isinstance(text, str):
+            raise MemorySystemError(f"a memory system path must be text, got {text!r}")
         if text in PRESETS:
             return PRESETS[text]
-        if text.endswith((".toml", ".json")) or os.path.sep in text:
+        if text.endswith(SYSTEM_FILE_SUFFIXES) or os.path.sep in text:
             return _from_file(Path(text))
         raise MemorySystemError(
             f"unknown memory system {text!r}; known systems: {', '.join(systems())} "
@@ -212,6 +282,11 @@ def get_system(spec: str | os.PathLike[str] | dict[str, Any] | MemorySystem | No
 
 
 def _from_file(path: Path) -> MemorySystem:
+    if path.suffix not in SYSTEM_FILE_SUFFIXES:
+        raise MemorySystemError(
+            f"{path}: a memory system file must be named *.toml or *.json (its suffix says its format), "
+            f"got {path.suffix or 'no suffix'}"
+        )
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -223,44 +298,43 @@ def _from_file(path: Path) -> MemorySystem:
             data = json.loads(raw)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MemorySystemError(f"{path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
+    except RecursionError:
+        raise MemorySystemError(f"{path}: nested too deeply to be a memory system file") from None
     if isinstance(data, dict) and isinstance(data.get("system"), dict):
         data = data["system"]
     if not isinstance(data, dict):
-        raise MemorySystemError(f"{path}: expected a table/object of system fields")
-    return _from_dict(data, str(path))
+        raise MemorySystemError(f"{path}: expected a table/object of system fields, got {type(data).__name__}")
+    return _from_dict(data, Fields(MemorySystemError, str(path)))
 
 
-def _from_dict(spec: dict[str, Any], source: str) -> MemorySystem:
+_SYSTEM_FIELDS = tuple(f.name for f in fields(MemorySystem))
+_SYSTEM_DEFAULTS = {f.name: f.default for f in fields(MemorySystem) if f.default is not MISSING}
+_SYSTEM_REQUIRED = tuple(name for name in _SYSTEM_FIELDS if name not in _SYSTEM_DEFAULTS)
+
+
+def _from_dict(spec: Mapping[str, Any], at: Fields) -> MemorySystem:
+    """A system from its fields; `at` names the source (a file, ``<dict>``) in every error."""
     data = dict(spec)
     base: dict[str, Any] = {}
     if "preset" in data:
         preset = data.pop("preset")
-        if preset not in PRESETS:
-            raise MemorySystemError(f"{source}: unknown preset {preset!r}; known systems: {', '.join(systems())}")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            at.fail("preset", f"one of the known systems ({', '.join(systems())})", preset)
         base = {f.name: getattr(PRESETS[preset], f.name) for f in fields(MemorySystem)}
         base["name"] = data.get("name", f"{preset}-custom")
-    for key in list(data):
-        if key.endswith("_gib"):
-            data[key[: -len("_gib")] + "_bytes"] = int(round(float(data.pop(key)) * GIB))
-    known = {f.name for f in fields(MemorySystem)}
-    unknown = set(data) - known
-    if unknown:
-        raise MemorySystemError(f"{source}: unknown system field(s) {sorted(unknown)}; known fields: {sorted(known)}")
-    merged = {**base, **data}
-    required = [f.name for f in fields(MemorySystem) if f.name not in merged and _is_required(f)]
+    for key in [k for k in data if isinstance(k, str) and k.endswith("_gib")]:
+        target = key[: -len("_gib")] + "_bytes"
+        if target not in _BYTES_FIELDS:
+            at.problem(f"unknown system field {key!r}; sizes in GiB are {[b[:-6] + '_gib' for b in _BYTES_FIELDS]}")
+        if target in data:
+            at.problem(f"give {key} or {target}, not both")
+        gib = at.number(key, data.pop(key), 0.0, INT64_MAX / GIB)
+        data[target] = int(round(gib * GIB))
+    at.known_keys(data, _SYSTEM_FIELDS, "system")
+    merged = {**_SYSTEM_DEFAULTS, **base, **data}
+    required = [name for name in _SYSTEM_REQUIRED if name not in merged]
     if required:
-        raise MemorySystemError(f"{source}: missing system field(s) {required} (or give 'preset' to start from one)")
-    try:
-        merged["fast"] = get_device(merged["fast"])
-        merged["slow"] = get_device(merged["slow"])
-        return MemorySystem(**merged)
-    except MemorySystemError:
-        raise
-    except (ValueError, TypeError, KeyError) as exc:
-        raise MemorySystemError(f"{source}: {exc}") from exc
-
-
-def _is_required(f: Any) -> bool:
-    from dataclasses import MISSING
-
-    return f.default is MISSING and f.default_factory is MISSING
+        at.problem(f"missing system field(s) {required} (or give 'preset' to start from one)")
+    merged["fast"] = get_device(merged["fast"], at.within("fast"))
+    merged["slow"] = get_device(merged["slow"], at.within("slow"))
+    return MemorySystem(**check_system_fields(merged, at))

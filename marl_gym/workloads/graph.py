@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from marl_gym.checks import INT64_MAX, Fields, InputError
 from marl_gym.io import atomic_write_text, format_bytes
 from marl_gym.workloads.lifetimes import live_bytes_by_step, live_matrix
 
@@ -61,8 +63,8 @@ TINY_BYTES = 4096
 """Below this many bytes touched in total a node is latency-bound rather than bandwidth-bound ("tiny")."""
 
 
-class WorkloadError(ValueError):
-    """A workload graph, or the file holding one, is malformed."""
+class WorkloadError(InputError):
+    """A workload graph, or the file holding one, is malformed (a ValueError)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,13 @@ class Node:
     gather_bytes: int | None = None
     """For gathers (access "random"): bytes of each contiguous row read; None is one 64-B line per access."""
 
+    def __post_init__(self) -> None:
+        if _is_checked(self.__dict__):  # the common case: built by the library from checked values
+            return
+        values = {name: getattr(self, name) for name in _NODE_FIELDS}
+        for name, value in check_node_fields(values, Fields(WorkloadError, f"node {self.name!r}")).items():
+            object.__setattr__(self, name, value)
+
     @property
     def has_weights(self) -> bool:
         return self.weight_bytes > 0
@@ -137,8 +146,16 @@ class WorkloadGraph:
     """Free-form provenance (model class, input shapes, parameter count, torch version); not compared."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "nodes", tuple(self.nodes))
-        object.__setattr__(self, "edges", tuple((int(s), int(d)) for s, d in self.edges))
+        at = Fields(WorkloadError, f"workload {self.name!r}")
+        at.text("name", self.name)
+        nodes = tuple(at.sequence("nodes", self.nodes))
+        for i, node in enumerate(nodes):
+            if not isinstance(node, Node):
+                at.fail(f"nodes[{i}]", "a Node", node)
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "edges", check_edges(self.edges, at))
+        object.__setattr__(self, "batch_size", at.integer("batch_size", self.batch_size, minimum=1))
+        object.__setattr__(self, "meta", dict(at.mapping("meta", self.meta)))
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -149,19 +166,18 @@ class WorkloadGraph:
             raise WorkloadError(f"workload {self.name!r} has no nodes")
         if self.batch_size < 1:
             raise WorkloadError(f"batch_size must be >= 1, got {self.batch_size}")
+        if all(node.weight_bytes == 0 and node.output_bytes == 0 for node in self.nodes):
+            raise WorkloadError(
+                f"workload {self.name!r} has nothing to place: every node's weight_bytes and output_bytes is 0 "
+                "(a placement decides where weights and activations live; with none, every placement is the same "
+                "and no speedup can be scored)"
+            )
         names = set()
         for i, node in enumerate(self.nodes):
             where = f"node {i} ({node.name!r}) of workload {self.name!r}"
             if node.name in names:
                 raise WorkloadError(f"{where}: duplicate node name")
             names.add(node.name)
-            if node.op not in OP_TYPES:
-                raise WorkloadError(f"{where}: op {node.op!r} is not one of {OP_TYPES}")
-            if node.access not in ACCESS_PATTERNS:
-                raise WorkloadError(f"{where}: access {node.access!r} is not one of {ACCESS_PATTERNS}")
-            for attr in ("weight_bytes", "output_bytes", "input_bytes", "flops"):
-                if getattr(node, attr) < 0:
-                    raise WorkloadError(f"{where}: {attr} is negative")
             if node.produced_at != i:
                 raise WorkloadError(f"{where}: produced_at is {node.produced_at}, expected its index {i}")
             if not i <= node.last_use < n:
@@ -179,11 +195,19 @@ class WorkloadGraph:
                     )
         self._validate_weight_reads()
         last_reader = list(range(n))
+        seen: set[tuple[int, int]] = set()
         for s, d in self.edges:
             if not (0 <= s < n and 0 <= d < n):
-                raise WorkloadError(f"edge ({s}, {d}) of workload {self.name!r} references a missing node")
+                raise WorkloadError(
+                    f"edge ({s}, {d}) of workload {self.name!r} references a missing node (nodes are 0..{n - 1})"
+                )
             if s >= d:
                 raise WorkloadError(f"edge ({s}, {d}) of workload {self.name!r} does not follow execution order")
+            if (s, d) in seen:
+                raise WorkloadError(
+                    f"edge ({s}, {d}) of workload {self.name!r} appears twice (its bytes would be counted twice)"
+                )
+            seen.add((s, d))
             last_reader[s] = max(last_reader[s], d)
         for i, node in enumerate(self.nodes):
             if node.last_use < last_reader[i]:
@@ -203,17 +227,13 @@ class WorkloadGraph:
                     f"{where}: weight_read_bytes {node.weight_read_bytes} must be in [0, weight_bytes = "
                     f"{node.weight_bytes}] (a node reads at most its own weights)"
                 )
-            if node.gather_bytes is not None and node.gather_bytes < 1:
-                raise WorkloadError(f"{where}: gather_bytes must be >= 1, got {node.gather_bytes}")
-            for owner, param, nbytes in node.shared_reads:
+            for owner, param, _ in node.shared_reads:
                 j = index.get(owner)
                 if j is None or j >= i:
                     raise WorkloadError(f"{where}: shared read of {param!r} names {owner!r}, not an earlier node")
                 holder = self.nodes[j]
                 if not holder.has_weights or (holder.weight_names and param not in holder.weight_names):
                     raise WorkloadError(f"{where}: shared read of {param!r}: node {owner!r} does not hold that weight")
-                if nbytes < 0:
-                    raise WorkloadError(f"{where}: shared read of {param!r} has negative bytes {nbytes}")
 
     def _validate_parts(self) -> None:
         """A node split from a layer (`part_of`) must name a layer node it is joined to by an edge."""
@@ -345,25 +365,29 @@ class WorkloadGraph:
     # ------------------------------------------------------------- transforms
     def with_batch_size(self, batch_size: int) -> WorkloadGraph:
         """The same graph at another batch size: activations, inputs and FLOPs scale linearly, weights do not."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        scale = batch_size / self.batch_size
-        nodes = tuple(
-            replace(
-                n,
-                output_bytes=int(round(n.output_bytes * scale)),
-                weight_read_bytes=None
-                if n.weight_read_bytes is None
-                else min(n.weight_bytes, int(round(n.weight_read_bytes * scale))),
-                input_bytes=int(round(n.input_bytes * scale)),
-                flops=int(round(n.flops * scale)),
-                access=classify_access(
-                    n.op, n.weight_bytes, round(n.output_bytes * scale), round(n.input_bytes * scale)
-                ),
-            )
-            for n in self.nodes
+        batch_size = Fields(WorkloadError, f"workload {self.name!r}", whole_floats=False).integer(
+            "batch_size", batch_size, minimum=1
         )
-        return WorkloadGraph(self.name, nodes, self.edges, batch_size, dict(self.meta))
+        scale = batch_size / self.batch_size
+        try:
+            nodes = tuple(
+                replace(
+                    n,
+                    output_bytes=int(round(n.output_bytes * scale)),
+                    weight_read_bytes=None
+                    if n.weight_read_bytes is None
+                    else min(n.weight_bytes, int(round(n.weight_read_bytes * scale))),
+                    input_bytes=int(round(n.input_bytes * scale)),
+                    flops=int(round(n.flops * scale)),
+                    access=classify_access(
+                        n.op, n.weight_bytes, round(n.output_bytes * scale), round(n.input_bytes * scale)
+                    ),
+                )
+                for n in self.nodes
+            )
+            return WorkloadGraph(self.name, nodes, self.edges, batch_size, dict(self.meta))
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload {self.name!r} at batch size {batch_size}: {exc}") from None
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -386,46 +410,52 @@ class WorkloadGraph:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> WorkloadGraph:
-        if not isinstance(data, dict):
-            raise WorkloadError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        """A graph from its JSON object; every field is checked and errors name `source`, the node and the field."""
+        at = Fields(WorkloadError, source)
+        if not isinstance(data, Mapping):
+            at.problem(f"expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version not in READABLE_SCHEMA_VERSIONS:
+        if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
             readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
-            raise WorkloadError(
-                f"{source}: schema_version {version!r} is not supported (this marl-gym reads versions "
+            at.problem(
+                f"schema_version {version!r} is not supported (this marl-gym reads versions "
                 f"{readable}); re-extract the graph with `marl-gym extract`"
             )
-        fields_known = {1: _NODE_FIELDS_V1, 2: _NODE_FIELDS_V2}.get(version, _NODE_FIELDS)
         missing = [k for k in ("name", "nodes", "edges") if k not in data]
         if missing:
-            raise WorkloadError(f"{source}: missing key(s) {missing}")
-        try:
-            nodes = tuple(_node_from_dict(nd, fields_known) for nd in data["nodes"])
-            edges = tuple((int(s), int(d)) for s, d in data["edges"])
-        except (TypeError, ValueError, KeyError) as exc:
-            raise WorkloadError(f"{source}: malformed node or edge: {exc}") from exc
+            at.problem(f"missing key(s) {missing}")
+        known = {1: _NODE_FIELDS_V1, 2: _NODE_FIELDS_V2}.get(version, _NODE_FIELDS)
+        raw_nodes = at.sequence("nodes", data["nodes"])
+        nodes = tuple(_node_from_dict(d, known, at.within(f"node {i}")) for i, d in enumerate(raw_nodes))
+        meta = data.get("meta")
         try:
             return cls(
-                name=str(data["name"]),
+                name=at.text("name", data["name"]),
                 nodes=nodes,
-                edges=edges,
-                batch_size=int(data.get("batch_size", 1)),
-                meta=dict(data.get("meta") or {}),
+                edges=check_edges(data["edges"], at),
+                batch_size=at.integer("batch_size", data.get("batch_size", 1), minimum=1),
+                meta=dict(at.mapping("meta", meta)) if meta is not None else {},
             )
         except WorkloadError as exc:
-            raise WorkloadError(f"{source}: {exc}") from exc
+            if str(exc).startswith(f"{source}: "):
+                raise
+            raise WorkloadError(f"{source}: {exc}") from None
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> WorkloadGraph:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise WorkloadError(f"cannot read workload graph {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise WorkloadError(f"{path}: not a JSON text file (not UTF-8: {exc})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise WorkloadError(f"{path}: not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise WorkloadError(f"{path}: JSON nested too deeply to be a workload graph") from None
         return cls.from_dict(data, source=str(path))
 
 
@@ -442,23 +472,108 @@ def _node_to_dict(node: Node) -> dict[str, Any]:
     return d
 
 
-def _node_from_dict(d: Any, known: tuple[str, ...] = _NODE_FIELDS) -> Node:
-    if not isinstance(d, dict):
-        raise TypeError(f"node must be an object, got {type(d).__name__}")
-    unknown = set(d) - set(known)
-    if unknown:
-        raise KeyError(f"unknown node field(s) {sorted(unknown)}")
-    kwargs = dict(d)
-    for key in ("weight_bytes", "output_bytes", "input_bytes", "flops", "produced_at", "last_use", "call"):
-        if key in kwargs:
-            kwargs[key] = int(kwargs[key])
-    kwargs["weight_names"] = tuple(kwargs.get("weight_names", ()))
-    kwargs["weight_tensor_bytes"] = tuple(int(b) for b in kwargs.get("weight_tensor_bytes", ()))
-    kwargs["shared_reads"] = tuple((str(o), str(p), int(b)) for o, p, b in kwargs.get("shared_reads", ()))
+def _node_from_dict(d: Any, known: tuple[str, ...], at: Fields) -> Node:
+    """One node of a graph file; `at` names the file and the node's index."""
+    if not isinstance(d, Mapping):
+        at.problem(f"expected an object of node fields, got {type(d).__name__}")
+    if isinstance(d.get("name"), str):
+        at = Fields(at.error, f"{at.where} ({d['name']!r})", at.whole_floats)
+    at.known_keys(d, known, "node")
+    missing = [k for k in _NODE_REQUIRED if k not in d]
+    if missing:
+        at.problem(f"missing node field(s) {missing}")
+    return Node(**check_node_fields(d, at))
+
+
+_NODE_REQUIRED = tuple(f.name for f in fields(Node) if f.default is MISSING)
+_NODE_SIZES = ("weight_bytes", "output_bytes", "input_bytes", "flops")
+
+
+def check_node_fields(values: Mapping[str, Any], at: Fields) -> dict[str, Any]:
+    """A node's fields checked (type, range, integrality) and normalised; `at` says which node of what.
+
+    What depends on the node's place in the graph (its index, its lifetime, its edges) is checked by
+    `WorkloadGraph.validate`."""
+    out = dict(values)
+    out["name"] = at.text("name", values["name"])
+    out["op"] = at.choice("op", values["op"], OP_TYPES)
+    out["access"] = at.choice("access", values["access"], ACCESS_PATTERNS)
+    for key in (*_NODE_SIZES, "produced_at", "last_use"):
+        out[key] = at.integer(key, values[key], minimum=0)
+    out["call"] = at.integer("call", values.get("call", 0), minimum=0)
+    module = values.get("module")  # "" is the root module's qualified name (a model that is one layer)
+    out["module"] = None if module is None else at.text("module", module, allow_empty=True)
+    out["part_of"] = at.optional_text("part_of", values.get("part_of"))
+    names = at.sequence("weight_names", values.get("weight_names", ()))
+    out["weight_names"] = tuple(at.text(f"weight_names[{k}]", name) for k, name in enumerate(names))
+    sizes = at.sequence("weight_tensor_bytes", values.get("weight_tensor_bytes", ()))
+    out["weight_tensor_bytes"] = tuple(
+        at.integer(f"weight_tensor_bytes[{k}]", size, minimum=0) for k, size in enumerate(sizes)
+    )
+    for key, minimum in (("weight_read_bytes", 0), ("gather_bytes", 1)):
+        value = values.get(key)
+        out[key] = None if value is None else at.integer(key, value, minimum=minimum)
+    reads = []
+    for k, read in enumerate(at.sequence("shared_reads", values.get("shared_reads", ()))):
+        owner, param, nbytes = at.sequence(f"shared_reads[{k}]", read, length=3)
+        reads.append(
+            (
+                at.text(f"shared_reads[{k}][0] (owner node)", owner),
+                at.text(f"shared_reads[{k}][1] (parameter)", param),
+                at.integer(f"shared_reads[{k}][2] (bytes read)", nbytes, minimum=0),
+            )
+        )
+    out["shared_reads"] = tuple(reads)
+    return out
+
+
+def _is_checked(values: Mapping[str, Any]) -> bool:
+    """Whether a node's fields already have the types and ranges `check_node_fields` gives them.
+
+    A fast path (no call per field): graphs at tensor granularity or another batch size rebuild every node."""
+    for key in _NODE_INTS:
+        v = values[key]
+        if type(v) is not int or not 0 <= v <= INT64_MAX:
+            return False
     for key in ("weight_read_bytes", "gather_bytes"):
-        if kwargs.get(key) is not None:
-            kwargs[key] = int(kwargs[key])
-    return Node(**kwargs)
+        v = values[key]
+        if v is not None and (type(v) is not int or not 1 <= v <= INT64_MAX):  # weight_read_bytes 0 takes the slow path
+            return False
+    name, module, part_of = values["name"], values["module"], values["part_of"]
+    return (
+        type(name) is str
+        and name != ""
+        and type(values["op"]) is str
+        and values["op"] in _OP_SET
+        and type(values["access"]) is str
+        and values["access"] in _ACCESS_SET
+        and (module is None or type(module) is str)
+        and (part_of is None or (type(part_of) is str and part_of != ""))
+        and type(values["weight_names"]) is tuple
+        and all(type(n) is str and n for n in values["weight_names"])
+        and type(values["weight_tensor_bytes"]) is tuple
+        and all(type(b) is int and 0 <= b <= INT64_MAX for b in values["weight_tensor_bytes"])
+        and values["shared_reads"] == ()
+    )
+
+
+_NODE_INTS = (*_NODE_SIZES, "produced_at", "last_use", "call")
+_OP_SET = frozenset(OP_TYPES)
+_ACCESS_SET = frozenset(ACCESS_PATTERNS)
+
+
+def check_edges(edges: Any, at: Fields) -> tuple[tuple[int, int], ...]:
+    """Edges as a tuple of (src, dst) integer pairs; their order and range are checked by `validate`."""
+    if type(edges) is tuple and all(
+        type(e) is tuple and len(e) == 2 and type(e[0]) is int and type(e[1]) is int and e[0] >= 0 and e[1] >= 0
+        for e in edges
+    ):
+        return edges  # already checked (a graph rebuilt from another one)
+    pairs = []
+    for k, edge in enumerate(at.sequence("edges", edges)):
+        src, dst = at.sequence(f"edges[{k}]", edge, length=2)
+        pairs.append((at.integer(f"edges[{k}][0]", src, minimum=0), at.integer(f"edges[{k}][1]", dst, minimum=0)))
+    return tuple(pairs)
 
 
 def classify_access(op: str, weight_bytes: int, output_bytes: int, input_bytes: int) -> str:

@@ -1,22 +1,30 @@
-"""`marl-gym compare`: run several agents on one workload with the same budget and seeds; write the results.
+"""Run several agents on one workload with the same budget and seeds; write the results.
 
-    marl-gym compare --workload wide_resnet101_2 --agents egrl,ppo,a2c,random,greedy,milp --budget 1000 --seeds 3
+    marl-gym compare --workload wide_resnet101_2 --agents egrl,ppo,a2c,random,greedy,rules,milp --budget 1000 --seeds 3
     marl-gym compare --workload resnet50 --system cxl-16g-128g --n-tasks 32 --out runs/cmp --resume
 
 Writes ``{out}/{workload}-{system}-n{n_tasks}.csv|.md|.png`` (see `agents.compare`) and prints the table.
-The agents live in the top layer (`agents`), so they are imported only when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from marl_gym.cli import CLIError, Command, register
+from agents.compare import compare, make_agent
+from agents.evaluators_factory import add_evaluator_arguments
+from marl_lab.cli import CLIError
 
-DEFAULT_AGENTS = "egrl,ppo,a2c,random,greedy,milp"
+DEFAULT_AGENTS = "egrl,ppo,a2c,random,greedy,rules,milp"
+RAY_ONLY = {
+    "address": "address",
+    "ray_resources": "resources",
+    "ray_num_cpus": "num_cpus",
+    "max_retries": "max_retries",
+}
+"""Ray-only flags (argparse dest) and the `RayEvaluator` option each sets."""
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workload", required=True, metavar="W", help="a zoo name (see `marl-gym workloads`) or a graph .json"
     )
@@ -26,7 +34,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         help=f"comma-separated agents (default {DEFAULT_AGENTS}); also egrl:<ablation>, egrl-published",
     )
     p.add_argument("--budget", type=int, default=1000, help="evaluations per run (default 1000)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per agent; greedy and milp run once (default 3)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per agent; greedy, rules and milp run once (default 3)")
     p.add_argument("--system", default="optane-16g-128g", help="memory system preset or file (default optane-16g-128g)")
     p.add_argument("--n-tasks", type=int, default=32, help="concurrent tasks (default 32, the paper's load)")
     p.add_argument("--baseline", default="memory_mode", help="speedups are over this mode (default memory_mode)")
@@ -37,12 +45,25 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="reuse runs already in DIR/runs/ with the same settings")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    from agents.evaluators_factory import add_evaluator_arguments
-
     add_evaluator_arguments(p)
 
 
-def _run(args: argparse.Namespace) -> int:
+def evaluator_options(args: argparse.Namespace) -> dict:
+    """What `agents.compare.compare` passes to the evaluator, from the evaluator flags (CLIError if misused)."""
+    options: dict = {}
+    if args.evaluator != "inprocess":
+        options["n_workers"] = args.workers
+    for flag, key in RAY_ONLY.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if args.evaluator != "ray":
+            raise CLIError(f"--{flag.replace('_', '-')} only applies to --evaluator ray")
+        options[key] = value
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
     if args.budget < 1:
         raise CLIError(f"--budget must be >= 1 evaluation, got {args.budget}")
     if args.seeds < 1:
@@ -52,25 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     names = [a.strip() for a in args.agents.split(",") if a.strip()]
     if not names:
         raise CLIError("--agents is empty; expected e.g. egrl,ppo,random,greedy,milp")
-    from agents.compare import compare, make_agent
-
-    evaluator_options: dict = {}
-    if args.evaluator != "inprocess":
-        evaluator_options["n_workers"] = args.workers
-    if args.evaluator == "ray":
-        for flag, key in (
-            ("address", "address"),
-            ("ray_resources", "resources"),
-            ("ray_num_cpus", "num_cpus"),
-            ("max_retries", "max_retries"),
-        ):
-            if getattr(args, flag) is not None:
-                evaluator_options[key] = getattr(args, flag)
-    else:
-        for flag in ("address", "ray_resources", "ray_num_cpus", "max_retries"):
-            if getattr(args, flag) is not None:
-                raise CLIError(f"--{flag.replace('_', '-')} only applies to --evaluator ray")
-
+    options = evaluator_options(args)
     for name in names:
         try:
             make_agent(name)
@@ -91,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.quiet,
             evaluator=args.evaluator,
-            evaluator_options=evaluator_options,
+            evaluator_options=options,
         )
     except ValueError as exc:  # bad workload/system/baseline: the env explains
         raise CLIError(str(exc)) from None
@@ -99,14 +102,3 @@ def _run(args: argparse.Namespace) -> int:
     for kind, path in result.paths.items():
         print(f"wrote {kind}: {path}")
     return 0
-
-
-register(
-    Command(
-        "compare",
-        "compare agents (EGRL, SB3, random, greedy, the MILP optimum) on one workload",
-        _configure,
-        _run,
-        __doc__,
-    )
-)
