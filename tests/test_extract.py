@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from marl_gym.workloads import WorkloadError, extract
-from marl_gym.workloads.extract import ELEMENTWISE_FLOPS, ExtractionError
+from marl_gym.workloads.extract import ExtractionError
+from marl_gym.workloads.flops import ELEMENTWISE_FLOPS
 
 
 def _by_name(graph):

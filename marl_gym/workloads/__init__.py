@@ -1,10 +1,12 @@
-"""Workload graphs: what an inference allocates, computes and reads, layer by layer.
+"""Workload graphs: what an inference, a training step or an LLM serving run allocates, computes and reads.
 
 `load(name)` reads a zoo graph shipped with the package (no torch model or transformers needed),
 `load(name, granularity="tensor")` the same graph with one decision per parameter tensor
-(`to_tensor_granularity`, see `marl_gym.workloads.granularity`), `names()` lists them, `extract(module, example_inputs)` builds a graph from any `torch.nn.Module`,
-`build_model(name)` builds a zoo model and `regenerate_zoo()` re-extracts the shipped graphs (these
-three import torch, lazily).
+(`to_tensor_granularity`, see `marl_gym.workloads.granularity`), `names()` lists them (docs/workloads.md
+describes each). `extract(module, example_inputs)` builds a graph from any `torch.nn.Module` (one
+forward pass; `mode="train"` a whole training step, `marl_gym.workloads.train`),
+`marl_gym.workloads.serving.serving_graph` an LLM serving run with its KV cache, `build_model(name)`
+builds a zoo model and `regenerate_zoo()` re-extracts the shipped graphs (these import torch, lazily).
 """
 
 from marl_gym.workloads.builder import build_graph
@@ -42,6 +44,7 @@ __all__ = [
     "build_model",
     "MODEL_NAMES",
     "regenerate_zoo",
+    "ZOO_NAMES",
     "layer_index",
     "lift_decisions",
     "lift_placement",
@@ -70,6 +73,7 @@ _LAZY = {
     "MODEL_NAMES": "marl_gym.workloads.models",
     "extract_zoo": "marl_gym.workloads.zoo",
     "regenerate_zoo": "marl_gym.workloads.zoo",
+    "ZOO_NAMES": "marl_gym.workloads.zoo",
 }
 
 

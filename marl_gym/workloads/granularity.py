@@ -59,7 +59,16 @@ has such a node (views such as split/chunk are aliases, not nodes; SDPA attentio
 so for the zoo, tensor granularity splits parameters only.
 
 Zero-byte parameters stay with their layer node (there is nothing to place). Shared (tied) parameters
-are counted once, at their first reader, at either granularity.
+are one decision, their owner's (their first reader), at either granularity.
+
+Weight reads (schema 3) follow the tensors. A node's read of its own weights (`weight_read_bytes`, all
+of them when None) is split over its tensors: every tensor is read in full except for what the node
+does not read, which is taken from its largest tensors first (a partial read is a gather, and the
+gathered table is the node's largest tensor), so each tensor node reads its share and the shares add up
+to the layer's read. A shared read (owner layer, parameter, bytes) is re-pointed at the node that holds
+that parameter at tensor granularity: the layer node when it kept the parameter, else the parameter
+node split from it. A lifted layer placement (`lift_placement`) therefore reads every byte from the
+same tier as before.
 """
 
 from __future__ import annotations
@@ -121,16 +130,31 @@ def _relative_name(param: str, node: Node) -> str:
     return param
 
 
+def _tensor_reads(node: Node, sizes: tuple[int, ...]) -> list[int]:
+    """Bytes the node reads of each of its tensors: all of each, less what it does not read, taken from
+    its largest tensors first (see the module docstring). They sum to `node.own_read_bytes`."""
+    reads = list(sizes)
+    unread = sum(sizes) - node.own_read_bytes
+    for k in sorted(range(len(sizes)), key=lambda k: (-sizes[k], k)):
+        if unread <= 0:
+            break
+        take = min(unread, sizes[k])
+        reads[k] -= take
+        unread -= take
+    return reads
+
+
 def to_tensor_granularity(graph: WorkloadGraph) -> WorkloadGraph:
     """The same workload with one weight decision per parameter tensor (see the module docstring).
 
-    Idempotent, torch-free, and exact on totals: weight, activation bytes and FLOPs are unchanged.
+    Idempotent, torch-free, and exact on totals: weight, activation bytes, weight reads and FLOPs are unchanged.
     """
     if graph.meta.get("granularity") == "tensor":  # made by this function (output nodes alone do not count)
         return graph
     new_nodes: list[Node] = []
     new_index: list[int] = []  # old node index -> its layer node's new index
     part_edges: list[tuple[int, int]] = []
+    holder: dict[tuple[str, str], str] = {}  # (layer node, parameter) -> the node holding it, for shared reads
     taken = {node.name for node in graph.nodes}
     for node in graph.nodes:
         sizes = tensor_sizes(node, graph.name)
@@ -140,6 +164,7 @@ def to_tensor_granularity(graph: WorkloadGraph) -> WorkloadGraph:
             new_nodes.append(replace(node, weight_tensor_bytes=sizes))
             continue
         main = max(split, key=lambda k: (sizes[k], -k))
+        reads = _tensor_reads(node, sizes)
         parts = []
         for k in split:
             if k == main:
@@ -149,7 +174,9 @@ def to_tensor_granularity(graph: WorkloadGraph) -> WorkloadGraph:
             while name in taken:
                 name, c = f"{base}#{c}", c + 1
             taken.add(name)
+            holder[(node.name, node.weight_names[k])] = name
             parts.append(len(new_nodes))
+            partial = reads[k] < sizes[k]
             new_nodes.append(
                 Node(
                     name=name,
@@ -166,6 +193,8 @@ def to_tensor_granularity(graph: WorkloadGraph) -> WorkloadGraph:
                     weight_names=(node.weight_names[k],),
                     weight_tensor_bytes=(sizes[k],),
                     part_of=node.name,
+                    weight_read_bytes=reads[k] if partial else None,
+                    gather_bytes=node.gather_bytes if partial else None,
                 )
             )
         kept = [k for k in range(len(sizes)) if k == main or sizes[k] == 0]
@@ -173,12 +202,14 @@ def to_tensor_granularity(graph: WorkloadGraph) -> WorkloadGraph:
         part_edges.extend((p, layer_idx) for p in parts)
         new_index.append(layer_idx)
         weight = sum(sizes[k] for k in kept)
+        read = sum(reads[k] for k in kept)
         new_nodes.append(
             replace(
                 node,
                 weight_bytes=weight,
                 weight_names=tuple(node.weight_names[k] for k in kept),
                 weight_tensor_bytes=tuple(sizes[k] for k in kept),
+                weight_read_bytes=read if read < weight else None,
                 access=classify_access(node.op, weight, node.output_bytes, node.input_bytes),
             )
         )
@@ -189,7 +220,8 @@ def to_tensor_granularity(graph: WorkloadGraph) -> WorkloadGraph:
     old_of_new = {j: i for i, j in enumerate(new_index)}
     for j, node in enumerate(new_nodes):
         last = last_use_of_part[j] if j in last_use_of_part else new_index[graph.nodes[old_of_new[j]].last_use]
-        final.append(replace(node, produced_at=j, last_use=last))
+        shared = tuple((holder.get((owner, param), owner), param, b) for owner, param, b in node.shared_reads)
+        final.append(replace(node, produced_at=j, last_use=last, shared_reads=shared))
     edges = sorted({(new_index[s], new_index[d]) for s, d in graph.edges} | set(part_edges))
     meta = dict(graph.meta)
     if isinstance(meta.get("output_nodes"), list):

@@ -14,21 +14,31 @@ from pathlib import Path
 
 from marl_gym.workloads.granularity import check_granularity, split_suffix, to_tensor_granularity, with_granularity
 from marl_gym.workloads.graph import WorkloadError, WorkloadGraph
+from marl_gym.workloads.storage import SUFFIXES, read_graph
 
 ZOO_PACKAGE = "marl_gym.workloads.zoo_graphs"
 
 
+def _files() -> dict[str, str]:
+    """Shipped graph name -> file name (plain or gzipped JSON; see `marl_gym.workloads.storage`)."""
+    found = {}
+    for p in resources.files(ZOO_PACKAGE).iterdir():
+        for suffix in SUFFIXES:
+            if p.name.endswith(suffix):
+                found[p.name[: -len(suffix)]] = p.name
+    return found
+
+
 def names() -> list[str]:
     """Names of the zoo graphs shipped with the package, sorted."""
-    folder = resources.files(ZOO_PACKAGE)
-    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+    return sorted(_files())
 
 
 @lru_cache(maxsize=32)
 def _load_zoo(name: str) -> WorkloadGraph:
-    path = resources.files(ZOO_PACKAGE) / f"{name}.json"
+    path = resources.files(ZOO_PACKAGE) / _files()[name]
     with resources.as_file(path) as real_path:
-        return WorkloadGraph.from_json(real_path)
+        return read_graph(real_path)
 
 
 @lru_cache(maxsize=32)
@@ -70,10 +80,10 @@ def resolve(workload: str | os.PathLike[str] | WorkloadGraph) -> WorkloadGraph:
                 if base in names():
                     return load(base, granularity)
                 return with_granularity(resolve(base), granularity)
-        if text.endswith(".json") or os.path.sep in text:
-            return WorkloadGraph.from_json(Path(text))
+        if text.endswith(SUFFIXES) or os.path.sep in text:
+            return read_graph(Path(text))
         raise WorkloadError(
-            f"unknown workload {text!r}; give a zoo name ({', '.join(names())}) or a .json path, "
+            f"unknown workload {text!r}; give a zoo name ({', '.join(names())}) or a .json (.json.gz) path, "
             "optionally followed by @layer or @tensor"
         )
     raise WorkloadError(f"workload must be a zoo name, a JSON path or a WorkloadGraph, got {type(workload).__name__}")

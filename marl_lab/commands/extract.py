@@ -1,6 +1,7 @@
 """Run a model once on random inputs and write its workload graph as JSON. Examples:
 marl-gym extract mypkg.nets:make_net --input-shape 1,3,224,224 -o net.json
 marl-gym extract --zoo resnet50 -o resnet50.json
+marl-gym extract --zoo llama_1b_serve -o llama_1b_serve.json   (any shipped zoo graph, at its own batch)
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MODULE:FACTORY",
         help="a callable returning a torch.nn.Module (called without arguments), or an nn.Module object",
     )
-    p.add_argument("--zoo", metavar="NAME", help="extract a zoo model instead (resnet50, bert_base, ...)")
+    p.add_argument(
+        "--zoo",
+        metavar="NAME",
+        help="rebuild a shipped zoo graph instead (resnet50, gpt2_train, llama_1b_serve, ...: marl-gym workloads)",
+    )
     p.add_argument(
         "--input-shape",
         action="append",
@@ -68,19 +73,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="input dtype (default float32); a float dtype also converts the model; integer inputs are zeros",
     )
     p.add_argument("--name", help="graph name (default: the factory's or zoo model's name)")
-    p.add_argument("--batch-size", type=int, help="zoo only: batch size to extract at (default 1)")
+    p.add_argument("--batch-size", type=int, help="zoo only: batch size to extract at (default: the graph's own)")
     p.add_argument("-o", "--output", metavar="PATH", help="write the graph JSON here (default: print a summary only)")
 
 
 def _zoo_graph(args: argparse.Namespace) -> WorkloadGraph:
-    from marl_gym.workloads.models import MODEL_NAMES
-    from marl_gym.workloads.zoo import extract_zoo
+    from marl_gym.workloads.zoo import ZOO_NAMES, extract_zoo
 
-    if args.zoo not in MODEL_NAMES:
-        raise CLIError(f"unknown zoo model {args.zoo!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if args.zoo not in ZOO_NAMES:
+        raise CLIError(f"unknown zoo graph {args.zoo!r}; expected one of {', '.join(ZOO_NAMES)}")
     if args.input_shape:
-        raise CLIError("--input-shape does not apply to --zoo models (they bring their own inputs)")
-    graph = extract_zoo(args.zoo, batch_size=args.batch_size or 1)
+        raise CLIError("--input-shape does not apply to --zoo graphs (they bring their own inputs)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    graph = extract_zoo(args.zoo, batch_size=args.batch_size)
     if args.name:
         graph = WorkloadGraph(args.name, graph.nodes, graph.edges, graph.batch_size, graph.meta)
     return graph
