@@ -80,15 +80,21 @@ def build(force: bool = False) -> Path:
     out = cached_library_path()
     if out.exists() and not force:
         return out
+    sources = [str(CSRC / name) for name in C_SOURCES]
+    return compile_shared([*CFLAGS, *sources, *LIBS], out, "the allocator")
+
+
+def compile_shared(args: list[str], out: Path, what: str) -> Path:
+    """Compile with ``$CC`` (`compiler`) and `args` into a temp file beside `out`, then rename it over `out`:
+    concurrent first uses never load a half-written library. A failed build is a `BuildError` naming `what`."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    cc = compiler()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{LIBRARY_NAME}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
-    cmd = [*cc.split(), *CFLAGS, "-o", tmp, *(str(CSRC / name) for name in C_SOURCES), *LIBS]
+    cmd = [*compiler().split(), "-o", tmp, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
-            raise BuildError(f"building the allocator failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")
+            raise BuildError(f"building {what} failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")
         os.chmod(tmp, 0o755)
         os.replace(tmp, out)
     finally:

@@ -8,14 +8,11 @@ concurrent first uses never load a half-written library.
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
-import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from allocator._build import BuildError, cache_root, compiler
+from allocator._build import BuildError, cache_root, compile_shared
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCE = "membench.c"
@@ -39,19 +36,7 @@ def build(force: bool = False) -> Path:
     out = cache_root() / "calibrate" / source_hash() / LIBRARY_NAME
     if out.exists() and not force:
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{LIBRARY_NAME}.", suffix=".tmp")
-    os.close(fd)
-    cmd = [*compiler().split(), *CFLAGS, "-o", tmp, str(CSRC / SOURCE)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise BuildError(f"building the measurement kernels failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return compile_shared([*CFLAGS, str(CSRC / SOURCE)], out, "the measurement kernels")
 
 
 @lru_cache(maxsize=1)
