@@ -176,6 +176,11 @@ class MILPSolution:
         )
 
 
+def gap_text(gap: float) -> str:
+    """A relative gap as a percentage with two significant digits (0.0040%, 1.2%), never a rounded-off 0.00%."""
+    return f"{gap * 100:.2g}%"
+
+
 class Decisions:
     """One workload's binaries ``x = [w[w_idx], a[a_idx]]`` and the node-time reductions of the module docstring.
 
@@ -480,7 +485,7 @@ def solve_milp(
     optimal = bool(sol.optimal and gap <= max(10 * mip_rel_gap, 1e-6))
     status = sol.status
     if sol.status == "Optimal" and not optimal:  # optimal at the fixed factors, not proven for the loaded latency
-        status = f"Optimal at fixed load factors; load gap {gap:.2%}"
+        status = f"Optimal at fixed load factors; load gap {gap_text(gap)}"
     return replace(
         sol,
         status=status,
