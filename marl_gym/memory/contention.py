@@ -87,12 +87,17 @@ def mix_latency(
     counts_arr = np.asarray(counts, dtype=np.float64)
     system = models[0].system
     parts = [m.memory_parts(W, A, pair) for m, W, A in zip(models, Ws, As)]
-    traffic = [m.traffic(W, A, pair) for m, W, A in zip(models, Ws, As)]
+    mixing = bool(system.slow.mix_penalty)  # the byte sums only feed the mixing penalty (none by default)
+    keys = ("theta_fast", "theta_slow", "busy_fast", "busy_slow", *(("read_slow_bytes", "write_slow_bytes") * mixing))
+    traffic = [m.traffic(W, A, pair, keys) for m, W, A in zip(models, Ws, As)]
     theta_f = sum(c * t["theta_fast"] for c, t in zip(counts_arr, traffic))
     theta_s = sum(c * t["theta_slow"] for c, t in zip(counts_arr, traffic))
-    read_gb = sum(c * t["read_slow_bytes"] for c, t in zip(counts_arr, traffic)) / GB
-    write_gb = sum(c * t["write_slow_bytes"] for c, t in zip(counts_arr, traffic)) / GB
-    penalty = system.slow.mix_penalty_s(read_gb, write_gb)
+    if mixing:
+        read_gb = sum(c * t["read_slow_bytes"] for c, t in zip(counts_arr, traffic)) / GB
+        write_gb = sum(c * t["write_slow_bytes"] for c, t in zip(counts_arr, traffic)) / GB
+        penalty = system.slow.mix_penalty_s(read_gb, write_gb)
+    else:
+        penalty = np.zeros_like(theta_s)
     theta_s = theta_s + penalty
     theta = np.stack([np.atleast_1d(theta_f), np.atleast_1d(theta_s)])
     busy_f = sum(c * t["busy_fast"] for c, t in zip(counts_arr, traffic))

@@ -47,6 +47,7 @@ pays (the slow device's bandwidth, capped by the DRAM accesses each miss makes, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -414,12 +415,13 @@ class AnalyticModel:
         return G
 
     @staticmethod
-    def _apply(m: tuple, W: np.ndarray, A: np.ndarray) -> np.ndarray:
+    def _apply(m: tuple, W: np.ndarray, A: np.ndarray, WT: np.ndarray, AT: np.ndarray) -> np.ndarray:
+        """One affine map at (W, A); `WT`, `AT` are their transposes in C order (made once for both tiers)."""
         const, dw, da, JwT, JaT = m
         X = const + W * dw + A * da
-        for JT, Y in ((JwT, W), (JaT, A)):
+        for JT, YT in ((JwT, WT), (JaT, AT)):
             if JT is not None:
-                X += (JT @ Y.T).T
+                X += (JT @ YT).T
         return X
 
     def tensor_memory_parts(self, W: np.ndarray, A: np.ndarray, pair: str = "normal") -> tuple[np.ndarray, np.ndarray]:
@@ -427,7 +429,8 @@ class AnalyticModel:
         m = self.maps(pair)
         W = np.atleast_2d(np.asarray(W, dtype=np.float64))
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
-        return self._apply(m.fast, W, A), self._apply(m.other, W, A)
+        WT, AT = np.ascontiguousarray(W.T), np.ascontiguousarray(A.T)
+        return self._apply(m.fast, W, A, WT, AT), self._apply(m.other, W, A, WT, AT)
 
     def memory_parts(self, W: np.ndarray, A: np.ndarray, pair: str = "normal") -> tuple[np.ndarray, np.ndarray]:
         """`tensor_memory_parts` per roofline group (in its layer node's column, 0 for a part_of node)."""
@@ -456,16 +459,17 @@ class AnalyticModel:
     ) -> np.ndarray:
         return self.node_times(W, A, f, pair).sum(axis=1)
 
-    def traffic(self, W: np.ndarray, A: np.ndarray, pair: str = "normal") -> dict[str, np.ndarray]:
+    def traffic(
+        self, W: np.ndarray, A: np.ndarray, pair: str = "normal", keys: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """(B,) per-task sums, linear in (W, A): seconds each tier is busy at aggregate bandwidth
-        (``theta_fast``, ``theta_slow``) and the bytes read and written on the other tier."""
+        (``theta_fast``, ``theta_slow``) and the bytes read and written on the other tier; `keys` picks some."""
         W = np.atleast_2d(np.asarray(W, dtype=np.float64))
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
         # elementwise products summed per row, not BLAS: a placement's numbers must not depend on the batch it
         # is evaluated in (BLAS kernels differ in the last bit with the batch's shape)
-        return {
-            k: c + (W * cw).sum(axis=1) + (A * ca).sum(axis=1) for k, (c, cw, ca) in self.maps(pair).traffic.items()
-        }
+        sums = self.maps(pair).traffic
+        return {k: sums[k][0] + (W * sums[k][1]).sum(axis=1) + (A * sums[k][2]).sum(axis=1) for k in keys or sums}
 
     # -------------------------------------------------------------- capacity
     @property
