@@ -28,9 +28,10 @@ the same settings and the same model (its baseline latencies act as a fingerprin
 reruns everything), like CompilerGym's leaderboard ``--resume``.
 
 Agent names: ``egrl`` (EGRL, fast preset), ``egrl:<ablation>`` (ea_only, pg_only, boltzmann_only,
-gnn_only), ``egrl-published`` (published hyperparameters), ``ppo``, ``a2c``, ``random``, ``greedy``,
-``rules`` (the simple rules of `agents.rules`, best of them), ``milp``. Your own agent: pass ``(label, factory)`` where ``factory(seed)`` returns an object with
-``fit(env, budget) -> SearchResult``.
+gnn_only), ``egrl-published`` (published hyperparameters), ``ppo``, ``a2c``, ``random``,
+``local_search`` (bit-flip hill climbing with restarts, `agents.local_search`), ``greedy``, ``rules`` (the
+simple rules of `agents.rules`, best of them), ``milp``. Your own agent: pass ``(label, factory)`` where
+``factory(seed)`` returns an object with ``fit(env, budget) -> SearchResult``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from marl_gym.io import atomic_write, atomic_write_text
 COMPARE_SCHEMA_VERSION = 1
 """Version of the CSV layout and of the per-run metadata written by `compare`."""
 
-AGENT_NAMES = ("egrl", "ppo", "a2c", "random", "greedy", "rules", "milp")
+AGENT_NAMES = ("egrl", "ppo", "a2c", "random", "local_search", "greedy", "rules", "milp")
 """Built-in agents (`make_agent` also accepts ``egrl:<ablation>`` and ``egrl-published``)."""
 
 CSV_COLUMNS = (
@@ -87,6 +88,10 @@ def make_agent(name: str, seed: int = 0, progress: bool = False, milp_time_limit
         from agents.random_search import RandomSearch
 
         return RandomSearch(seed=seed)
+    if key == "local_search":
+        from agents.local_search import LocalSearch
+
+        return LocalSearch(seed=seed)
     if key == "greedy":
         from agents.greedy import Greedy
 

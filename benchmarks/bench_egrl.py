@@ -7,7 +7,9 @@ per-task DRAM budget holds about a quarter of the weights) it prints, per seed a
     solver is available the best of a model-driven greedy; its reward and source are printed;
   - evaluations and seconds (wall and CPU) until EGRL's best-so-far is within --tolerance (3%) of it;
   - EGRL's final best, its speedup over Memory Mode and over the memory-agnostic random interleave
-    (both baselines of the same model), and over random search's best with the same budget.
+    (both baselines of the same model), and over random search's best with the same budget;
+  - beside it, in the same run and with the same budget and seed, the best of random search and of local
+    search (agents.local_search, the baseline a learned agent must beat), as fractions of the reference.
 
 Goal (issue #5): fewer than 300 evaluations and under a minute on 2 cores (the MARL paper needed
 about 300 evaluations, 20 minutes on its hardware).
@@ -37,6 +39,7 @@ import torch  # noqa: E402
 
 import marl_gym  # noqa: E402
 from agents.egrl import EGRL, EGRLConfig  # noqa: E402
+from agents.local_search import LocalSearch  # noqa: E402
 from agents.random_search import RandomSearch  # noqa: E402
 from marl_gym.io import atomic_write_text  # noqa: E402
 from marl_gym.placement import Placement  # noqa: E402
@@ -74,6 +77,7 @@ def run_seed(env, config: EGRLConfig, seed: int, budget: int, target: float) -> 
     result = EGRL(config, seed=seed, progress=False, tensorboard=False).fit(env, budget=budget, callback=watch)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     rs = RandomSearch(seed=seed).fit(env, budget=budget)
+    ls = LocalSearch(seed=seed).fit(env, budget=budget)
     base = env.unwrapped
     _, best_eval = base.evaluate(Placement.from_action(result.best_action))
     _, rs_eval = base.evaluate(rs.best_placement)
@@ -93,6 +97,8 @@ def run_seed(env, config: EGRLConfig, seed: int, budget: int, target: float) -> 
         "speedup_vs_random_mode": base.baselines_s["random"] / lat,
         "speedup_vs_random_search": rs_lat / lat,
         "random_search_best": rs.best_reward,
+        "local_search_best": ls.best_reward,
+        "local_search_evaluations": ls.evaluations,
     }
 
 
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     head = (
         f"{'seed':>4} {'best':>7} {'of ref':>7} {'evals->tgt':>10} {'wall s->tgt':>11} {'cpu s->tgt':>10} "
-        f"{'wall s':>7} {'x MemMode':>9} {'x random':>9} {'x rand.search':>13}"
+        f"{'wall s':>7} {'x MemMode':>9} {'x random':>9} {'x rand.search':>13} {'RS of ref':>9} {'LS of ref':>9}"
     )
     print(head)
     print("-" * len(head))
@@ -148,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{seed:>4} {r['best_reward']:7.4f} {r['best_reward'] / ref:7.1%} {fmt(r['evals_to_target'], '10d')} "
             f"{fmt(r['wall_s_to_target'], '11.1f')} {fmt(r['cpu_s_to_target'], '10.1f')} {r['wall_s']:7.1f} "
-            f"{r['speedup_vs_memory_mode']:9.3f} {r['speedup_vs_random_mode']:9.3f} {r['speedup_vs_random_search']:13.3f}",
+            f"{r['speedup_vs_memory_mode']:9.3f} {r['speedup_vs_random_mode']:9.3f} {r['speedup_vs_random_search']:13.3f} "
+            f"{r['random_search_best'] / ref:9.2%} {r['local_search_best'] / ref:9.2%}",
             flush=True,
         )
     hits = [r for r in rows if r["reached"]]
@@ -167,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         f"median speedup of EGRL's best: {statistics.median(r['speedup_vs_memory_mode'] for r in rows):.3f}x over "
         f"Memory Mode, {statistics.median(r['speedup_vs_random_mode'] for r in rows):.3f}x over random interleave, "
         f"{statistics.median(r['speedup_vs_random_search'] for r in rows):.3f}x over random search's best"
+    )
+    print(
+        f"median best at {args.budget} evaluations, as a fraction of the reference: "
+        f"EGRL {statistics.median(r['best_reward'] for r in rows) / ref:.2%}, "
+        f"random search {statistics.median(r['random_search_best'] for r in rows) / ref:.2%}, "
+        f"local search {statistics.median(r['local_search_best'] for r in rows) / ref:.2%}"
     )
     if args.json:
         atomic_write_text(

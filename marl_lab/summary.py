@@ -9,7 +9,7 @@ Rows, each evaluated on the same env (so with the env's noise, if it has any):
 
 - the agent's best placement;
 - the exact optimum of the analytic model (`agents.milp`), when the env has a cost model;
-- random search with the agent's budget, and the greedy (`agents.greedy.Greedy`) run until no single move
+- random search and local search (`agents.local_search`) with the agent's budget, and the greedy (`agents.greedy.Greedy`) run until no single move
   helps, when the env has a cost model (on a measured backend each of their evaluations is a real run);
 - the simple rules (`agents.rules`): all-fast-if-it-fits, activations-fast-weights-slow, size-lifetime
   fill, one evaluation each ("not applicable" when a rule has no placement);
@@ -33,6 +33,7 @@ import numpy as np
 
 from agents.base import SearchResult, problem_of
 from agents.greedy import Greedy
+from agents.local_search import LocalSearch
 from agents.milp import solve_milp
 from agents.random_search import RandomSearch
 from agents.rules import rule_placements
@@ -146,6 +147,8 @@ def summarise(
         rs = RandomSearch(seed=seed).fit(env, budget=max(result.evaluations, 1))
         random_history = rs.history
         rows.append(placed("random search", rs.best_placement, rs.evaluations))
+        ls = LocalSearch(seed=seed).fit(env, budget=max(result.evaluations, 1))
+        rows.append(placed("local search", ls.best_placement, ls.evaluations))
         greedy = Greedy().fit(env, budget=None)
         rows.append(placed("greedy", greedy.best_placement, greedy.evaluations))
     for name, placement in rule_placements(problem).items():

@@ -9,7 +9,8 @@ import pytest
 
 import marl_gym  # noqa: F401  (registers the env)
 from agents.base import Agent, SearchResult, problem_of
-from agents.greedy import Greedy, model_greedy
+from agents.greedy import Greedy, GreedyConfig, model_greedy
+from agents.rules import SimpleRules
 from agents.sb3 import SB3Agent, SB3Config
 from marl_gym.envs.capacity import ACTIVATION, WEIGHTS
 from marl_gym.placement import Placement
@@ -67,6 +68,19 @@ def test_greedy_stops_at_a_small_budget(env):
     result = Greedy().fit(env, budget=25)
     assert result.evaluations == 25
     _check_history(result, 25)
+
+
+def test_greedy_degrades_gracefully_at_a_budget_below_one_round(env):
+    """At 10 evaluations (a round costs hundreds) the greedy returns at least the best simple rule; without
+    evaluating the rules first it returns a partial first round's answer, far worse (the issue's 0.29x)."""
+    rules = SimpleRules().fit(env, budget=3)
+    result = Greedy().fit(env, budget=10)
+    _check_history(result, 10)
+    assert result.evaluations == 10
+    assert result.best_reward >= rules.best_reward
+    assert problem_of(env).capacity.fits(result.best_placement.to_action())
+    partial = Greedy(GreedyConfig(rules_first=False)).fit(env, budget=10)
+    assert partial.best_reward < 0.9 * result.best_reward, (partial.best_reward, result.best_reward)
 
 
 def test_model_greedy_is_valid_and_beats_all_slow(env):

@@ -32,7 +32,15 @@ def test_rows_are_consistent_with_the_env_and_the_optimum(env, searched):
     s = summarise(env, searched, label="random (agent)", seed=2)
     problem = env.unwrapped.problem
     labels = [r.placement for r in s.rows]
-    expected = ["random (agent)", "optimum (MILP)", "random search", "greedy", *RULE_LABELS.values(), *MODES]
+    expected = [
+        "random (agent)",
+        "optimum (MILP)",
+        "random search",
+        "local search",
+        "greedy",
+        *RULE_LABELS.values(),
+        *MODES,
+    ]
     assert labels == expected
     opt = s.row("optimum (MILP)")
     opt_gap = solve_milp(problem).mip_gap  # the optimum is proven within this relative gap
@@ -48,6 +56,7 @@ def test_rows_are_consistent_with_the_env_and_the_optimum(env, searched):
             assert r.fast_mib * 2**20 <= problem.fast_budget_bytes * (1 + 1e-9), r.placement
     assert s.row("random (agent)").latency_s == pytest.approx(searched.best_info["latency_s"])
     assert s.row("random search").evaluations == searched.evaluations == 40
+    assert 0 < s.row("local search").evaluations <= 40
     assert all(s.row(label).evaluations == 1 for label in RULE_LABELS.values() if s.row(label).valid)
     assert s.row("memory_mode").speedup == pytest.approx(1.0)
     table = s.table()
@@ -72,6 +81,7 @@ def test_without_a_cost_model_only_the_cheap_rows():
     s = summarise(env, RandomSearch(seed=0).fit(env, budget=8))
     labels = [r.placement for r in s.rows]
     assert "optimum (MILP)" not in labels and "random search" not in labels and "greedy" not in labels
+    assert "local search" not in labels
     assert set(RULE_LABELS.values()) <= set(labels) and s.optimum_reward is None
     assert all(math.isnan(r.gap) for r in s.rows)
 

@@ -1,6 +1,6 @@
 """Run several agents on one workload with the same budget and seeds; write the results.
 
-    marl-gym compare --workload wide_resnet101_2 --agents egrl,ppo,a2c,random,greedy,rules,milp --budget 1000 --seeds 3
+    marl-gym compare --workload wide_resnet101_2 --agents egrl,ppo,a2c,random,local_search,greedy,rules,milp --budget 1000 --seeds 3
     marl-gym compare --workload resnet50 --system cxl-16g-128g --n-tasks 32 --out runs/cmp --resume
 
 Writes ``{out}/{workload}-{system}-n{n_tasks}.csv|.md|.png`` (see `agents.compare`) and prints the table.
@@ -14,7 +14,7 @@ from agents.compare import compare, make_agent
 from agents.evaluators_factory import add_evaluator_arguments
 from marl_lab.cli import CLIError
 
-DEFAULT_AGENTS = "egrl,ppo,a2c,random,greedy,rules,milp"
+DEFAULT_AGENTS = "egrl,ppo,a2c,random,local_search,greedy,rules,milp"
 RAY_ONLY = {
     "address": "address",
     "ray_resources": "resources",
