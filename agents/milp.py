@@ -602,12 +602,13 @@ def _load_lower_bound(
             if abs(raised[0] - f_lo[0]) < 1e-9 and abs(raised[1] - f_lo[1]) < 1e-9:
                 break
             f_lo = raised
-        bound = _FixedLoad(model, f_lo).solve(highspy, time_limit_s, mip_rel_gap, threads, verbose, 0)
+        program = _FixedLoad(model, f_lo)
+        bound = program.solve(highspy, time_limit_s, mip_rel_gap, threads, verbose, 0)
         lower = max(lower, float(bound.dual_bound_s))
         if (upper - lower) / upper <= BOUND_GAP_TARGET:
             break
     if (upper - lower) / upper > BOUND_GAP_TARGET and system.slow.loaded_latency:
-        lower = max(lower, _split_bound(highspy, model, upper, f_lo, time_limit_s, mip_rel_gap, threads))
+        lower = max(lower, _split_bound(highspy, program, upper, time_limit_s, mip_rel_gap, threads))
     return lower, f_lo, time.perf_counter() - t0
 
 
@@ -617,9 +618,8 @@ SPLIT_PIECES = 4
 
 def _split_bound(
     highspy: Any,
-    model: ModelBackend,
+    program: _FixedLoad,
     upper: float,
-    f_lo: tuple[float, float],
     time_limit_s: float | None,
     mip_rel_gap: float,
     threads: int | None,
@@ -630,9 +630,10 @@ def _split_bound(
     least fast load, which no single placement has at once (less on one tier is more on the other). On a
     piece ``B_s in [lo, hi]`` the slow factor is at least ``f_s(lo / UB)`` and the fast factor at least
     ``f_f(min B_f / UB)`` over that piece; the optimum lies in some piece, so the least of the pieces' bounds
-    bounds it. A piece no placement at least as good as UB reaches is infeasible and drops out."""
+    bounds it. A piece no placement at least as good as UB reaches is infeasible and drops out. `program` is the
+    single program at the factor floors `f_lo` the pieces start from."""
+    model, f_lo = program.model, program.factors
     system = model.system
-    program = _FixedLoad(model, f_lo)
     const, scaled = program.busy[1]
     lo_all = program.min_theta(highspy, 1, upper, threads, True, time_limit_s)
     hi_all = const + sum(float(np.maximum(co, 0.0).sum()) for co in scaled)  # all slow: the coefficients are <= 0

@@ -175,10 +175,11 @@ def test_the_split_load_bound_lies_between_the_unloaded_bound_and_the_optimum(se
     load = model.latency_of(best_p.weights_fast[None], best_p.activations_fast[None])
     assert load.factor[1, 0] > 1.0  # the optimum loads the slow tier: the bound has something to bound
     highspy = _highs.import_highspy()
-    bound = _split_bound(highspy, model, best, (1.0, 1.0), None, 0.0, None)
+    plain_program = _FixedLoad(model, (1.0, 1.0))
+    bound = _split_bound(highspy, plain_program, best, None, 0.0, None)
     assert -math.inf < bound <= best * (1 + 1e-7)
     # and it is no weaker than the program at the factors it starts from (each piece adds a row, raises a factor)
-    plain = _FixedLoad(model, (1.0, 1.0)).solve(highspy, None, 0.0, None, False, 0)
+    plain = plain_program.solve(highspy, None, 0.0, None, False, 0)
     assert bound >= plain.dual_bound_s * (1 - 1e-9)
 
 
