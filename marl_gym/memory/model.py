@@ -316,10 +316,7 @@ class AnalyticModel:
         )
         wb = float(self.system.llc_writeback_fraction)
         out_all_resident = self._outputs_consumed_in_cache()
-        o_solo = np.where(out_all_resident, wb * o[0], o[0])
-        o_agg = np.where(out_all_resident, wb * o[1], o[1])
-        o_bytes = np.where(out_all_resident, wb * o[2], o[2])
-        o_busy = np.where(out_all_resident, wb * o[3], o[3])
+        o_solo, o_agg, o_bytes, o_busy = (np.where(out_all_resident, wb * x, x) for x in o)
         return TierCosts(
             weights=w[0],
             shared=sh[0],
