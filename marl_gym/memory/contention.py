@@ -88,7 +88,9 @@ def mix_latency(
     system = models[0].system
     parts = [m.memory_parts(W, A, pair) for m, W, A in zip(models, Ws, As)]
     mixing = bool(system.slow.mix_penalty)  # the byte sums only feed the mixing penalty (none by default)
-    keys = ("theta_fast", "theta_slow", "busy_fast", "busy_slow", *(("read_slow_bytes", "write_slow_bytes") * mixing))
+    keys = ("theta_fast", "theta_slow", "busy_fast", "busy_slow") + (
+        ("read_slow_bytes", "write_slow_bytes") if mixing else ()
+    )
     traffic = [m.traffic(W, A, pair, keys) for m, W, A in zip(models, Ws, As)]
     theta_f = sum(c * t["theta_fast"] for c, t in zip(counts_arr, traffic))
     theta_s = sum(c * t["theta_slow"] for c, t in zip(counts_arr, traffic))
