@@ -68,6 +68,9 @@ def test_quick_calibration_writes_a_system_file_the_env_accepts(quick_host: Path
     samples = cal["samples"]["bandwidth_gbps"]["slow"]["seq_read"]
     assert all(len(v) == cal["plan"]["reps"] for v in samples.values())
     assert cal["samples"]["compute"]["workload"] == "gated"
+    # every repetition allocated fresh buffers, the tier that allocates first alternating
+    orders = cal["allocation_order"]
+    assert len(orders) == cal["plan"]["reps"] and orders[0] == ["fast", "slow"] and orders[1] == ["slow", "fast"]
     assert any("quick mode" in w for w in cal["warnings"]) and any("both tiers" in w for w in cal["warnings"])
     # anon and anon are the same memory: nearly every quantity agrees within its own spread (quick mode on a
     # shared 2-core host has 5 short repetitions, so one of them may not; the full calibration is in docs)

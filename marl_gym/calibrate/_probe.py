@@ -9,6 +9,13 @@ Each tier's buffers are allocated with the thread's tier set, so they live in th
 was given for that tier (``anon``, ``numa:N``, ``file:/dir``); the probe checks it (`allocator.tier_of`)
 before measuring. Measurements are paired: each quantity is measured on one tier right after the other
 (the first tier alternating between repetitions), so other load on the host touches both tiers alike.
+
+Every repetition allocates its buffers afresh (the tier that allocates first alternating too) and frees them
+at its end, which returns their pages to the kernel. A buffer's speed depends on the physical pages it was
+given, not only on its tier: on this project's 2-core VM, anon/anon runs that kept one set of buffers for
+all repetitions measured the second-allocated tier's buffers up to 20 % faster on every repetition, a gap
+no repetition could show as spread. With fresh pages per repetition that variation lands in each tier's
+samples, where the agreement check sees it (docs/calibrate.md, "Why buffers are allocated per repetition").
 """
 
 from __future__ import annotations
@@ -56,9 +63,9 @@ class Probe:
         reps = int(plan["reps"])
         kinds = ["seq_read", "seq_write", "seq_write_nt", "rand_read", "rand_write"]
         loaders = list(range(1, max(threads)))  # chase on one core, loaders on the others
-        mem_steps = reps * len(tiers) * (len(kinds) * len(threads) + 3 + len(loaders))
+        mem_steps = reps * len(tiers) * (1 + len(kinds) * len(threads) + 3 + len(loaders))
         compute_steps = len(threads) * int(plan["compute_reps"]) if plan.get("workload") else 0
-        self.total = mem_steps + compute_steps + len(tiers)
+        self.total = mem_steps + compute_steps
         result: dict[str, Any] = {"pid": os.getpid(), "active": allocator.is_active()}
         if plan.get("workload"):  # a task's framework memory: this process once torch is in, before any buffer
             import torch  # noqa: F401
@@ -75,22 +82,7 @@ class Probe:
         k = Kernels()
         result["nontemporal_stores"] = k.nontemporal
         nbytes = int(plan["buffer_bytes"])
-        bufs: dict[str, tuple[Any, Any]] = {}
-        placed: dict[str, list[str]] = {}
-        for t in tiers:
-            with allocator.tier(t):
-                a, b = k.alloc(nbytes), k.alloc(nbytes)
-            placed[t] = [allocator.tier_of(k.address(a)), allocator.tier_of(k.address(b))]
-            k.fill(a, nbytes, max(threads))
-            k.fill(b, nbytes, max(threads))
-            bufs[t] = (a, b)
-            self.step(f"{t}: allocate and touch 2 x {nbytes >> 20} MiB")
-        result["buffer_tiers"] = placed
-        wrong = {t: p for t, p in placed.items() if any(x != t for x in p)}
-        if wrong:
-            raise RuntimeError(f"measurement buffers did not land in their tiers: {wrong}")
-        stats = allocator.stats()
-        result["fallback_count"] = {t: stats[t].fallback_count for t in tiers}
+        result["fallback_count"] = {t: allocator.stats()[t].fallback_count for t in tiers}
 
         seq_passes = max(1, int(plan["seq_bytes"]) // nbytes)
         samples: dict[str, Any] = {t: {kind: {str(n): [] for n in threads} for kind in kinds} for t in tiers}
@@ -102,6 +94,7 @@ class Probe:
             # paired: each quantity is measured on one tier right after the other (the first tier alternates),
             # so what else runs on the host touches both tiers' samples alike
             order = tiers if rep % 2 == 0 else tiers[::-1]
+            bufs = self.allocate(k, order, nbytes, max(threads), result, rep)
             for kind in kinds:
                 for n in threads:
                     work = max(1000, int(plan["rand_bytes"]) // 64 // n) if kind.startswith("rand") else seq_passes
@@ -124,16 +117,39 @@ class Probe:
             for t in order:
                 lat[t]["store_ns"].append(k.store_latency_ns(bufs[t][0], nbytes, int(plan["store_lines"])))
                 self.step(f"rep {rep + 1}/{reps} {t}: store latency")
+            for a, b in bufs.values():
+                k.free(a)
+                k.free(b)
         stats = allocator.stats()
         result["fallback_count_after"] = {t: stats[t].fallback_count for t in tiers}
-        for a, b in bufs.values():
-            k.free(a)
-            k.free(b)
         result["bandwidth_gbps"] = samples
         result["latency"] = lat
         if plan.get("workload"):
             result["compute"] = self.compute(plan)
         return result
+
+    def allocate(
+        self, k: Any, order: list[str], nbytes: int, threads: int, result: dict[str, Any], rep: int
+    ) -> dict[str, tuple[Any, Any]]:
+        """Two fresh, touched buffers per tier, allocated in `order`; raises if one missed its tier."""
+        import allocator
+
+        bufs: dict[str, tuple[Any, Any]] = {}
+        placed: dict[str, list[str]] = {}
+        for t in order:
+            with allocator.tier(t):
+                a, b = k.alloc(nbytes), k.alloc(nbytes)
+            placed[t] = [allocator.tier_of(k.address(a)), allocator.tier_of(k.address(b))]
+            k.fill(a, nbytes, threads)
+            k.fill(b, nbytes, threads)
+            bufs[t] = (a, b)
+            self.step(f"rep {rep + 1}: {t}: allocate and touch 2 x {nbytes >> 20} MiB")
+        wrong = {t: p for t, p in placed.items() if any(x != t for x in p)}
+        if wrong:
+            raise RuntimeError(f"measurement buffers did not land in their tiers: {wrong}")
+        result.setdefault("buffer_tiers", placed)
+        result.setdefault("allocation_order", []).append(list(order))
+        return bufs
 
     # --------------------------------------------------------------- compute
     def compute(self, plan: dict[str, Any]) -> dict[str, Any]:

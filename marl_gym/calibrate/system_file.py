@@ -254,6 +254,7 @@ def build_system(
                 for t in ("fast", "slow")
             },
         },
+        "allocation_order": raw.get("allocation_order", []),
         "agreement": agreement,
         "tiers_agree": all(a["agree"] for a in agreement.values()),
         "warnings": warnings,
