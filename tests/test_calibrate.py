@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from pathlib import Path
@@ -61,6 +62,8 @@ def test_quick_calibration_writes_a_system_file_the_env_accepts(quick_host: Path
         assert len(dev.read.threads) == len(cal["plan"]["threads"]) and dev.read.peak_gbps > 0.1
         assert dev.ordinary_write is not None and 0 < dev.random_read_factor <= 1
         assert dev.random_read_latency_ns > 0 and "marl-gym calibrate" in dev.sources["read"]
+        if cal["plan"]["threads"] and max(cal["plan"]["threads"]) > 1:  # a loader runs beside the chase
+            assert dev.loaded_latency and dev.loaded_latency[0][1] >= 1.0 and "loaded_latency" in dev.sources
     # provenance and every raw sample are in the file
     prov = cal["provenance"]
     assert {"hostname", "cpu_model", "kernel", "started", "command", "llc_bytes"} <= set(prov)
@@ -104,6 +107,28 @@ def test_tier_agreement_notices_a_slower_tier() -> None:
     raw["bandwidth_gbps"]["slow"] = {k: samples(0.5) for k in kinds}
     verdict = tier_agreement(raw)
     assert not any(verdict[f"{k}_gbps@1"]["agree"] for k in kinds) and verdict["store_ns"]["agree"]
+
+
+def test_loaded_latency_curve_is_one_the_model_accepts() -> None:
+    """Loaded-latency samples become the device's curve: utilisation of the peak read bandwidth against the
+    factor over idle latency, monotone even when noise makes a busier point look faster."""
+    from marl_gym.calibrate.system_file import loaded_latency_curve
+    from marl_gym.memory.devices import DRAM_DDR4_2666_X6
+
+    loaded = {
+        "1": [[200.0, 4.0], [220.0, 4.4], [210.0, 4.2]],  # (chase ns, loaders' GB/s)
+        "2": [[190.0, 7.0], [195.0, 7.2], [185.0, 6.8]],  # busier, yet faster: noise
+        "3": [[400.0, 30.0]],  # beyond the peak: capped at utilisation 1
+    }
+    curve = loaded_latency_curve(loaded, idle_ns=100.0, peak_gbps=10.0)
+    assert curve == [[0.42, 2.1], [0.7, 2.1], [1.0, 4.0]]
+    dev = dataclasses.replace(DRAM_DDR4_2666_X6, loaded_latency=tuple(map(tuple, curve)))
+    assert dev.loaded_factor(0.0) == 1.0 and dev.loaded_factor(1.0) == 4.0
+    # the raw points, as measured, are not a curve the model accepts: the monotone repair is what makes it one
+    raw = [[0.42, 2.1], [0.7, 1.9], [1.0, 4.0]]
+    with pytest.raises(ValueError, match="increasing in both"):
+        dataclasses.replace(DRAM_DDR4_2666_X6, loaded_latency=tuple(map(tuple, raw)))
+    assert loaded_latency_curve({}, 100.0, 10.0) == [] and loaded_latency_curve(loaded, 0.0, 10.0) == []
 
 
 def test_an_unavailable_backing_is_refused_before_measuring() -> None:

@@ -89,6 +89,26 @@ def _factor(num: float, den: float) -> float:
     return float(min(1.0, max(num / den, 1e-6))) if den > 0 else 1.0
 
 
+def loaded_latency_curve(loaded: dict[str, list[list[float]]], idle_ns: float, peak_gbps: float) -> list[list[float]]:
+    """The model's `Device.loaded_latency` from the loaded-latency samples: one (utilisation, factor) point
+    per loader count, utilisation = the loaders' median GB/s / the saturated sequential read bandwidth (at
+    most 1), factor = the chase's median ns / its idle median ns. Points whose utilisation does not rise are
+    dropped and factors are kept non-decreasing from 1 (the model's curve is monotone: noise on a busy host
+    must not make latency fall under load)."""
+    if idle_ns <= 0 or peak_gbps <= 0:
+        return []
+    points = []
+    for samples in loaded.values():
+        if samples:
+            u = min(statistics.median(x[1] for x in samples) / peak_gbps, 1.0)
+            points.append((u, statistics.median(x[0] for x in samples) / idle_ns))
+    curve: list[list[float]] = []
+    for u, f in sorted(points):
+        if u > (curve[-1][0] if curve else 0.0):
+            curve.append([round(u, 4), round(max(f, curve[-1][1] if curve else 1.0, 1.0), 4)])
+    return curve
+
+
 # ------------------------------------------------------------------------------ capacity
 def backing_capacity_bytes(spec: str, mem: dict[str, int]) -> int:
     """Capacity behind a backing: MemTotal (anon), the NUMA node's MemTotal (numa:N), the file system's size."""
@@ -150,6 +170,9 @@ def device_dict(raw: dict[str, Any], tier: str) -> dict[str, Any]:
         "read_latency_ns": spread(lat["seq_read_ns"])["median"],
         "random_read_latency_ns": spread(lat["random_read_ns"])["median"],
         "write_latency_ns": spread(lat["store_ns"])["median"],
+        "loaded_latency": loaded_latency_curve(
+            lat["loaded"], spread(lat["random_read_ns"])["median"], max(_curve(bw["seq_read"])["gbps"])
+        ),
         "random_read_factor": _factor(med["rand_read"], med["seq_read"]),
         "random_write_factor": _factor(med["rand_write"], med["seq_write"]),
         "ordinary_store_factor": _factor(med["seq_write"], med[write_kind]),
@@ -161,6 +184,8 @@ def device_dict(raw: dict[str, Any], tier: str) -> dict[str, Any]:
             "read_latency_ns": f"{where}; pointer chase in address order, 1 thread",
             "random_read_latency_ns": f"{where}; pointer chase in random cyclic order, 1 thread",
             "write_latency_ns": f"{where}; 64-byte line store + sfence, 1 thread",
+            "loaded_latency": f"{where}; random chase with 1 .. cores-1 threads stream-reading beside it: "
+            "chase ns / idle chase ns against the readers' GB/s / peak sequential read",
             "random_read_factor": f"{where}; 64-byte random reads / sequential reads at {top} threads",
             "random_write_factor": f"{where}; 64-byte random writes / sequential writes at {top} threads",
             "ordinary_store_factor": f"{where}; ordinary / non-temporal writes at {top} threads, at most 1",
