@@ -62,12 +62,15 @@ from agents.base import (
 )
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
-from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state
+from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state, rank
 from agents.egrl.gnn import GraphInput, graph_input_from_obs
 from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file, save_actor, seed_population
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
+from agents.local_search import decision_bits, repair_to_fit
+from agents.remeasure import MeasurementStats, remeasure, reserve_for
+from agents.rules import rule_placements
 from marl_gym.io import jsonable, remove_stale_temp_files, write_csv, write_versioned_json
 from marl_gym.placement import Placement
 
@@ -136,6 +139,8 @@ class _Env:
     session: EvaluationSession
     name: str
     fingerprint: str
+    stats: MeasurementStats = field(default_factory=MeasurementStats)
+    """Every measurement per placement (kept on noisy evaluators only: the answer is a best mean)."""
 
 
 class EGRL:
@@ -182,6 +187,12 @@ class EGRL:
         self._migrant: int | None = None
         self._stall = 0
         self._best_gnn: tuple[float, dict[str, torch.Tensor]] | None = None
+        self._exact: set[int] = set()
+        """Members whose first-generation proposal is their seed placement itself."""
+        self._extra_seeds: list[np.ndarray] = []
+        """Seed placements no chromosome carries (no chromosomes): evaluated as extra rows in generation 0."""
+        self._remeasured = False
+        self.stop_reason = ""
 
     # ---------------------------------------------------------------- set-up
     @property
@@ -244,8 +255,10 @@ class EGRL:
             self.population = seed_population(self.population, state, g, self.rng, cfg)
             if self.learner is not None:
                 self.learner.actor.load_state_dict(state)
-        if self.init_placement is not None:
-            self._seed_placement(self.init_placement)
+        self._exact, self._extra_seeds = set(), []
+        seeds = self._seed_actions()
+        if seeds:
+            self._seed_placements(seeds)
         max_nodes = max(e.graph.num_nodes for e in self.envs)
         self.buffer = ReplayBuffer(cfg.buffer_size, max_nodes) if cfg.use_learner else None
         self.generation = 0
@@ -253,24 +266,46 @@ class EGRL:
         self._migrant = None
         self._stall = 0
         self._best_gnn = None
+        self._remeasured = False
 
-    def _seed_placement(self, placement: Placement) -> None:
-        """Every second chromosome at `placement` (module docstring); the first one exactly."""
+    def _seed_actions(self) -> list[np.ndarray]:
+        """The placements the search starts from: `init_placement`, then (with `seed_rules`) the simple rules'
+        placements, which read sizes, lifetimes and the fast budget only; distinct, in that order."""
+        if self.init_placement is None and not self.config.seed_rules:
+            return []
         if len(self.envs) != 1:
-            raise ValueError("init_placement places one graph's nodes: search one env with it")
+            if self.init_placement is not None:
+                raise ValueError("init_placement places one graph's nodes: search one env with it")
+            return []  # seeds are placements of one graph; several envs share GNNs only
         g = self.envs[0].graph
-        if len(placement) != g.num_nodes:
-            raise ValueError(f"init_placement has {len(placement)} nodes, the env's graph {g.num_nodes}")
-        action = placement.to_action() * g.mask_np.astype(np.int8)
-        seeded = 0
-        for i, ind in enumerate(self.population):
-            if isinstance(ind, BoltzmannChromosome):
-                if seeded % 2 == 0:
-                    member = BoltzmannChromosome.at(action, g.mask_np, self.config)
-                    if seeded:
-                        member.mutate(self.rng, self.config)
-                    self.population[i] = member
-                seeded += 1
+        found: list[Placement] = []
+        if self.init_placement is not None:
+            if len(self.init_placement) != g.num_nodes:
+                raise ValueError(f"init_placement has {len(self.init_placement)} nodes, the env's graph {g.num_nodes}")
+            found.append(self.init_placement)
+        if self.config.seed_rules:
+            found += [p for p in rule_placements(problem_of(self.envs[0].env)).values() if p is not None]
+        seeds: dict[bytes, np.ndarray] = {}
+        for p in found:
+            action = (p.to_action() * g.mask_np.astype(np.int8)).astype(np.int8)
+            seeds.setdefault(np.packbits(action).tobytes(), action)
+        return list(seeds.values())
+
+    def _seed_placements(self, seeds: list[np.ndarray]) -> None:
+        """Every second chromosome at a seed, the seeds in turn; the first chromosome at each seed exactly (its
+        first proposal is the seed itself), the later ones mutated from it. Seeds left over (too few or no
+        chromosomes) are evaluated as extra rows of the first generation."""
+        g = self.envs[0].graph
+        slots = [i for i, ind in enumerate(self.population) if isinstance(ind, BoltzmannChromosome)]
+        seeded = slots[::2] if len(slots[::2]) >= len(seeds) else slots
+        for j, i in enumerate(seeded):
+            member = BoltzmannChromosome.at(seeds[j % len(seeds)], g.mask_np, self.config)
+            if j < len(seeds):
+                self._exact.add(i)
+            else:
+                member.mutate(self.rng, self.config)
+            self.population[i] = member
+        self._extra_seeds = [a.copy() for a in seeds[len(seeded) :]]
 
     # ------------------------------------------------------------------ acting
     def _proposals(self, e: _Env) -> np.ndarray:
@@ -281,19 +316,53 @@ class EGRL:
         for ind in self.population:
             if isinstance(ind, GNNIndividual):
                 act = ind.act(g, self.rng, cfg.gnn_rollout)
-            elif self.generation == 0 and not acts and self.init_placement is not None:
-                act = ind.greedy()  # the start placement itself, evaluated once as it is
+            elif self.generation == 0 and len(acts) in self._exact:
+                act = ind.greedy()  # a seed placement itself, evaluated once as it is
             else:
-                act = ind.act(self.rng)
+                act = self._fit(e, ind.act(self.rng))
                 for _ in range(cfg.resample_duplicates):  # a known placement teaches nothing: draw again
                     if not (self._seen(e, act) or self._key(e, act) in proposed):
                         break
-                    act = ind.act(self.rng)
+                    act = self._fit(e, ind.act(self.rng))
             proposed.add(self._key(e, act))
             acts.append(act)
         if self.learner is not None:
             acts.extend(self.learner.actor.sample(g, self.rng) for _ in range(cfg.learner_rollouts))
+        if self.generation == 0:
+            acts.extend(self._extra_seeds)
         return np.stack(acts).astype(np.int8)
+
+    def _fit(self, e: _Env, act: np.ndarray) -> np.ndarray:
+        """With `repair_proposals`, `act` made to fit the fast budget (sizes only, no evaluation)."""
+        if not self.config.repair_proposals:
+            return act
+        problem = problem_of(e.env)
+        fixed = repair_to_fit(
+            problem.capacity, act.copy(), decision_bits(problem), np.zeros(0, np.int64), self.rng, minimal=True
+        )
+        return act if fixed is None else fixed
+
+    def _local_moves(self, elites: set[int]) -> None:
+        """`flip_mutation`: every non-elite chromosome's most likely placement gets 1 to `flip_mutation`
+        random flips of decisions that move bytes, repaired to fit the fast budget without undoing the flips
+        into the fast tier, and becomes its prior: the chromosome then proposes a local-search neighbour."""
+        cfg, e = self.config, self.envs[0]
+        problem = problem_of(e.env)
+        bits = decision_bits(problem)
+        if cfg.flip_mutation < 1 or len(bits) == 0:
+            return
+        for i, ind in enumerate(self.population):
+            if i in elites or not isinstance(ind, BoltzmannChromosome):
+                continue
+            action = ind.greedy()
+            count = int(self.rng.integers(1, cfg.flip_mutation + 1))
+            picks = self.rng.choice(len(bits), size=min(count, len(bits)), replace=False)
+            rows = bits[picks]
+            action[rows[:, 0], rows[:, 1]] ^= 1
+            moved_in = picks[action[rows[:, 0], rows[:, 1]] == 1]
+            fixed = repair_to_fit(problem.capacity, action, bits, moved_in, self.rng, minimal=True)
+            if fixed is not None:
+                ind.absorb(fixed, 1.0)
 
     @staticmethod
     def _key(e: _Env, act: np.ndarray) -> bytes:
@@ -369,7 +438,11 @@ class EGRL:
             self._load(ckpt, check_envs=True)
         else:
             self._init_state()
+        reserve = self._remeasure_reserve(budget)
+        if reserve:
+            self.budget.max_evaluations = budget - reserve  # the search stops short; the rest re-measures
         writer = self._tb_writer(purge_step=self.generation + 1 if resumed else None)
+        self.stop_reason = "max_generations"
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -391,7 +464,22 @@ class EGRL:
                 if callback is not None:
                     callback(self, row)
                 if self._stall >= STALL_GENERATIONS:
+                    self.stop_reason = "stalled: no new evaluation"
                     break
+                if self._progress_stalled():
+                    self.stop_reason = "early stop: no progress"
+                    break
+            else:
+                if self.budget.exhausted:
+                    self.stop_reason = "budget"
+            if reserve:
+                self.budget.max_evaluations = budget
+                if self.stop_reason != "max_generations":  # a cut run (resumed later) re-measures at its end
+                    for e in self.envs:
+                        remeasure(e.session, e.stats, cfg.remeasure_top, cfg.remeasure_repeats)
+                    self._remeasured = True
+                if bar is not None:
+                    bar.update(self.budget.used - bar.n)
         finally:
             if bar is not None:
                 bar.close()
@@ -399,6 +487,27 @@ class EGRL:
                 writer.close()
         if self.out_dir is not None:
             self._write_outputs()
+
+    def _remeasure_reserve(self, budget: int | None) -> int:
+        """Evaluations kept back for re-measuring the best candidates on noisy evaluators (0 = none): at
+        most a quarter of the budget, so a small budget still searches."""
+        cfg = self.config
+        if budget is None or cfg.remeasure_top < 1 or all(e.session.use_cache for e in self.envs):
+            return 0
+        return min(reserve_for(cfg.remeasure_top, cfg.remeasure_repeats) * len(self.envs), budget // 4)
+
+    def _progress_stalled(self) -> bool:
+        """`early_stop_evaluations`: True when the best reward rose by less than `early_stop_min_gain`
+        (relative) over the last `early_stop_evaluations` evaluations."""
+        window = self.config.early_stop_evaluations
+        if window is None or not self.generation_log:
+            return False
+        now = self.generation_log[-1]
+        earlier = [r for r in self.generation_log if r["evaluations"] <= now["evaluations"] - window]
+        if not earlier:
+            return False
+        then = float(earlier[-1]["best_reward"])
+        return float(now["best_reward"]) - then < self.config.early_stop_min_gain * abs(then)
 
     # ------------------------------------------------------------ generation
     def _generation(self) -> dict[str, Any]:
@@ -415,6 +524,9 @@ class EGRL:
             actions = self._proposals(e)
             rewards, infos, done = e.session.evaluate(actions)
             usable = done & ~np.array([bool(info.get("failed")) for info in infos], dtype=bool)
+            if not e.session.use_cache:  # noisy: every measurement counts towards a placement's mean
+                fresh = e.session.last_fresh & usable
+                e.stats.add(actions[fresh], rewards[fresh], np.ones(int(fresh.sum()), dtype=bool))
             if k:
                 per_env[i] = np.where(usable[:k], rewards[:k], -np.inf)
                 complete &= bool(done[:k].all())
@@ -424,8 +536,9 @@ class EGRL:
                             ind.absorb(actions[j], cfg.lamarckian)
             if self._migrant is not None and k and usable[self._migrant]:
                 learner_rewards.append(float(rewards[self._migrant]))
-            elif len(actions) > k and usable[k:].any():
-                learner_rewards.append(float(np.nanmax(np.where(usable[k:], rewards[k:], np.nan))))
+            elif cfg.learner_rollouts and self.learner is not None and usable[k : k + cfg.learner_rollouts].any():
+                own = slice(k, k + cfg.learner_rollouts)
+                learner_rewards.append(float(np.nanmax(np.where(usable[own], rewards[own], np.nan))))
             learned.append((i, actions[usable], rewards[usable]))
             gen_rewards.append(rewards[usable])
             gen_valid += [bool(info.get("valid", False)) for info, u in zip(infos, usable) if u]
@@ -439,6 +552,8 @@ class EGRL:
         row = self._log_row(np.concatenate(gen_rewards), gen_valid, learner_rewards, stats)
         if cfg.use_ea and k and complete:
             self.population, _ = evolve(self.population, self.fitness, self.rng, cfg, self.envs[0].graph)
+            if len(self.envs) == 1:
+                self._local_moves({int(i) for i in rank(self.fitness)[: min(cfg.n_elites, k)]})
             self._migrant = None
             if self.learner is not None and self.generation % max(cfg.migration_period, 1) == 0:
                 self._migrant = migrate(self.population, self.fitness, self.learner.actor, self.envs[0].graph, cfg)
@@ -527,7 +642,23 @@ class EGRL:
             meta["trained_on"] = [x.name for x in self.envs]
         result = e.session.tracker.result(self.budget, self.name_with_ablation, e.name, meta)
         result.evaluations = e.session.charged  # this env's own (the budget is shared by all envs)
+        if self._remeasured:
+            self._best_mean_answer(e, result)
         return result
+
+    def _best_mean_answer(self, e: _Env, result: SearchResult) -> None:
+        """On a noisy evaluator, after `remeasure`: the answer is the best mean among the placements measured
+        most often (up to `remeasure_repeats` times), not the best single (luckiest) measurement."""
+        if not len(e.stats):
+            return
+        found = e.stats.best(min_count=min(self.config.remeasure_repeats, max(e.stats.counts.values())))
+        if found is None:
+            return
+        action, mean, n = found
+        result.meta["best_single_measurement"] = result.best_reward
+        result.meta["best_reward_is"] = f"mean of {n} measurements"
+        result.best_action, result.best_reward = action, float(mean)
+        result.best_info = {"reward_mean": float(mean), "measurements": int(n)}
 
     def multi_result(self) -> MultiWorkloadResult:
         per_env = [self.result(i) for i, e in enumerate(self.envs) if e.session.tracker.best_action is not None]
@@ -610,6 +741,8 @@ class EGRL:
             "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
             "migrant": -1 if self._migrant is None else int(self._migrant),
             "stall": self._stall,
+            "measurements": [e.stats.state_dict() for e in self.envs],
+            "remeasured": self._remeasured,
             "best_gnn": None if self._best_gnn is None else {"fitness": self._best_gnn[0], "actor": self._best_gnn[1]},
             "learner": None if self.learner is None else self.learner.state_dict(),
             "replay": None if self.buffer is None else self.buffer.state_dict(),
@@ -668,6 +801,9 @@ class EGRL:
         self.fitness = state["fitness"].numpy().copy()
         self._migrant = None if int(state["migrant"]) < 0 else int(state["migrant"])
         self._stall = int(state["stall"])
+        for e, m in zip(self.envs, state.get("measurements") or [None] * len(self.envs)):
+            e.stats = MeasurementStats.from_state_dict(m)
+        self._remeasured = bool(state.get("remeasured", False))
         best = state["best_gnn"]
         self._best_gnn = None if best is None else (float(best["fitness"]), dict(best["actor"]))
         self.learner = None
