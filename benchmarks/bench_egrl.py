@@ -138,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.set)
 
     def make_env(noise: float = args.noise):
-        return gym.make(
-            marl_gym.ENV_ID, workload=args.workload, system=args.system, n_tasks=args.n_tasks, noise=noise
-        )
+        return gym.make(marl_gym.ENV_ID, workload=args.workload, system=args.system, n_tasks=args.n_tasks, noise=noise)
 
     exact = make_env(0.0).unwrapped.problem
 
