@@ -160,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("true reward of each agent's reported placement, as a fraction of the reference:")
     print()
-    head = f"{'seed':>4} " + " ".join(f"{c:>13}" for c in COLUMNS) + f" {'evals->tgt':>10} {'EGRL s':>7}  stop"
+    head = (
+        f"{'seed':>4} "
+        + " ".join(f"{c:>13}" for c in COLUMNS)
+        + f" {'evals->tgt':>10} {'EGRL evals':>10} {'EGRL s':>7}  stop"
+    )
     print(head)
     print("-" * len(head))
     rows = []
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{seed:>4} "
             + " ".join(f"{r['true'][c] / ref:13.3%}" for c in COLUMNS)
-            + f" {tgt:>10} {r['egrl_wall_s']:7.1f}  {r['egrl_stop']}",
+            + f" {tgt:>10} {r['evaluations']['egrl']:>10} {r['egrl_wall_s']:7.1f}  {r['egrl_stop']}",
             flush=True,
         )
     medians = {c: statistics.median(r["true"][c] for r in rows) / ref for c in COLUMNS}

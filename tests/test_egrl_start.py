@@ -79,7 +79,9 @@ def test_the_first_generation_holds_all_fast_when_it_fits(roomy):
     assert not holds_all_fast(replace(chromosomes, seed_rules=False))
 
 
-@pytest.mark.parametrize("config", [TINY, TINY.ablation("gnn_only"), TINY.ablation("pg_only")], ids=lambda c: c.ablation_name)
+@pytest.mark.parametrize(
+    "config", [TINY, TINY.ablation("gnn_only"), TINY.ablation("pg_only")], ids=lambda c: c.ablation_name
+)
 def test_every_applicable_rule_is_evaluated_first_even_without_chromosomes(binding, config):
     first = _first_generation(binding, config)
     mask = problem_of(binding).decision_mask

@@ -18,16 +18,31 @@ over the envs (rewards are speedups over each env's baseline, so they share a sc
 evolves (`evolution.evolve`) and the learner's actor replaces the weakest member every
 `migration_period` generations. An evaluation that failed to run (a crashed worker) is neither learned
 from nor counted in a fitness. The run stops at the budget, at `max_generations`, or when 20 generations
-running brought no new evaluation (every proposal was a cached repeat).
+running brought no new evaluation (every proposal was a cached repeat), or, with
+`early_stop_evaluations`, when progress stalls.
 
 Boltzmann chromosomes are tables over one graph's nodes, so with K > 1 the population holds GNN actors
 only. The answer is, per env, the best placement ever evaluated, and the fittest GNN actor ever evaluated
 (`best_actor`, saved as ``actor.pt``), which reads any graph.
 
-`init_placement` starts the search from a known placement (e.g. the analytic model's optimum on a
-calibrated system, `agents.model_start`): every second Boltzmann chromosome is set to it (the first
-exactly, the others mutated from it), and the first generation evaluates it as it is, so the result is
-never worse than the start on the backend searched (one env, with chromosomes, only).
+Seeds (one env only): with `seed_rules` (fast preset) the search starts from the placements the simple
+rules derive from the observation alone (`agents.rules`: all fast when it fits, activations fast and
+weights slow, the size-and-lifetime fill; sizes, lifetimes and the fast budget, never the cost model),
+and `init_placement` adds a known placement in front of them (e.g. the analytic model's optimum on a
+calibrated system, `agents.model_start`). Every second Boltzmann chromosome is set to a seed, the seeds
+in turn (the first at each seed exactly, the others mutated from it), and the first generation evaluates
+every seed as it is (as extra rows when no chromosome carries it), so the answer is never worse than the
+best seed on the backend searched. `repair_proposals` makes a chromosome's overflowing proposal fit the
+fast budget from sizes alone before it is evaluated; `flip_mutation` gives every non-elite chromosome
+after evolution 1 to `flip_mutation` random flips of its placement (repaired, keeping what was flipped
+in): local search's move inside the EA, with selection choosing which placements to move from.
+
+Noise: on an evaluator that is not deterministic every measurement of a placement is kept, and with
+`remeasure_top` the search stops `remeasure_top * (remeasure_repeats - 1)` evaluations short (at most a
+quarter of the budget) to measure its best-mean placements until each has `remeasure_repeats`
+measurements (`agents.remeasure`); the answer is then the best mean, not the luckiest single sample
+(`result.meta["best_single_measurement"]` keeps that one). `early_stop_evaluations` ends the search when
+the best reward stopped rising (`stop_reason` says why a run ended).
 
 With `out_dir`, every `checkpoint_every` generations and at the end the trainer writes atomically
 `checkpoint.pt` (all state: population, learner and optimisers, replay buffer, RNG states including the
@@ -363,6 +378,8 @@ class EGRL:
             fixed = repair_to_fit(problem.capacity, action, bits, moved_in, self.rng, minimal=True)
             if fixed is not None:
                 ind.absorb(fixed, 1.0)
+                if cfg.flip_sharpen:
+                    ind.temperature[:] = cfg.boltzmann_temp_min  # it proposes that neighbour as it is
 
     @staticmethod
     def _key(e: _Env, act: np.ndarray) -> bytes:

@@ -137,6 +137,9 @@ class EGRLConfig:
     flip_mutation: int = 0
     """A chromosome's mutation also flips between 1 and this many of its most likely decisions (those that
     move bytes), a local search's move inside the EA (0 = off, as published)."""
+    flip_sharpen: bool = False
+    """After a flip mutation the chromosome's temperatures drop to the minimum, so it proposes the flipped
+    placement itself rather than a sample around it."""
     repair_proposals: bool = False
     """A chromosome's proposal that overflows the fast tier (known from sizes alone) has random fast
     decisions moved slow until it fits before it is evaluated (False = evaluated as drawn, as published)."""
