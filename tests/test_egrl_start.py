@@ -172,3 +172,24 @@ def test_the_guard_catches_an_agent_that_reads_the_cost_model(no_peeking):
     with pytest.raises(AssertionError, match="read the cost model"):
         Peeking(TINY, seed=0, progress=False, tensorboard=False).fit(_measured_env(), budget=20)
     assert no_peeking
+
+
+def test_early_stop_ends_a_search_whose_best_stopped_rising(roomy):
+    window = 30
+    agent = EGRL(replace(TINY, early_stop_evaluations=window), seed=0, progress=False, tensorboard=False)
+    result = agent.fit(roomy, budget=400)
+    assert agent.stop_reason.startswith("early stop") and result.evaluations < 400
+    log = agent.generation_log
+    then = [r for r in log if r["evaluations"] <= log[-1]["evaluations"] - window][-1]
+    assert log[-1]["best_reward"] - then["best_reward"] < TINY.early_stop_min_gain * abs(then["best_reward"])
+    # no earlier generation had stalled that long (it stopped at the first stall)
+    for i, row in enumerate(log[:-1]):
+        before = [r for r in log[: i + 1] if r["evaluations"] <= row["evaluations"] - window]
+        if before:
+            assert row["best_reward"] - before[-1]["best_reward"] >= TINY.early_stop_min_gain * abs(
+                before[-1]["best_reward"]
+            )
+    # off (the default), the same search goes on past that point and spends its whole budget
+    plain = EGRL(TINY, seed=0, progress=False, tensorboard=False)
+    longer = result.evaluations + window
+    assert plain.fit(roomy, budget=longer).evaluations == longer and plain.stop_reason == "budget"
