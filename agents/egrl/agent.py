@@ -78,7 +78,7 @@ from agents.base import (
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
 from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state, rank
-from agents.egrl.gnn import GraphInput, graph_input_from_obs
+from agents.egrl.gnn import GraphInput, encode_actions, graph_input_from_obs
 from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file, save_actor, seed_population
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
@@ -366,20 +366,44 @@ class EGRL:
         bits = decision_bits(problem)
         if cfg.flip_mutation < 1 or len(bits) == 0:
             return
+        screen = self._critic_screen()
         for i, ind in enumerate(self.population):
             if i in elites or not isinstance(ind, BoltzmannChromosome):
                 continue
-            action = ind.greedy()
-            count = int(self.rng.integers(1, cfg.flip_mutation + 1))
-            picks = self.rng.choice(len(bits), size=min(count, len(bits)), replace=False)
-            rows = bits[picks]
-            action[rows[:, 0], rows[:, 1]] ^= 1
-            moved_in = picks[action[rows[:, 0], rows[:, 1]] == 1]
-            fixed = repair_to_fit(problem.capacity, action, bits, moved_in, self.rng, minimal=True)
-            if fixed is not None:
-                ind.absorb(fixed, 1.0)
-                if cfg.flip_sharpen:
-                    ind.temperature[:] = cfg.boltzmann_temp_min  # it proposes that neighbour as it is
+            base = ind.greedy()
+            candidates = []
+            for _ in range(max(self.config.critic_screen, 1) if screen is not None else 1):
+                action = base.copy()
+                count = int(self.rng.integers(1, cfg.flip_mutation + 1))
+                picks = self.rng.choice(len(bits), size=min(count, len(bits)), replace=False)
+                rows = bits[picks]
+                action[rows[:, 0], rows[:, 1]] ^= 1
+                moved_in = picks[action[rows[:, 0], rows[:, 1]] == 1]
+                fixed = repair_to_fit(problem.capacity, action, bits, moved_in, self.rng, minimal=True)
+                if fixed is not None:
+                    candidates.append(fixed)
+            if not candidates:
+                continue
+            chosen = candidates[0] if screen is None or len(candidates) == 1 else candidates[screen(candidates)]
+            ind.absorb(chosen, 1.0)
+            if cfg.flip_sharpen:
+                ind.temperature[:] = cfg.boltzmann_temp_min  # it proposes that neighbour as it is
+
+    def _critic_screen(self) -> Callable[[list[np.ndarray]], int] | None:
+        """With `critic_screen` > 1 and a trained critic: a function picking, among candidate placements, the
+        one the learner's critic values most (the smaller of its twin Q values); None otherwise."""
+        if self.config.critic_screen <= 1 or self.learner is None or self.buffer is None:
+            return None
+        if len(self.buffer) < self.config.learning_starts:
+            return None
+        g, critic = self.envs[0].graph, self.learner.critic
+
+        def pick(candidates: list[np.ndarray]) -> int:
+            with torch.no_grad():
+                q1, q2 = critic(g, encode_actions(torch.from_numpy(np.stack(candidates)), g.mask))
+            return int(torch.argmax(torch.minimum(q1, q2)))
+
+        return pick
 
     @staticmethod
     def _key(e: _Env, act: np.ndarray) -> bytes:
@@ -455,9 +479,9 @@ class EGRL:
             self._load(ckpt, check_envs=True)
         else:
             self._init_state()
-        reserve = self._remeasure_reserve(budget)
+        reserve = self._remeasures(budget)
         if reserve:
-            self.budget.max_evaluations = budget - reserve  # the search stops short; the rest re-measures
+            self.budget.max_evaluations = budget - self._remeasure_reserve(budget)  # the rest re-measures
         writer = self._tb_writer(purge_step=self.generation + 1 if resumed else None)
         self.stop_reason = "max_generations"
         bar = None
@@ -480,6 +504,8 @@ class EGRL:
                     self._write_outputs()
                 if callback is not None:
                     callback(self, row)
+                if reserve:
+                    self.budget.max_evaluations = budget - self._remeasure_reserve(budget)
                 if self._stall >= STALL_GENERATIONS:
                     self.stop_reason = "stalled: no new evaluation"
                     break
@@ -506,12 +532,22 @@ class EGRL:
             self._write_outputs()
 
     def _remeasure_reserve(self, budget: int | None) -> int:
-        """Evaluations kept back for re-measuring the best candidates on noisy evaluators (0 = none): at
-        most a quarter of the budget, so a small budget still searches."""
+        """Evaluations kept back for re-measuring the best candidates on noisy evaluators (0 = none): what the
+        current best-mean placements still lack of `remeasure_repeats` measurements (placements not yet found
+        counted as measured once), at most a quarter of the budget so a small budget still searches."""
         cfg = self.config
-        if budget is None or cfg.remeasure_top < 1 or all(e.session.use_cache for e in self.envs):
+        if budget is None or not self._remeasures(budget):
             return 0
-        return min(reserve_for(cfg.remeasure_top, cfg.remeasure_repeats) * len(self.envs), budget // 4)
+        need = 0
+        for e in self.envs:
+            top = e.stats.ranked()[: cfg.remeasure_top]
+            need += sum(max(cfg.remeasure_repeats - e.stats.counts[k], 0) for k in top)
+            need += reserve_for(cfg.remeasure_top - len(top), cfg.remeasure_repeats)
+        return min(need, budget // 4)
+
+    def _remeasures(self, budget: int | None) -> bool:
+        """True when the run ends by re-measuring its best placements (`remeasure_top`, noisy evaluators)."""
+        return budget is not None and self.config.remeasure_top >= 1 and not all(e.session.use_cache for e in self.envs)
 
     def _progress_stalled(self) -> bool:
         """`early_stop_evaluations`: True when the best reward rose by less than `early_stop_min_gain`
