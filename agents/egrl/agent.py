@@ -60,7 +60,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +312,9 @@ class EGRL:
         chromosomes) are evaluated as extra rows of the first generation."""
         g = self.envs[0].graph
         slots = [i for i, ind in enumerate(self.population) if isinstance(ind, BoltzmannChromosome)]
-        seeded = slots[::2] if len(slots[::2]) >= len(seeds) else slots
+        # every second chromosome; the other half when `init_actor` already seeded these (pretrained.py)
+        half = slots[1::2] if self.init_actor is not None else slots[::2]
+        seeded = half if len(half) >= len(seeds) else slots
         for j, i in enumerate(seeded):
             member = BoltzmannChromosome.at(seeds[j % len(seeds)], g.mask_np, self.config)
             if j < len(seeds):
@@ -604,7 +606,11 @@ class EGRL:
         self.generation += 1
         row = self._log_row(np.concatenate(gen_rewards), gen_valid, learner_rewards, stats)
         if cfg.use_ea and k and complete:
-            self.population, _ = evolve(self.population, self.fitness, self.rng, cfg, self.envs[0].graph)
+            chromosomes = any(isinstance(ind, BoltzmannChromosome) for ind in self.population)
+            ecfg = cfg
+            if chromosomes and cfg.chromosome_tournament_size is not None:
+                ecfg = replace(cfg, tournament_size=cfg.chromosome_tournament_size)
+            self.population, _ = evolve(self.population, self.fitness, self.rng, ecfg, self.envs[0].graph)
             if len(self.envs) == 1:
                 self._local_moves({int(i) for i in rank(self.fitness)[: min(cfg.n_elites, k)]})
             self._migrant = None

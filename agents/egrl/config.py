@@ -30,6 +30,11 @@ class EGRLConfig:
     elite_fraction: float = 0.1
     min_elites: int = 2
     tournament_size: int = 3
+    chromosome_tournament_size: int | None = None
+    """Tournament size while the population holds Boltzmann chromosomes (None = `tournament_size`). A
+    population of GNNs alone (several envs, gnn_only) keeps `tournament_size`: mutated copies of one
+    champion GNN mostly repeat its greedy placement (with 8 of 8, a two-env test run stopped after 43 of
+    160 evaluations, every proposal a cached repeat)."""
     crossover_prob: float = 0.3
     mutation_prob: float = 0.85
     init_density: str = "uniform"
@@ -310,7 +315,7 @@ FAST_DEVIATIONS: dict[str, tuple[Any, str]] = {
         "it (resnet50 cxl-16g-128g 1 task, seed 0, tournament 3: 98.43% of the optimum with it, 98.16% without; "
         "benchmarks/bench_egrl.py --set flip_sharpen=false)",
     ),
-    "tournament_size": (
+    "chromosome_tournament_size": (
         8,
         "stronger selection: flipped neighbours of the best placements rather than of any tournament winner "
         "(with flip_sharpen, resnet50 numa 32 tasks seeds 0-1: 99.39%/99.39% at 8 against 99.10%/99.06% at 3; "
