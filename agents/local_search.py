@@ -70,6 +70,60 @@ def decision_bits(problem: PlacementProblem) -> np.ndarray:
     return np.stack([nodes, kinds], axis=1).astype(np.int64)
 
 
+def repair_to_fit(
+    capacity: Any,
+    action: np.ndarray,
+    bits: np.ndarray,
+    keep: np.ndarray,
+    rng: np.random.Generator,
+    minimal: bool = False,
+) -> np.ndarray | None:
+    """`action` (changed in place) with random fast decisions of `bits` (rows (node, kind)), never those of
+    `keep` (indices into `bits`), moved to the slow tier until it fits the fast budget; None when even that
+    does not make it fit. Reads sizes and the budget only (`capacity`), never a latency.
+
+    In a random order of the fast decisions, the default drops halving chunks (few capacity checks, but a
+    slight overflow may lose half the fast decisions); `minimal` drops the shortest prefix of that order
+    that fits (found by bisection: dropping more never breaks a fit), so a slight overflow loses little."""
+    if capacity.fits(action):
+        return action
+    on = bits[action[bits[:, 0], bits[:, 1]] == 1]
+    protected = {(int(n), int(k)) for n, k in bits[keep]}
+    order = [(int(n), int(k)) for n, k in on[rng.permutation(len(on))] if (int(n), int(k)) not in protected]
+    if minimal:
+        return _drop_shortest_prefix(capacity, action, order)
+    # drop in halving chunks so a badly overflowing placement needs few capacity checks
+    while order:
+        cut = max(1, len(order) // 2) if len(order) > 8 else 1
+        for n, k in order[:cut]:
+            action[n, k] = 0
+        order = order[cut:]
+        if capacity.fits(action):
+            return action
+    return action if capacity.fits(action) else None
+
+
+def _drop_shortest_prefix(capacity: Any, action: np.ndarray, order: list[tuple[int, int]]) -> np.ndarray | None:
+    rows = np.array(order, dtype=np.int64).reshape(-1, 2)
+
+    def dropped(count: int) -> np.ndarray:
+        out = action.copy()
+        out[rows[:count, 0], rows[:count, 1]] = 0
+        return out
+
+    if not capacity.fits(dropped(len(rows))):
+        return None
+    lo, hi = 0, len(rows)  # dropping hi fits, dropping lo does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if capacity.fits(dropped(mid)):
+            hi = mid
+        else:
+            lo = mid
+    action[:] = dropped(hi)
+    return action
+
+
 class _Moves:
     """Neighbours and restarts of a placement, always repaired to fit the fast budget (sizes only)."""
 
@@ -82,20 +136,7 @@ class _Moves:
 
     def repair(self, action: np.ndarray, keep: np.ndarray) -> np.ndarray | None:
         """`action` with random fast bits (never those of `keep`, rows into `bits`) moved slow until it fits."""
-        if self.capacity.fits(action):
-            return action
-        on = self.bits[action[self.bits[:, 0], self.bits[:, 1]] == 1]
-        protected = {(int(n), int(k)) for n, k in self.bits[keep]}
-        order = [(int(n), int(k)) for n, k in on[self.rng.permutation(len(on))] if (int(n), int(k)) not in protected]
-        # drop in halving chunks so a badly overflowing placement needs few capacity checks
-        while order:
-            cut = max(1, len(order) // 2) if len(order) > 8 else 1
-            for n, k in order[:cut]:
-                action[n, k] = 0
-            order = order[cut:]
-            if self.capacity.fits(action):
-                return action
-        return action if self.capacity.fits(action) else None
+        return repair_to_fit(self.capacity, action, self.bits, keep, self.rng)
 
     def flip(self, action: np.ndarray, count: int) -> np.ndarray | None:
         if len(self.bits) == 0:

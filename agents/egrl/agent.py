@@ -18,16 +18,31 @@ over the envs (rewards are speedups over each env's baseline, so they share a sc
 evolves (`evolution.evolve`) and the learner's actor replaces the weakest member every
 `migration_period` generations. An evaluation that failed to run (a crashed worker) is neither learned
 from nor counted in a fitness. The run stops at the budget, at `max_generations`, or when 20 generations
-running brought no new evaluation (every proposal was a cached repeat).
+running brought no new evaluation (every proposal was a cached repeat), or, with
+`early_stop_evaluations`, when progress stalls.
 
 Boltzmann chromosomes are tables over one graph's nodes, so with K > 1 the population holds GNN actors
 only. The answer is, per env, the best placement ever evaluated, and the fittest GNN actor ever evaluated
 (`best_actor`, saved as ``actor.pt``), which reads any graph.
 
-`init_placement` starts the search from a known placement (e.g. the analytic model's optimum on a
-calibrated system, `agents.model_start`): every second Boltzmann chromosome is set to it (the first
-exactly, the others mutated from it), and the first generation evaluates it as it is, so the result is
-never worse than the start on the backend searched (one env, with chromosomes, only).
+Seeds (one env only): with `seed_rules` (fast preset) the search starts from the placements the simple
+rules derive from the observation alone (`agents.rules`: all fast when it fits, activations fast and
+weights slow, the size-and-lifetime fill; sizes, lifetimes and the fast budget, never the cost model),
+and `init_placement` adds a known placement in front of them (e.g. the analytic model's optimum on a
+calibrated system, `agents.model_start`). Every second Boltzmann chromosome is set to a seed, the seeds
+in turn (the first at each seed exactly, the others mutated from it), and the first generation evaluates
+every seed as it is (as extra rows when no chromosome carries it), so the answer is never worse than the
+best seed on the backend searched. `repair_proposals` makes a chromosome's overflowing proposal fit the
+fast budget from sizes alone before it is evaluated; `flip_mutation` gives every non-elite chromosome
+after evolution 1 to `flip_mutation` random flips of its placement (repaired, keeping what was flipped
+in): local search's move inside the EA, with selection choosing which placements to move from.
+
+Noise: on an evaluator that is not deterministic every measurement of a placement is kept, and with
+`remeasure_top` the search stops `remeasure_top * (remeasure_repeats - 1)` evaluations short (at most a
+quarter of the budget) to measure its best-mean placements until each has `remeasure_repeats`
+measurements (`agents.remeasure`); the answer is then the best mean, not the luckiest single sample
+(`result.meta["best_single_measurement"]` keeps that one). `early_stop_evaluations` ends the search when
+the best reward stopped rising (`stop_reason` says why a run ended).
 
 With `out_dir`, every `checkpoint_every` generations and at the end the trainer writes atomically
 `checkpoint.pt` (all state: population, learner and optimisers, replay buffer, RNG states including the
@@ -45,7 +60,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +77,15 @@ from agents.base import (
 )
 from agents.egrl.boltzmann import BoltzmannChromosome
 from agents.egrl.config import EGRLConfig
-from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state
-from agents.egrl.gnn import GraphInput, graph_input_from_obs
+from agents.egrl.evolution import GNNIndividual, Individual, evolve, migrate, population_from_state, rank
+from agents.egrl.gnn import GraphInput, encode_actions, graph_input_from_obs
 from agents.egrl.pretrained import InitActor, actor_state_for, check_actor_file, save_actor, seed_population
 from agents.egrl.replay import ReplayBuffer
 from agents.egrl.sac import DiscreteSAC, make_actor
 from agents.evaluators import EvaluationSession, InProcessBatchEvaluator
+from agents.local_search import decision_bits, repair_to_fit
+from agents.remeasure import MeasurementStats, remeasure, reserve_for
+from agents.rules import rule_placements
 from marl_gym.io import jsonable, remove_stale_temp_files, write_csv, write_versioned_json
 from marl_gym.placement import Placement
 
@@ -136,6 +154,8 @@ class _Env:
     session: EvaluationSession
     name: str
     fingerprint: str
+    stats: MeasurementStats = field(default_factory=MeasurementStats)
+    """Every measurement per placement (kept on noisy evaluators only: the answer is a best mean)."""
 
 
 class EGRL:
@@ -182,6 +202,12 @@ class EGRL:
         self._migrant: int | None = None
         self._stall = 0
         self._best_gnn: tuple[float, dict[str, torch.Tensor]] | None = None
+        self._exact: set[int] = set()
+        """Members whose first-generation proposal is their seed placement itself."""
+        self._extra_seeds: list[np.ndarray] = []
+        """Seed placements no chromosome carries (no chromosomes): evaluated as extra rows in generation 0."""
+        self._remeasured = False
+        self.stop_reason = ""
 
     # ---------------------------------------------------------------- set-up
     @property
@@ -244,8 +270,10 @@ class EGRL:
             self.population = seed_population(self.population, state, g, self.rng, cfg)
             if self.learner is not None:
                 self.learner.actor.load_state_dict(state)
-        if self.init_placement is not None:
-            self._seed_placement(self.init_placement)
+        self._exact, self._extra_seeds = set(), []
+        seeds = self._seed_actions()
+        if seeds:
+            self._seed_placements(seeds)
         max_nodes = max(e.graph.num_nodes for e in self.envs)
         self.buffer = ReplayBuffer(cfg.buffer_size, max_nodes) if cfg.use_learner else None
         self.generation = 0
@@ -253,24 +281,48 @@ class EGRL:
         self._migrant = None
         self._stall = 0
         self._best_gnn = None
+        self._remeasured = False
 
-    def _seed_placement(self, placement: Placement) -> None:
-        """Every second chromosome at `placement` (module docstring); the first one exactly."""
+    def _seed_actions(self) -> list[np.ndarray]:
+        """The placements the search starts from: `init_placement`, then (with `seed_rules`) the simple rules'
+        placements, which read sizes, lifetimes and the fast budget only; distinct, in that order."""
+        if self.init_placement is None and not self.config.seed_rules:
+            return []
         if len(self.envs) != 1:
-            raise ValueError("init_placement places one graph's nodes: search one env with it")
+            if self.init_placement is not None:
+                raise ValueError("init_placement places one graph's nodes: search one env with it")
+            return []  # seeds are placements of one graph; several envs share GNNs only
         g = self.envs[0].graph
-        if len(placement) != g.num_nodes:
-            raise ValueError(f"init_placement has {len(placement)} nodes, the env's graph {g.num_nodes}")
-        action = placement.to_action() * g.mask_np.astype(np.int8)
-        seeded = 0
-        for i, ind in enumerate(self.population):
-            if isinstance(ind, BoltzmannChromosome):
-                if seeded % 2 == 0:
-                    member = BoltzmannChromosome.at(action, g.mask_np, self.config)
-                    if seeded:
-                        member.mutate(self.rng, self.config)
-                    self.population[i] = member
-                seeded += 1
+        found: list[Placement] = []
+        if self.init_placement is not None:
+            if len(self.init_placement) != g.num_nodes:
+                raise ValueError(f"init_placement has {len(self.init_placement)} nodes, the env's graph {g.num_nodes}")
+            found.append(self.init_placement)
+        if self.config.seed_rules:
+            found += [p for p in rule_placements(problem_of(self.envs[0].env)).values() if p is not None]
+        seeds: dict[bytes, np.ndarray] = {}
+        for p in found:
+            action = (p.to_action() * g.mask_np.astype(np.int8)).astype(np.int8)
+            seeds.setdefault(np.packbits(action).tobytes(), action)
+        return list(seeds.values())
+
+    def _seed_placements(self, seeds: list[np.ndarray]) -> None:
+        """Every second chromosome at a seed, the seeds in turn; the first chromosome at each seed exactly (its
+        first proposal is the seed itself), the later ones mutated from it. Seeds left over (too few or no
+        chromosomes) are evaluated as extra rows of the first generation."""
+        g = self.envs[0].graph
+        slots = [i for i, ind in enumerate(self.population) if isinstance(ind, BoltzmannChromosome)]
+        # every second chromosome; the other half when `init_actor` already seeded these (pretrained.py)
+        half = slots[1::2] if self.init_actor is not None else slots[::2]
+        seeded = half if len(half) >= len(seeds) else slots
+        for j, i in enumerate(seeded):
+            member = BoltzmannChromosome.at(seeds[j % len(seeds)], g.mask_np, self.config)
+            if j < len(seeds):
+                self._exact.add(i)
+            else:
+                member.mutate(self.rng, self.config)
+            self.population[i] = member
+        self._extra_seeds = [a.copy() for a in seeds[len(seeded) :]]
 
     # ------------------------------------------------------------------ acting
     def _proposals(self, e: _Env) -> np.ndarray:
@@ -281,19 +333,79 @@ class EGRL:
         for ind in self.population:
             if isinstance(ind, GNNIndividual):
                 act = ind.act(g, self.rng, cfg.gnn_rollout)
-            elif self.generation == 0 and not acts and self.init_placement is not None:
-                act = ind.greedy()  # the start placement itself, evaluated once as it is
+            elif self.generation == 0 and len(acts) in self._exact:
+                act = ind.greedy()  # a seed placement itself, evaluated once as it is
             else:
-                act = ind.act(self.rng)
+                act = self._fit(e, ind.act(self.rng))
                 for _ in range(cfg.resample_duplicates):  # a known placement teaches nothing: draw again
                     if not (self._seen(e, act) or self._key(e, act) in proposed):
                         break
-                    act = ind.act(self.rng)
+                    act = self._fit(e, ind.act(self.rng))
             proposed.add(self._key(e, act))
             acts.append(act)
         if self.learner is not None:
             acts.extend(self.learner.actor.sample(g, self.rng) for _ in range(cfg.learner_rollouts))
+        if self.generation == 0:
+            acts.extend(self._extra_seeds)
         return np.stack(acts).astype(np.int8)
+
+    def _fit(self, e: _Env, act: np.ndarray) -> np.ndarray:
+        """With `repair_proposals`, `act` made to fit the fast budget (sizes only, no evaluation)."""
+        if not self.config.repair_proposals:
+            return act
+        problem = problem_of(e.env)
+        fixed = repair_to_fit(
+            problem.capacity, act.copy(), decision_bits(problem), np.zeros(0, np.int64), self.rng, minimal=True
+        )
+        return act if fixed is None else fixed
+
+    def _local_moves(self, elites: set[int]) -> None:
+        """`flip_mutation`: every non-elite chromosome's most likely placement gets 1 to `flip_mutation`
+        random flips of decisions that move bytes, repaired to fit the fast budget without undoing the flips
+        into the fast tier, and becomes its prior: the chromosome then proposes a local-search neighbour."""
+        cfg, e = self.config, self.envs[0]
+        problem = problem_of(e.env)
+        bits = decision_bits(problem)
+        if cfg.flip_mutation < 1 or len(bits) == 0:
+            return
+        screen = self._critic_screen()
+        for i, ind in enumerate(self.population):
+            if i in elites or not isinstance(ind, BoltzmannChromosome):
+                continue
+            base = ind.greedy()
+            candidates = []
+            for _ in range(max(self.config.critic_screen, 1) if screen is not None else 1):
+                action = base.copy()
+                count = int(self.rng.integers(1, cfg.flip_mutation + 1))
+                picks = self.rng.choice(len(bits), size=min(count, len(bits)), replace=False)
+                rows = bits[picks]
+                action[rows[:, 0], rows[:, 1]] ^= 1
+                moved_in = picks[action[rows[:, 0], rows[:, 1]] == 1]
+                fixed = repair_to_fit(problem.capacity, action, bits, moved_in, self.rng, minimal=True)
+                if fixed is not None:
+                    candidates.append(fixed)
+            if not candidates:
+                continue
+            chosen = candidates[0] if screen is None or len(candidates) == 1 else candidates[screen(candidates)]
+            ind.absorb(chosen, 1.0)
+            if cfg.flip_sharpen:
+                ind.temperature[:] = cfg.boltzmann_temp_min  # it proposes that neighbour as it is
+
+    def _critic_screen(self) -> Callable[[list[np.ndarray]], int] | None:
+        """With `critic_screen` > 1 and a trained critic: a function picking, among candidate placements, the
+        one the learner's critic values most (the smaller of its twin Q values); None otherwise."""
+        if self.config.critic_screen <= 1 or self.learner is None or self.buffer is None:
+            return None
+        if len(self.buffer) < self.config.learning_starts:
+            return None
+        g, critic = self.envs[0].graph, self.learner.critic
+
+        def pick(candidates: list[np.ndarray]) -> int:
+            with torch.no_grad():
+                q1, q2 = critic(g, encode_actions(torch.from_numpy(np.stack(candidates)), g.mask))
+            return int(torch.argmax(torch.minimum(q1, q2)))
+
+        return pick
 
     @staticmethod
     def _key(e: _Env, act: np.ndarray) -> bytes:
@@ -369,7 +481,11 @@ class EGRL:
             self._load(ckpt, check_envs=True)
         else:
             self._init_state()
+        reserve = self._remeasures(budget)
+        if reserve:
+            self.budget.max_evaluations = budget - self._remeasure_reserve(budget)  # the rest re-measures
         writer = self._tb_writer(purge_step=self.generation + 1 if resumed else None)
+        self.stop_reason = "max_generations"
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -390,8 +506,25 @@ class EGRL:
                     self._write_outputs()
                 if callback is not None:
                     callback(self, row)
+                if reserve:
+                    self.budget.max_evaluations = budget - self._remeasure_reserve(budget)
                 if self._stall >= STALL_GENERATIONS:
+                    self.stop_reason = "stalled: no new evaluation"
                     break
+                if self._progress_stalled():
+                    self.stop_reason = "early stop: no progress"
+                    break
+            else:
+                if self.budget.exhausted:
+                    self.stop_reason = "budget"
+            if reserve:
+                self.budget.max_evaluations = budget
+                if self.stop_reason != "max_generations":  # a cut run (resumed later) re-measures at its end
+                    for e in self.envs:
+                        remeasure(e.session, e.stats, cfg.remeasure_top, cfg.remeasure_repeats)
+                    self._remeasured = True
+                if bar is not None:
+                    bar.update(self.budget.used - bar.n)
         finally:
             if bar is not None:
                 bar.close()
@@ -399,6 +532,37 @@ class EGRL:
                 writer.close()
         if self.out_dir is not None:
             self._write_outputs()
+
+    def _remeasure_reserve(self, budget: int | None) -> int:
+        """Evaluations kept back for re-measuring the best candidates on noisy evaluators (0 = none): what the
+        current best-mean placements still lack of `remeasure_repeats` measurements (placements not yet found
+        counted as measured once), at most a quarter of the budget so a small budget still searches."""
+        cfg = self.config
+        if budget is None or not self._remeasures(budget):
+            return 0
+        need = 0
+        for e in self.envs:
+            top = e.stats.ranked()[: cfg.remeasure_top]
+            need += sum(max(cfg.remeasure_repeats - e.stats.counts[k], 0) for k in top)
+            need += reserve_for(cfg.remeasure_top - len(top), cfg.remeasure_repeats)
+        return min(need, budget // 4)
+
+    def _remeasures(self, budget: int | None) -> bool:
+        """True when the run ends by re-measuring its best placements (`remeasure_top`, noisy evaluators)."""
+        return budget is not None and self.config.remeasure_top >= 1 and not all(e.session.use_cache for e in self.envs)
+
+    def _progress_stalled(self) -> bool:
+        """`early_stop_evaluations`: True when the best reward rose by less than `early_stop_min_gain`
+        (relative) over the last `early_stop_evaluations` evaluations."""
+        window = self.config.early_stop_evaluations
+        if window is None or not self.generation_log:
+            return False
+        now = self.generation_log[-1]
+        earlier = [r for r in self.generation_log if r["evaluations"] <= now["evaluations"] - window]
+        if not earlier:
+            return False
+        then = float(earlier[-1]["best_reward"])
+        return float(now["best_reward"]) - then < self.config.early_stop_min_gain * abs(then)
 
     # ------------------------------------------------------------ generation
     def _generation(self) -> dict[str, Any]:
@@ -415,6 +579,9 @@ class EGRL:
             actions = self._proposals(e)
             rewards, infos, done = e.session.evaluate(actions)
             usable = done & ~np.array([bool(info.get("failed")) for info in infos], dtype=bool)
+            if not e.session.use_cache:  # noisy: every measurement counts towards a placement's mean
+                fresh = e.session.last_fresh & usable
+                e.stats.add(actions[fresh], rewards[fresh], np.ones(int(fresh.sum()), dtype=bool))
             if k:
                 per_env[i] = np.where(usable[:k], rewards[:k], -np.inf)
                 complete &= bool(done[:k].all())
@@ -424,8 +591,9 @@ class EGRL:
                             ind.absorb(actions[j], cfg.lamarckian)
             if self._migrant is not None and k and usable[self._migrant]:
                 learner_rewards.append(float(rewards[self._migrant]))
-            elif len(actions) > k and usable[k:].any():
-                learner_rewards.append(float(np.nanmax(np.where(usable[k:], rewards[k:], np.nan))))
+            elif cfg.learner_rollouts and self.learner is not None and usable[k : k + cfg.learner_rollouts].any():
+                own = slice(k, k + cfg.learner_rollouts)
+                learner_rewards.append(float(np.nanmax(np.where(usable[own], rewards[own], np.nan))))
             learned.append((i, actions[usable], rewards[usable]))
             gen_rewards.append(rewards[usable])
             gen_valid += [bool(info.get("valid", False)) for info, u in zip(infos, usable) if u]
@@ -438,7 +606,13 @@ class EGRL:
         self.generation += 1
         row = self._log_row(np.concatenate(gen_rewards), gen_valid, learner_rewards, stats)
         if cfg.use_ea and k and complete:
-            self.population, _ = evolve(self.population, self.fitness, self.rng, cfg, self.envs[0].graph)
+            chromosomes = any(isinstance(ind, BoltzmannChromosome) for ind in self.population)
+            ecfg = cfg
+            if chromosomes and cfg.chromosome_tournament_size is not None:
+                ecfg = replace(cfg, tournament_size=cfg.chromosome_tournament_size)
+            self.population, _ = evolve(self.population, self.fitness, self.rng, ecfg, self.envs[0].graph)
+            if len(self.envs) == 1:
+                self._local_moves({int(i) for i in rank(self.fitness)[: min(cfg.n_elites, k)]})
             self._migrant = None
             if self.learner is not None and self.generation % max(cfg.migration_period, 1) == 0:
                 self._migrant = migrate(self.population, self.fitness, self.learner.actor, self.envs[0].graph, cfg)
@@ -527,7 +701,23 @@ class EGRL:
             meta["trained_on"] = [x.name for x in self.envs]
         result = e.session.tracker.result(self.budget, self.name_with_ablation, e.name, meta)
         result.evaluations = e.session.charged  # this env's own (the budget is shared by all envs)
+        if self._remeasured:
+            self._best_mean_answer(e, result)
         return result
+
+    def _best_mean_answer(self, e: _Env, result: SearchResult) -> None:
+        """On a noisy evaluator, after `remeasure`: the answer is the best mean among the placements measured
+        most often (up to `remeasure_repeats` times), not the best single (luckiest) measurement."""
+        if not len(e.stats):
+            return
+        found = e.stats.best(min_count=min(self.config.remeasure_repeats, max(e.stats.counts.values())))
+        if found is None:
+            return
+        action, mean, n = found
+        result.meta["best_single_measurement"] = result.best_reward
+        result.meta["best_reward_is"] = f"mean of {n} measurements"
+        result.best_action, result.best_reward = action, float(mean)
+        result.best_info = {"reward_mean": float(mean), "measurements": int(n)}
 
     def multi_result(self) -> MultiWorkloadResult:
         per_env = [self.result(i) for i, e in enumerate(self.envs) if e.session.tracker.best_action is not None]
@@ -610,6 +800,8 @@ class EGRL:
             "fitness": torch.from_numpy(np.asarray(self.fitness, dtype=np.float64).copy()),
             "migrant": -1 if self._migrant is None else int(self._migrant),
             "stall": self._stall,
+            "measurements": [e.stats.state_dict() for e in self.envs],
+            "remeasured": self._remeasured,
             "best_gnn": None if self._best_gnn is None else {"fitness": self._best_gnn[0], "actor": self._best_gnn[1]},
             "learner": None if self.learner is None else self.learner.state_dict(),
             "replay": None if self.buffer is None else self.buffer.state_dict(),
@@ -668,6 +860,9 @@ class EGRL:
         self.fitness = state["fitness"].numpy().copy()
         self._migrant = None if int(state["migrant"]) < 0 else int(state["migrant"])
         self._stall = int(state["stall"])
+        for e, m in zip(self.envs, state.get("measurements") or [None] * len(self.envs)):
+            e.stats = MeasurementStats.from_state_dict(m)
+        self._remeasured = bool(state.get("remeasured", False))
         best = state["best_gnn"]
         self._best_gnn = None if best is None else (float(best["fitness"]), dict(best["actor"]))
         self.learner = None

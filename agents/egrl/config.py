@@ -30,6 +30,11 @@ class EGRLConfig:
     elite_fraction: float = 0.1
     min_elites: int = 2
     tournament_size: int = 3
+    chromosome_tournament_size: int | None = None
+    """Tournament size while the population holds Boltzmann chromosomes (None = `tournament_size`). A
+    population of GNNs alone (several envs, gnn_only) keeps `tournament_size`: mutated copies of one
+    champion GNN mostly repeat its greedy placement (with 8 of 8, a two-env test run stopped after 43 of
+    160 evaluations, every proposal a cached repeat)."""
     crossover_prob: float = 0.3
     mutation_prob: float = 0.85
     init_density: str = "uniform"
@@ -128,6 +133,36 @@ class EGRLConfig:
     reward_clip: float | None = None
     """Clip rewards to [-reward_clip, reward_clip] in the learner's targets (None = no clipping)."""
 
+    # ------------------------------------------------------- starts, stops and noise
+    seed_rules: bool = False
+    """Start chromosomes at the placements the simple rules (`agents.rules`) derive from sizes, lifetimes and
+    the fast budget alone (all fast when it fits, activations fast and weights slow, the size-and-lifetime
+    fill), each evaluated as it is in the first generation, so the answer is never worse than the best of
+    them (False = random starts only, as published)."""
+    flip_mutation: int = 0
+    """A chromosome's mutation also flips between 1 and this many of its most likely decisions (those that
+    move bytes), a local search's move inside the EA (0 = off, as published)."""
+    flip_sharpen: bool = False
+    """After a flip mutation the chromosome's temperatures drop to the minimum, so it proposes the flipped
+    placement itself rather than a sample around it."""
+    critic_screen: int = 0
+    """With a flip mutation, draw this many flipped neighbours per chromosome and keep the one the learner's
+    critic values most (0 or 1 = one neighbour, unscreened)."""
+    repair_proposals: bool = False
+    """A chromosome's proposal that overflows the fast tier (known from sizes alone) has random fast
+    decisions moved slow until it fits before it is evaluated (False = evaluated as drawn, as published)."""
+    early_stop_evaluations: int | None = None
+    """Stop when the best reward has not risen by `early_stop_min_gain` (relative) within this many
+    evaluations (None = spend the whole budget). Off in both presets: with 100 it saved 38-62% of the
+    evaluations on wide_resnet101_2 for at most 0.008 points of the optimum, but cost resnet50 numa 32 tasks
+    0.15 points on one seed of three (benchmarks/README.md, bench_egrl.py)."""
+    early_stop_min_gain: float = 1e-3
+    remeasure_top: int = 0
+    """Noisy evaluators only: at the end, the `remeasure_top` placements with the best mean measurement
+    are measured until each has `remeasure_repeats` measurements, and the answer is the best mean (every
+    measurement charged to the budget, which keeps room for them). 0 = the best single measurement wins."""
+    remeasure_repeats: int = 3
+
     # ------------------------------------------------------------------- bookkeeping
     cache_evaluations: bool | None = None
     """Serve repeated placements from a cache (None = only when the evaluator is deterministic)."""
@@ -148,6 +183,10 @@ class EGRLConfig:
             raise ValueError("at least one of use_ea / use_learner must be on")
         if self.target_entropy is not None and not 0.0 < self.target_entropy < 0.6931:
             raise ValueError(f"target_entropy must be in (0, ln 2) nats per decision, got {self.target_entropy}")
+        if self.flip_mutation < 0 or self.critic_screen < 0 or self.remeasure_top < 0 or self.remeasure_repeats < 1:
+            raise ValueError("flip_mutation and remeasure_top must be >= 0 and remeasure_repeats >= 1")
+        if self.early_stop_evaluations is not None and self.early_stop_evaluations < 1:
+            raise ValueError(f"early_stop_evaluations must be >= 1 or None, got {self.early_stop_evaluations}")
         if self.ablation_name not in ABLATIONS:
             raise ValueError(f"unknown ablation {self.ablation_name!r}; choose one of {ABLATIONS}")
 
@@ -256,6 +295,38 @@ FAST_DEVIATIONS: dict[str, tuple[Any, str]] = {
         "GNN members propose their most likely placement: structured (similar layers decided alike), and "
         "repeated proposals of unchanged elites cost nothing thanks to the evaluation cache; the chromosomes "
         "do the sampling",
+    ),
+    "seed_rules": (
+        True,
+        "the first generation holds the simple rules' placements, so EGRL starts where a person would and its "
+        "answer is never worse than theirs (issue 15; measured in benchmarks/bench_egrl.py)",
+    ),
+    "repair_proposals": (
+        True,
+        "a chromosome's proposal that overflows DRAM is repaired from sizes alone instead of spending an "
+        "evaluation on a placement known not to fit",
+    ),
+    "flip_mutation": (
+        3,
+        "children of chromosomes also get 1-3 bit flips of their placement, repaired to fit: local search's "
+        "move inside the EA, which improves on the seeded rules step by step",
+    ),
+    "flip_sharpen": (
+        True,
+        "a flipped chromosome proposes its neighbour exactly, as local search does, instead of a sample around "
+        "it (resnet50 cxl-16g-128g 1 task, seed 0, tournament 3: 98.43% of the optimum with it, 98.16% without; "
+        "benchmarks/bench_egrl.py --set flip_sharpen=false)",
+    ),
+    "chromosome_tournament_size": (
+        8,
+        "stronger selection: flipped neighbours of the best placements rather than of any tournament winner "
+        "(with flip_sharpen, resnet50 numa 32 tasks seeds 0-1: 99.39%/99.39% at 8 against 99.10%/99.06% at 3; "
+        "cxl-16g-128g 1 task: 98.42%/98.46% at 8, 98.43%/98.15% at 3, 98.45%/98.40% at 20)",
+    ),
+    "remeasure_top": (
+        5,
+        "on a noisy evaluator the 5 placements of best mean are measured 3 times each at the end (at most 10 "
+        "extra evaluations) and the best mean wins, instead of the luckiest single measurement",
     ),
 }
 """Field -> (value in the fast preset, why it differs from the published default)."""
