@@ -219,51 +219,6 @@ def test_python_fork_child_sees_and_frees_tier_blocks(tmp_path: Path) -> None:
     assert result["parent_sum"] == (1 << 18) * ((1 << 18) - 1) // 2
 
 
-def test_hot_entries_go_to_glibc_until_something_routes_then_route_for_good() -> None:
-    """Dispatch (entries.c): while nothing can route, malloc and free are one jump to glibc; a thread's
-    tier switches allocation to routing, the first tier block switches free to the owner check, before the
-    block is returned: a block made by one thread is freed correctly by another that never set a tier."""
-    result = run_preloaded(
-        """
-        import ctypes, json, threading
-        import allocator as A
-        libc = ctypes.CDLL(None)  # the interposed entries (first in the search order)
-        libc.malloc.restype = ctypes.c_void_p
-        libc.malloc.argtypes = [ctypes.c_size_t]
-        libc.free.argtypes = [ctypes.c_void_p]
-        out = {"start": A.config()["dispatch"]}
-        A.set_tier("default")  # not a tier: changes nothing
-        A.set_process_tier("default")
-        out["default_set"] = A.config()["dispatch"]
-        A.set_threshold(4096)
-        box = {}
-        def worker(size):
-            with A.tier("fast"):
-                box["p"] = libc.malloc(size)
-        t = threading.Thread(target=worker, args=(64,)); t.start(); t.join()  # below the threshold
-        out["small_in_tier"] = A.config()["dispatch"]
-        out["small_tier_of"] = A.tier_of(box["p"])
-        libc.free(box["p"])
-        A.reset_stats()
-        t = threading.Thread(target=worker, args=(1 << 20,)); t.start(); t.join()
-        out["block"] = A.config()["dispatch"]
-        out["block_tier_of"] = A.tier_of(box["p"])
-        out["fast_live"] = A.stats()["fast"].live_bytes
-        libc.free(box["p"])  # this thread never set a tier
-        out["fast_live_after_free"] = A.stats()["fast"].live_bytes
-        print(json.dumps(out))
-        """
-    )
-    system = {"allocate": "system", "free": "system"}
-    assert result["start"] == system and result["default_set"] == system
-    assert result["small_in_tier"] == {"allocate": "routing", "free": "system"}
-    assert result["small_tier_of"] == "system"
-    assert result["block"] == {"allocate": "routing", "free": "owner_check"}
-    assert result["block_tier_of"] == "fast"
-    assert result["fast_live"] == 1 << 20 and result["fast_live_after_free"] == 0
-    assert allocator.probe(process_tier="slow")["config"]["dispatch"]["allocate"] == "routing"
-
-
 def test_configuration_is_reported_and_errors_are_clear(tmp_path: Path) -> None:
     numa0 = allocator.probe(slow="numa:0", fast_limit="1G", threshold="8K")
     assert numa0["active"]

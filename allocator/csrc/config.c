@@ -193,7 +193,6 @@ __attribute__((constructor(101))) static void marl_init(void) {
                       "every allocation goes to the system allocator (lower MARL_ALLOC_FAST_RESERVE and "
                       "MARL_ALLOC_SLOW_RESERVE)");
         g_process_tier = process_tier;
-        dispatch_init(process_tier != MARL_TIER_DEFAULT);
         g_initialised = 1;
         return;
     }
@@ -218,7 +217,6 @@ __attribute__((constructor(101))) static void marl_init(void) {
         }
     }
     g_process_tier = process_tier;
-    dispatch_init(process_tier != MARL_TIER_DEFAULT);
     pthread_atfork(backing_atfork_prepare, backing_atfork_parent, backing_atfork_child);
     system_usable_size(NULL); /* resolve the system malloc_usable_size now, not inside a hook later */
     g_initialised = 1;
@@ -251,12 +249,6 @@ EXPORT int marl_config_json(char *buf, size_t len) {
     at = append(buf, len, at, g_strict ? "true" : "false");
     at = append(buf, len, at, ", \"require_dax\": ");
     at = append(buf, len, at, g_require_dax ? "true" : "false");
-    /* where the hot entries go now (entries.c, "Dispatch"): "system" is glibc with no check at all */
-    at = append(buf, len, at, ", \"dispatch\": {\"allocate\": ");
-    at = append_json_str(buf, len, at, dispatch_routes() ? "routing" : "system");
-    at = append(buf, len, at, ", \"free\": ");
-    at = append_json_str(buf, len, at, dispatch_checks_owner() ? "owner_check" : "system");
-    at = append(buf, len, at, "}");
     for (int t = MARL_TIER_FAST; t <= MARL_TIER_SLOW; t++) {
         arena_t *a = &g_arena[t];
         at = append(buf, len, at, t == MARL_TIER_FAST ? ", \"fast\": {" : ", \"slow\": {");

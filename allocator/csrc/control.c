@@ -8,7 +8,6 @@ static int valid_tier(int t) { return t == MARL_TIER_DEFAULT || t == MARL_TIER_F
 
 EXPORT int marl_set_tier(int tier) {
     if (!valid_tier(tier)) return -1;
-    if (tier != MARL_TIER_DEFAULT) dispatch_routing(); /* before the thread's next malloc can route */
     int old = tl_tier;
     tl_tier = tier;
     return old;
@@ -18,7 +17,6 @@ EXPORT int marl_get_tier(void) { return tl_tier; }
 
 EXPORT int marl_set_process_tier(int tier) {
     if (!valid_tier(tier)) return -1;
-    if (tier != MARL_TIER_DEFAULT) dispatch_routing();
     return __atomic_exchange_n(&g_process_tier, tier, __ATOMIC_RELAXED);
 }
 

@@ -1,18 +1,8 @@
 /* The interposed malloc family, and the routing of each request to a tier or to the system allocator.
  *
- * Dispatch. malloc, calloc, realloc and free are each one indirect jump through a pointer (d_malloc,
- * ...), the least an interposer can cost. While no thread can route (the process tier is the system
- * allocator and no thread ever set a tier of its own) the pointers lead straight to glibc's __libc_*
- * entry points; the first marl_set_tier/marl_set_process_tier to a tier switches malloc, calloc and
- * realloc to the routing versions below, and the first block an arena hands out switches free to the
- * version that checks the owner. Each switch happens once and is never undone, so no thread can see a
- * pointer that is wrong for it: a thread that set its own tier sees its own store (or the same value
- * stored again), and a block is only freed after the free that knows it was installed (before the block
- * was returned). The pointers are relaxed atomics, which compile to the same single `jmp *ptr(%rip)`.
- *
- * Routing. The path for everything the allocator does not manage is a compare with the threshold and a
- * tail call to glibc's __libc_* entry points (no dlsym, hence no bootstrap problem: glibc's own malloc
- * is usable before any symbol lookup); free of a foreign pointer is a range check and a tail call.
+ * The path for everything the allocator does not manage is a thread-local load, a compare and a tail
+ * call to glibc's __libc_* entry points (no dlsym, hence no bootstrap problem: glibc's own malloc is
+ * usable before any symbol lookup); free of a foreign pointer is a range check and a tail call.
  *
  * Requests larger than MAX_REQUEST (about PTRDIFF_MAX, as in glibc) never reach an arena: they fail with
  * NULL and errno ENOMEM, and realloc leaves the block as it was.
@@ -76,8 +66,6 @@ static void *system_alloc(size_t n, size_t align) {
     return align > 16 ? SYS_MEMALIGN(align, n) : SYS_MALLOC(n);
 }
 
-static void dispatch_owned_free(void); /* before the first arena block is handed out */
-
 static void count_refusal(arena_t *a, enum refusal why, size_t usable) {
     a->st.fallback_count++;
     a->st.fallback_bytes += usable;
@@ -122,7 +110,6 @@ static OUT_OF_LINE void *tier_alloc(int t, size_t n, size_t align, int zero) {
         if (p && zero) memset(p, 0, n);
         return p;
     }
-    dispatch_owned_free();
     if (zero) {
         char *end = (char *)p + n < zero_to ? (char *)p + n : zero_to;
         if (end > (char *)p) memset(p, 0, end - (char *)p);
@@ -174,22 +161,20 @@ size_t system_usable_size(void *p) {
     return real_usable_size(p);
 }
 
-/* ---------------------------------------------------------------------------------- routing entries */
-/* Each is correct at any time (before the constructor too: then nothing routes and no pointer is owned);
- * the dispatch pointers lead here once routing is possible. */
+/* ------------------------------------------------------------------------------ interposed entries */
 static OUT_OF_LINE void *tier_malloc(int t, size_t n) {
     void *p = tier_alloc(t, n, 0, 0);
     if (!p) errno = ENOMEM;
     return p;
 }
 
-static void *routed_malloc(size_t n) {
+EXPORT void *ENTRY(malloc)(size_t n) {
     int t = route(n);
     if (LIKELY(!t)) return SYS_MALLOC(n);
     return tier_malloc(t, n);
 }
 
-static void owner_checked_free(void *p) {
+EXPORT void ENTRY(free)(void *p) {
     int o = owner_of(p);
     if (LIKELY(!o)) {
         SYS_FREE(p);
@@ -198,7 +183,7 @@ static void owner_checked_free(void *p) {
     tier_free(o, p);
 }
 
-static void *routed_calloc(size_t nmemb, size_t size) {
+EXPORT void *ENTRY(calloc)(size_t nmemb, size_t size) {
     size_t n;
     if (UNLIKELY(__builtin_mul_overflow(nmemb, size, &n))) {
         errno = ENOMEM;
@@ -211,10 +196,10 @@ static void *routed_calloc(size_t nmemb, size_t size) {
     return p;
 }
 
-static void *routed_realloc(void *p, size_t n) {
-    if (!p) return routed_malloc(n);
+EXPORT void *ENTRY(realloc)(void *p, size_t n) {
+    if (!p) return ENTRY(malloc)(n);
     if (n == 0) { /* glibc: free and return NULL */
-        owner_checked_free(p);
+        ENTRY(free)(p);
         return NULL;
     }
     int o = owner_of(p);
@@ -241,52 +226,6 @@ static void *routed_realloc(void *p, size_t n) {
         SYS_FREE(p);
     return q;
 }
-
-/* ------------------------------------------------------------------------------------- dispatch */
-/* Where the four hot entries go (see the top of this file). Initially the routing versions, correct
- * before the constructor has run; dispatch_init() points them at glibc when nothing routes yet. */
-static void *(*d_malloc)(size_t) = routed_malloc;
-static void *(*d_calloc)(size_t, size_t) = routed_calloc;
-static void *(*d_realloc)(void *, size_t) = routed_realloc;
-static void (*d_free)(void *) = owner_checked_free;
-
-#define DISPATCH_LOAD(d) __atomic_load_n(&(d), __ATOMIC_RELAXED)
-#define DISPATCH_STORE(d, f) __atomic_store_n(&(d), (f), __ATOMIC_RELAXED)
-
-static int routing_requested; /* dispatch_routing ran: the constructor must not undo it */
-
-void dispatch_init(int routing) {
-    if (routing || DISPATCH_LOAD(routing_requested)) {
-        dispatch_routing();
-        return;
-    }
-    DISPATCH_STORE(d_malloc, SYS_MALLOC);
-    DISPATCH_STORE(d_calloc, SYS_CALLOC);
-    DISPATCH_STORE(d_realloc, SYS_REALLOC);
-    DISPATCH_STORE(d_free, SYS_FREE);
-}
-
-void dispatch_routing(void) {
-    if (LIKELY(DISPATCH_LOAD(routing_requested))) return; /* already: no store to a shared line */
-    DISPATCH_STORE(routing_requested, 1);
-    DISPATCH_STORE(d_malloc, routed_malloc);
-    DISPATCH_STORE(d_calloc, routed_calloc);
-    DISPATCH_STORE(d_realloc, routed_realloc);
-}
-
-static void dispatch_owned_free(void) {
-    if (LIKELY(DISPATCH_LOAD(d_free) == owner_checked_free)) return;
-    DISPATCH_STORE(d_free, owner_checked_free);
-}
-
-int dispatch_routes(void) { return DISPATCH_LOAD(d_malloc) == routed_malloc; }
-int dispatch_checks_owner(void) { return DISPATCH_LOAD(d_free) == owner_checked_free; }
-
-/* ------------------------------------------------------------------------------ interposed entries */
-EXPORT void *ENTRY(malloc)(size_t n) { return DISPATCH_LOAD(d_malloc)(n); }
-EXPORT void ENTRY(free)(void *p) { DISPATCH_LOAD(d_free)(p); }
-EXPORT void *ENTRY(calloc)(size_t nmemb, size_t size) { return DISPATCH_LOAD(d_calloc)(nmemb, size); }
-EXPORT void *ENTRY(realloc)(void *p, size_t n) { return DISPATCH_LOAD(d_realloc)(p, n); }
 
 EXPORT void *ENTRY(reallocarray)(void *p, size_t nmemb, size_t size) {
     size_t n;

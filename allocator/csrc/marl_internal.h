@@ -173,13 +173,5 @@ INTERNAL const char *error_text(int err); /* strerror without allocating or tran
 
 /* --------------------------------------------------------------------------------------- entries.c */
 INTERNAL size_t system_usable_size(void *p);
-/* The constructor: malloc, calloc, realloc and free straight to the system allocator unless `routing`
- * (the process tier is a tier) or dispatch_routing already ran. */
-INTERNAL void dispatch_init(int routing);
-/* A thread or the process may route from now on: malloc, calloc and realloc check size and tier (for
- * good; cheap after the first call). */
-INTERNAL void dispatch_routing(void);
-INTERNAL int dispatch_routes(void);       /* 1 when malloc, calloc, realloc route, 0 when they go to glibc */
-INTERNAL int dispatch_checks_owner(void); /* 1 when free checks the owner, 0 when it goes to glibc */
 
 #endif
