@@ -22,7 +22,9 @@
 #define MAX_RESERVE ((uint64_t)1 << 46) /* 64 TiB per tier: both fit in a 47-bit user address space */
 
 INTERNAL arena_t g_arena[3];
-INTERNAL char *g_lo, *g_hi;
+/* No range yet (before the constructor, or none could be reserved): every pointer lies below it, so free
+ * passes it to glibc after one compare, as it does for glibc's blocks below a reserved range. */
+INTERNAL char *g_lo = (char *)UINTPTR_MAX, *g_hi = (char *)UINTPTR_MAX;
 INTERNAL size_t g_threshold = 256;
 INTERNAL int g_process_tier = MARL_TIER_DEFAULT;
 INTERNAL uint64_t g_fast_limit;
@@ -183,6 +185,8 @@ __attribute__((constructor(101))) static void marl_init(void) {
     if (s && (process_tier = parse_tier_name(s)) < 0)
         bad_value("MARL_ALLOC_PROCESS_TIER", s, "default (or system), fast or slow");
 
+    system_lookup(); /* glibc's entry points that have no __libc_ name: now, not inside a hook later */
+
     /* 2. reserve both ranges as one, 2 MiB-aligned so that huge pages can back the arenas */
     size_t huge = (size_t)2 << 20;
     for (int t = MARL_TIER_FAST; t <= MARL_TIER_SLOW; t++) reserve[t] = round_up(reserve[t], huge);
@@ -218,7 +222,6 @@ __attribute__((constructor(101))) static void marl_init(void) {
     }
     g_process_tier = process_tier;
     pthread_atfork(backing_atfork_prepare, backing_atfork_parent, backing_atfork_child);
-    system_usable_size(NULL); /* resolve the system malloc_usable_size now, not inside a hook later */
     g_initialised = 1;
     if (verbose) {
         char buf[3072];
