@@ -185,8 +185,6 @@ __attribute__((constructor(101))) static void marl_init(void) {
     if (s && (process_tier = parse_tier_name(s)) < 0)
         bad_value("MARL_ALLOC_PROCESS_TIER", s, "default (or system), fast or slow");
 
-    system_lookup(); /* glibc's entry points that have no __libc_ name: now, not inside a hook later */
-
     /* 2. reserve both ranges as one, 2 MiB-aligned so that huge pages can back the arenas */
     size_t huge = (size_t)2 << 20;
     for (int t = MARL_TIER_FAST; t <= MARL_TIER_SLOW; t++) reserve[t] = round_up(reserve[t], huge);
@@ -222,6 +220,7 @@ __attribute__((constructor(101))) static void marl_init(void) {
     }
     g_process_tier = process_tier;
     pthread_atfork(backing_atfork_prepare, backing_atfork_parent, backing_atfork_child);
+    system_usable_size(NULL); /* resolve the system malloc_usable_size now, not inside a hook later */
     g_initialised = 1;
     if (verbose) {
         char buf[3072];

@@ -1,19 +1,19 @@
 /* The interposed malloc family, and the routing of each request to a tier or to the system allocator.
  *
- * The pass-through. Every entry first tests, with what is at hand, whether the request is the system
- * allocator's, and if so ends in a tail call to glibc, before any register is saved or frame built:
+ * The pass-through. Every entry but posix_memalign (see there) first tests, with what is at hand,
+ * whether the request is the system allocator's, and if so ends in a tail call to glibc before any
+ * register is saved or frame built:
  * malloc, calloc, realloc, memalign compare the size with the threshold (the thread's tier is read only
  * at or above it), free and realloc compare the pointer with the arenas' range (one compare for glibc's
  * blocks, which lie below it; two for the rare block above it). Everything else is out of line
  * (*_routed). glibc is reached through its exported __libc_* entry points (no dlsym, hence no bootstrap
- * problem), and posix_memalign and malloc_usable_size, which have none, through glibc's own symbols,
- * looked up once by the constructor. Per malloc+free pair of a small size this costs 6 instructions
- * over glibc alone (callgrind: 153 against 147); a preload that only forwards costs 2.
+ * problem: glibc's own malloc is usable before any symbol lookup). Per malloc+free pair of a small size
+ * this costs 6 instructions over glibc alone (callgrind); a preload that only forwards costs 2.
  *
  * Measured and rejected: a dispatch pointer (each entry one `jmp *ptr` that leads straight to glibc
- * until some thread sets a tier, then to the routing versions) reaches the forwarder's 149 instructions
+ * until some thread sets a tier, then to the routing versions) reaches the forwarder's +2 instructions
  * while nothing routes, but saves no time there (the compare and its untaken branch are almost free),
- * and once routing is on adds a second taken jump per call: 155 instructions and 12-16 % more time per
+ * and once routing is on adds a second taken jump per call: +8 instructions and 12-16 % more time per
  * small malloc+free than this layout (measured in one process, interleaved, fastest of 3000 chunks).
  *
  * Requests larger than MAX_REQUEST (about PTRDIFF_MAX, as in glibc) never reach an arena: they fail with
@@ -38,6 +38,7 @@ __thread int tl_tier __attribute__((tls_model("initial-exec"), visibility("hidde
 #define SYS_REALLOC realloc
 #define SYS_FREE free
 #define SYS_MEMALIGN memalign
+#define SYS_USABLE_LOOKUP RTLD_DEFAULT
 #define SYS_VALLOC valloc
 #define SYS_PVALLOC pvalloc
 #else
@@ -55,6 +56,7 @@ extern void *__libc_pvalloc(size_t);
 #define SYS_REALLOC __libc_realloc
 #define SYS_FREE __libc_free
 #define SYS_MEMALIGN __libc_memalign
+#define SYS_USABLE_LOOKUP RTLD_NEXT
 #define SYS_VALLOC __libc_valloc
 #define SYS_PVALLOC __libc_pvalloc
 #endif
@@ -161,30 +163,13 @@ static int tier_resize(int t, void *p, size_t n) {
     return ok;
 }
 
-/* The system allocator's entry points that glibc does not export as __libc_*: looked up in glibc's own
- * object (not the next object in the search order: another preloaded allocator must not answer for
- * blocks glibc's __libc_malloc made), once, by the constructor (system_lookup). */
 static size_t (*real_usable_size)(void *);
-static int (*real_posix_memalign)(void **, size_t, size_t); /* NULL until looked up: then out of line */
-
-static void *system_symbol(const char *name) {
-#ifdef MARL_PREFIX_ENTRIES
-    return dlsym(RTLD_DEFAULT, name);
-#else
-    static void *libc;
-    if (!libc) libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-    return dlsym(libc ? libc : RTLD_NEXT, name);
-#endif
-}
-
-void system_lookup(void) {
-    if (!real_usable_size) real_usable_size = (size_t(*)(void *))system_symbol("malloc_usable_size");
-    if (!real_usable_size) die("cannot find the system malloc_usable_size", NULL);
-    real_posix_memalign = (int (*)(void **, size_t, size_t))system_symbol("posix_memalign");
-}
 
 size_t system_usable_size(void *p) {
-    if (UNLIKELY(!real_usable_size)) system_lookup(); /* a call before the constructor */
+    if (!real_usable_size) {
+        real_usable_size = (size_t(*)(void *))dlsym(SYS_USABLE_LOOKUP, "malloc_usable_size");
+        if (!real_usable_size) die("cannot find the system malloc_usable_size", p);
+    }
     return real_usable_size(p);
 }
 
@@ -281,20 +266,15 @@ EXPORT void *ENTRY(reallocarray)(void *p, size_t nmemb, size_t size) {
 
 static inline int valid_align(size_t align) { return align && !(align & (align - 1)); }
 
-static OUT_OF_LINE int posix_memalign_routed(void **out, size_t align, size_t n) {
+/* posix_memalign stays in one piece: it cannot end in a tail call (it stores the block), and glibc's own
+ * posix_memalign, which could, costs 31 instructions more than __libc_memalign (callgrind). */
+EXPORT int ENTRY(posix_memalign)(void **out, size_t align, size_t n) {
     if (!valid_align(align) || align % sizeof(void *)) return EINVAL;
     int t = route(n);
     void *p = t ? tier_alloc(t, n, align, 0) : SYS_MEMALIGN(align, n);
     if (!p) return ENOMEM;
     *out = p;
     return 0;
-}
-
-EXPORT int ENTRY(posix_memalign)(void **out, size_t align, size_t n) {
-    /* below the threshold: glibc's own posix_memalign (it checks the alignment the same way) */
-    int (*sys)(void **, size_t, size_t) = real_posix_memalign;
-    if (LIKELY(n < g_threshold && sys)) return sys(out, align, n);
-    return posix_memalign_routed(out, align, n);
 }
 
 static OUT_OF_LINE void *memalign_routed(size_t align, size_t n) {

@@ -173,6 +173,5 @@ INTERNAL const char *error_text(int err); /* strerror without allocating or tran
 
 /* --------------------------------------------------------------------------------------- entries.c */
 INTERNAL size_t system_usable_size(void *p);
-INTERNAL void system_lookup(void); /* the constructor: find glibc's malloc_usable_size, posix_memalign */
 
 #endif
