@@ -2,12 +2,14 @@
 
 1. resnet50 inference (batch 1) with the allocator preloaded and every weight and activation in the fast
    tier, over the same inference in a process without the allocator. Goal: <= 1.02.
-2. A malloc/free loop through the interposer over plain glibc, for small sizes (below the threshold, which
-   the interposer passes straight to glibc; goal: <= 1.1) and large sizes (also with the thread's tier set
-   to fast, i.e. served by the allocator's own arena). A "floor" preload that only forwards malloc/free to
-   glibc shows the least any LD_PRELOAD interposer costs.
-3. With valgrind installed: instructions per malloc+free pair (callgrind) for glibc, the interposer and
-   the floor, an exact count that the machine's load cannot blur.
+2. A malloc/free loop through the interposer over plain glibc, for small sizes (below the threshold; goal:
+   <= 1.1) and large sizes. Variants: "preload" (no thread set a tier: malloc and free are one jump to
+   glibc), "routing" (the thread's tier is fast and one block lives in the fast tier, so malloc compares
+   the size with the threshold and free checks the owner before passing to glibc; for large sizes,
+   "fast tier": the allocator's own arena) and "floor", a preload that only forwards malloc/free to glibc:
+   the least any LD_PRELOAD interposer costs.
+3. With valgrind installed: instructions per malloc+free pair (callgrind) for each variant and their
+   ratios over glibc, exact counts that the machine's load cannot blur.
 
     .venv/bin/python benchmarks/bench_allocator.py [--rounds 11] [--repeats 5] [--threads N] [--json out.json]
                                                    [--skip-malloc] [--skip-resnet] [--skip-callgrind]
@@ -38,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import allocator  # noqa: E402
 from marl_gym.io import write_versioned_json  # noqa: E402
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SMALL_GOAL = 1.1
 INFERENCE_GOAL = 1.02
 
@@ -47,16 +49,28 @@ LOOP_C = r"""
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
-/* usage: loop SIZE ITERATIONS TIER ; prints ns per malloc+free pair (best of 5 passes) */
+/* usage: loop SIZE ITERATIONS TIER [OP] ; prints ns per iteration (best of 5 passes): OP malloc (default),
+ * calloc or posix_memalign (64-byte alignment) and a free, or realloc (sizes cycle: it resizes). With a
+ * TIER, the thread's tier is set and one 1 MiB block is kept in it, so the allocator routes and checks
+ * owners. */
 int main(int argc, char **argv) {
     size_t size = strtoull(argv[1], NULL, 10);
     long iters = atol(argv[2]);
     int tier = atoi(argv[3]);
+    const char *op = argc > 4 ? argv[4] : "malloc";
+    int kind = !strcmp(op, "malloc") ? 0 : !strcmp(op, "calloc") ? 1 : !strcmp(op, "realloc") ? 2
+             : !strcmp(op, "posix_memalign") ? 3 : -1;
+    if (kind < 0) { fprintf(stderr, "unknown op %s\n", op); return 2; }
+    void *anchor = NULL;
     if (tier) {
         int (*set_tier)(int) = (int (*)(int))dlsym(RTLD_DEFAULT, "marl_set_tier");
-        if (!set_tier) { fprintf(stderr, "allocator not preloaded\n"); return 3; }
+        int (*tier_of)(const void *) = (int (*)(const void *))dlsym(RTLD_DEFAULT, "marl_tier_of");
+        if (!set_tier || !tier_of) { fprintf(stderr, "allocator not preloaded\n"); return 3; }
         set_tier(tier);
+        anchor = malloc(1 << 20);
+        if (tier_of(anchor) != tier) { fprintf(stderr, "the 1 MiB block is not in tier %d\n", tier); return 4; }
     }
     enum { LIVE = 16 };
     void *keep[LIVE] = {0};
@@ -66,8 +80,15 @@ int main(int argc, char **argv) {
         clock_gettime(CLOCK_MONOTONIC, &a);
         for (long i = 0; i < iters; i++) {
             int k = (int)(i % LIVE);
-            free(keep[k]);
-            keep[k] = malloc(size + (size_t)(i & 7) * 8);
+            size_t n = size + (size_t)(i & 7) * 8;
+            if (kind == 2) {
+                keep[k] = realloc(keep[k], n);
+            } else {
+                free(keep[k]);
+                if (kind == 0) keep[k] = malloc(n);
+                else if (kind == 1) keep[k] = calloc(1, n);
+                else if (posix_memalign(&keep[k], 64, n)) keep[k] = NULL;
+            }
             *(volatile char *)keep[k] = 1;
         }
         clock_gettime(CLOCK_MONOTONIC, &b);
@@ -75,6 +96,7 @@ int main(int argc, char **argv) {
         if (ns < best) best = ns;
     }
     for (int k = 0; k < LIVE; k++) free(keep[k]);
+    free(anchor);
     printf("%.3f\n", best);
     return 0;
 }
@@ -166,12 +188,19 @@ def build_loop_programs() -> tuple[Path, Path]:
 def loop_envs(floor_lib: Path) -> dict[str, tuple[dict[str, str], int]]:
     """variant -> (environment, thread tier) for the loop program."""
     plain_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MARL_ALLOC_")}
+    # 1 GiB reserves instead of 64 GiB: valgrind refuses the default's address space (the hot path is the same)
+    tiered = allocator.preload_env(plain_env, threshold=4096, fast_reserve="1G", slow_reserve="1G", strict=True)
     return {
         "glibc": (plain_env, 0),
-        "preload": (allocator.preload_env(plain_env, threshold=4096), 0),
+        "preload": (tiered, 0),
+        "routing": (tiered, 1),
         "floor": ({**plain_env, "LD_PRELOAD": str(floor_lib)}, 0),
-        "fast_tier": (allocator.preload_env(plain_env, threshold=4096), 1),
+        "fast_tier": (tiered, 1),
     }
+
+
+SMALL_VARIANTS = ["glibc", "preload", "routing", "floor"]
+LARGE_VARIANTS = ["glibc", "preload", "floor", "fast_tier"]
 
 
 def bench_malloc(rounds: int) -> list[dict]:
@@ -194,17 +223,15 @@ def bench_malloc(rounds: int) -> list[dict]:
                 raise RuntimeError(f"{variant}: {out.stderr}")
             return float(out.stdout)
 
-        variants = ["glibc", "preload", "floor"] + (["fast_tier"] if kind == "large" else [])
+        variants = SMALL_VARIANTS if kind == "small" else LARGE_VARIANTS
         ns = paired_rounds(variants, rounds, one)
         row = {
             "kind": kind,
             "size_bytes": size,
             "ns_median": {v: statistics.median(ns[v]) for v in variants},
-            "ratio_preload_over_glibc": per_round_ratio(ns["preload"], ns["glibc"]),
-            "ratio_floor_over_glibc": per_round_ratio(ns["floor"], ns["glibc"]),
         }
-        if kind == "large":
-            row["ratio_fast_tier_over_glibc"] = per_round_ratio(ns["fast_tier"], ns["glibc"])
+        for v in variants[1:]:
+            row[f"ratio_{v}_over_glibc"] = per_round_ratio(ns[v], ns["glibc"])
         rows.append(row)
     return rows
 
@@ -213,14 +240,15 @@ def instructions_per_pair(sizes: list[int]) -> list[dict]:
     """Instructions per malloc+free pair counted by callgrind: exact and independent of machine load.
 
     Each count is the difference between runs of 2N and N iterations, divided by the 5 N extra pairs
-    (the loop makes 5 passes), so process start-up and the library's constructor cancel out."""
+    (the loop makes 5 passes), so process start-up and the library's constructor cancel out. Rows
+    without "op" are malloc+free; the others count calloc+free and realloc alone."""
     exe, floor_lib = build_loop_programs()
     envs = loop_envs(floor_lib)
 
-    def collected(variant: str, size: int, iters: int) -> int:
+    def collected(variant: str, size: int, iters: int, op: str = "malloc") -> int:
         env, tier = envs[variant]
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(exe), str(size), str(iters)]
-        out = subprocess.run([*cmd, str(tier)], env=env, capture_output=True, text=True, timeout=600)
+        out = subprocess.run([*cmd, str(tier), op], env=env, capture_output=True, text=True, timeout=600)
         found = [line for line in out.stderr.splitlines() if "Collected :" in line]
         if out.returncode != 0 or not found:
             raise RuntimeError(f"callgrind failed for {variant}: {out.stderr[-2000:]}")
@@ -229,8 +257,17 @@ def instructions_per_pair(sizes: list[int]) -> list[dict]:
     n = 100_000
     rows = []
     for size in sizes:
-        per = {v: (collected(v, size, 2 * n) - collected(v, size, n)) / (5 * n) for v in ("glibc", "preload", "floor")}
-        rows.append({"size_bytes": size, "instructions_per_pair": per})
+        per = {v: (collected(v, size, 2 * n) - collected(v, size, n)) / (5 * n) for v in SMALL_VARIANTS}
+        ratios = {f"{v}_over_glibc": per[v] / per["glibc"] for v in SMALL_VARIANTS[1:]}
+        rows.append({"size_bytes": size, "instructions_per_pair": per, "instruction_ratio": ratios})
+    # the other pass-through entries, at one size; the forward-only floor interposes malloc and free only.
+    # (posix_memalign is not counted: glibc's own memalign work there varies by more than the interposer's
+    # 20 instructions with the heap's layout, which the preload shifts.)
+    for op in ("calloc", "realloc"):
+        variants = ["glibc", "preload", "routing"]
+        per = {v: (collected(v, 64, 2 * n, op) - collected(v, 64, n, op)) / (5 * n) for v in variants}
+        ratios = {f"{v}_over_glibc": per[v] / per["glibc"] for v in variants[1:]}
+        rows.append({"op": op, "size_bytes": 64, "instructions_per_pair": per, "instruction_ratio": ratios})
     return rows
 
 
@@ -289,7 +326,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed resnet50 inferences per round (default 5)")
     parser.add_argument("--threads", type=int, help="torch threads per inference (default: all cores)")
     parser.add_argument("--skip-resnet", action="store_true", help="no resnet50 inference")
-    parser.add_argument("--skip-malloc", action="store_true", help="no malloc/free loop (and no callgrind counts)")
+    parser.add_argument("--skip-malloc", action="store_true", help="no wall-clock malloc/free loop")
     parser.add_argument(
         "--skip-callgrind", action="store_true", help="do not count instructions per pair with valgrind/callgrind"
     )
@@ -309,35 +346,39 @@ def main() -> int:
         print(
             f"\nmalloc/free loop: ns per malloc+free (16 live blocks, best of 5 passes per run), {args.rounds} paired rounds"
         )
-        print("  glibc: no preload; preload: the allocator with threshold 4096, thread tier default (passes to glibc);")
-        print("  floor: a preload that only forwards malloc/free to glibc; fast tier: the allocator's own arena.")
+        print("  glibc: no preload. preload: the allocator (threshold 4096), no tier set: malloc/free jump to glibc.")
+        print("  routing: thread tier fast and a live fast-tier block; sizes below the threshold pass to glibc.")
+        print("  floor: a preload that only forwards malloc/free to glibc. fast tier: the allocator's own arena.")
         print("  ratios over glibc: median [min-max, IQR] of the per-round ratios")
         rows = bench_malloc(args.rounds)
         for r in rows:
             ns = r["ns_median"]
-            print(
-                f"  {r['size_bytes']:>8d} B  glibc {ns['glibc']:6.1f} ns  preload {ns['preload']:6.1f} ns  floor {ns['floor']:6.1f} ns"
-            )
-            print(f"             preload/glibc   {fmt(r['ratio_preload_over_glibc'])}")
-            print(f"             floor/glibc     {fmt(r['ratio_floor_over_glibc'])}")
-            if "ratio_fast_tier_over_glibc" in r:
-                print(f"             fast tier/glibc {fmt(r['ratio_fast_tier_over_glibc'])} ({ns['fast_tier']:.1f} ns)")
-        worst = max((r for r in rows if r["kind"] == "small"), key=lambda r: r["ratio_preload_over_glibc"]["median"])
-        small = worst["ratio_preload_over_glibc"]
-        print(f"  small malloc, worst size ({worst['size_bytes']} B): {fmt(small)}")
-        print(f"  goal small malloc <= {SMALL_GOAL}x glibc: {verdict(small, SMALL_GOAL)}")
-
-        result.update(malloc=rows, small_malloc_worst=worst)
-    if not args.skip_malloc and not args.skip_callgrind and shutil.which("valgrind"):
-        print("\ninstructions per malloc+free pair (callgrind; exact, independent of load)")
+            print(f"  {r['size_bytes']:>8d} B  " + "  ".join(f"{v} {ns[v]:6.1f} ns" for v in ns))
+            for v in list(ns)[1:]:
+                print(f"             {v + '/glibc':16s} {fmt(r[f'ratio_{v}_over_glibc'])}")
+        for v in ("preload", "routing"):
+            key = f"ratio_{v}_over_glibc"
+            worst = max((r for r in rows if r["kind"] == "small"), key=lambda r, key=key: r[key]["median"])
+            print(f"  small malloc, {v}, worst size ({worst['size_bytes']} B): {fmt(worst[key])}")
+            print(f"  goal small malloc <= {SMALL_GOAL}x glibc ({v}): {verdict(worst[key], SMALL_GOAL)}")
+            result[f"small_malloc_worst_{v}"] = worst
+        result["malloc"] = rows
+    if not args.skip_callgrind and shutil.which("valgrind"):
+        print("\ninstructions per malloc+free pair (callgrind; exact, independent of load), ratio over glibc")
         counts = instructions_per_pair([16, 64, 256])
         for c in counts:
-            per = c["instructions_per_pair"]
+            per, ratio = c["instructions_per_pair"], c["instruction_ratio"]
+            label = f"{c.get('op', 'malloc')} {c['size_bytes']} B"
             print(
-                f"  {c['size_bytes']:>8d} B  glibc {per['glibc']:6.1f}  preload {per['preload']:6.1f} "
-                f"(+{per['preload'] - per['glibc']:.1f})  floor {per['floor']:6.1f} (+{per['floor'] - per['glibc']:.1f})"
+                f"  {label:>22s}  glibc {per['glibc']:6.1f}  "
+                + "  ".join(
+                    f"{v} {per[v]:6.1f} (+{per[v] - per['glibc']:.1f}, {ratio[f'{v}_over_glibc']:.3f})"
+                    for v in list(per)[1:]
+                )
             )
         result["instructions_per_pair"] = counts
+    elif not args.skip_callgrind:
+        print("\ninstructions per malloc+free pair: not counted (valgrind is not installed)")
     if not args.skip_resnet:
         print(
             f"\nresnet50 inference, batch 1 ({args.rounds} paired rounds x {args.repeats} timed runs, mean per round)"

@@ -78,27 +78,36 @@ def test_allocator_object_is_instrumented_by_ubsan(binaries: dict[str, Path]) ->
     assert "__ubsan_handle_" in symbols and "__asan_poison_memory_region" in symbols
 
 
+def _run_edges(binaries: dict[str, Path], build: str, mode: str) -> str:
+    """edges.c's `mode`, sanitized (prefixed entries under ASan/UBSan) or as a plain program under the preload."""
+    if build == "sanitized":
+        return _run([str(binaries["edges_asan"]), mode], env=SANITIZER_ENV)
+    env = allocator.preload_env(fast_reserve="1G", slow_reserve="1G", strict=True)
+    return _run([str(binaries["edges"]), mode], env=env)
+
+
 @pytest.mark.parametrize("build", ["sanitized", "preload"])
 def test_requests_near_size_max_fail_cleanly(binaries: dict[str, Path], build: str) -> None:
     """realloc(p, n) with n near SIZE_MAX on a tier block: NULL, ENOMEM, the block untouched; the same for
     every other entry point and both tiers (issue 17: the round-up wrapped and realloc returned p)."""
-    if build == "sanitized":
-        out = _run([str(binaries["edges_asan"]), "huge"], env=SANITIZER_ENV)
-    else:
-        env = allocator.preload_env(fast_reserve="1G", slow_reserve="1G", strict=True)
-        out = _run([str(binaries["edges"]), "huge"], env=env)
+    out = _run_edges(binaries, build, "huge")
     assert out.startswith("ok huge sizes=11")
 
 
 @pytest.mark.parametrize("build", ["sanitized", "preload"])
 def test_unsplittable_tail_counts_against_the_fast_limit(binaries: dict[str, Path], build: str) -> None:
-    if build == "sanitized":
-        out = _run([str(binaries["edges_asan"]), "tail"], env=SANITIZER_ENV)
-    else:
-        env = allocator.preload_env(fast_reserve="1G", slow_reserve="1G", strict=True)
-        out = _run([str(binaries["edges"]), "tail"], env=env)
+    out = _run_edges(binaries, build, "tail")
     # the realloc that would have grown past the limit in place moved to the slow tier instead
     assert out.strip() == "ok tail realloc_moved_to_tier=2"
+
+
+@pytest.mark.parametrize("build", ["sanitized", "preload"])
+def test_pass_through_tests_decide_as_the_full_routing(binaries: dict[str, Path], build: str) -> None:
+    """calloc, realloc and the aligned family test "below the threshold and not a tier's block" first and
+    call the system allocator at once: wrapped calloc products, realloc of NULL, to 0 and of tier blocks,
+    and bad alignments must come out as they do through the full routing."""
+    out = _run_edges(binaries, build, "pass")
+    assert out.strip() == "ok pass"
 
 
 @pytest.mark.parametrize("build", ["sanitized", "preload"])

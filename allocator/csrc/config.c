@@ -22,7 +22,9 @@
 #define MAX_RESERVE ((uint64_t)1 << 46) /* 64 TiB per tier: both fit in a 47-bit user address space */
 
 INTERNAL arena_t g_arena[3];
-INTERNAL char *g_lo, *g_hi;
+/* No range yet (before the constructor, or none could be reserved): every pointer lies below it, so free
+ * passes it to glibc after one compare, as it does for glibc's blocks below a reserved range. */
+INTERNAL char *g_lo = (char *)UINTPTR_MAX, *g_hi = (char *)UINTPTR_MAX;
 INTERNAL size_t g_threshold = 256;
 INTERNAL int g_process_tier = MARL_TIER_DEFAULT;
 INTERNAL uint64_t g_fast_limit;

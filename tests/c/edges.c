@@ -7,8 +7,12 @@
  *               block and counter as it was; realloc in particular must not wrap its size round-up
  *   tail        a free block that fits a request but leaves an unsplittable tail must not take the fast
  *               tier past its limit, neither on malloc nor on realloc growing into a free neighbour
+ *   pass        the pass-through tests in front of calloc, realloc and the aligned family (a size below
+ *               the threshold and a block that is not a tier's go straight to the system allocator) decide
+ *               as the full routing does: a calloc product that wraps below or above the threshold, realloc
+ *               of NULL, to 0, of a tier block to a small size, bad alignments on both sides of it
  *
- * usage: edges huge|tail       prints "ok ..." and exits 0, or prints FAIL and aborts
+ * usage: edges huge|tail|pass  prints "ok ..." and exits 0, or prints FAIL and aborts
  */
 #include <errno.h>
 #include <stdint.h>
@@ -173,13 +177,86 @@ static void tail(void) {
     printf("ok tail realloc_moved_to_tier=%d\n", where);
 }
 
+static void *aligned_block(void *p, size_t align, int tier, const char *what) {
+    CHECK(p, "%s failed", what);
+    CHECK((uintptr_t)p % align == 0, "%s: %p not aligned to %zu", what, p, align);
+    CHECK(CTL(marl_tier_of)(p) == tier, "%s: in tier %d, not %d", what, CTL(marl_tier_of)(p), tier);
+    memset(p, 0x5a, 100);
+    return p;
+}
+
+static void pass(void) {
+    const size_t small = 100, large = 8192, sys = MARL_TIER_SYSTEM, fast = MARL_TIER_FAST;
+    CTL(marl_set_threshold)(4096);
+    CTL(marl_set_tier)(MARL_TIER_FAST);
+    marl_tier_stats s0 = stats_of(MARL_TIER_FAST);
+
+    /* calloc: products that wrap to 0, to 2048 (below the threshold) and to 8192 (above it) */
+    const size_t wraps[][2] = {{(size_t)1 << 63, 2}, {((size_t)1 << 62) + 512, 4}, {((size_t)1 << 62) + 2048, 4}};
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        void *q = A(calloc)(wraps[i][0], wraps[i][1]);
+        CHECK(q == NULL && errno == ENOMEM, "calloc(%zu, %zu) = %p errno %d", wraps[i][0], wraps[i][1], q, errno);
+    }
+    marl_tier_stats s1 = stats_of(MARL_TIER_FAST);
+    CHECK(s1.alloc_count == s0.alloc_count && s1.fallback_count == s0.fallback_count, "a wrapped calloc reached a tier");
+    unsigned char *c = A(calloc)(16, small / 16 + 1), *cl = A(calloc)(64, large / 64);
+    CHECK(c && CTL(marl_tier_of)(c) == (int)sys && cl && CTL(marl_tier_of)(cl) == (int)fast, "calloc tiers");
+    for (size_t i = 0; i < large; i++) CHECK(cl[i] == 0 && (i > small || c[i] == 0), "calloc not zero at %zu", i);
+    A(free)(c);
+    A(free)(cl);
+
+    /* realloc: NULL, to 0, a tier block to a small size (out of the tier, data kept), a small block to a
+     * large size (into the tier) */
+    unsigned char *r = A(realloc)(NULL, small);
+    CHECK(r && CTL(marl_tier_of)(r) == (int)sys, "realloc(NULL, small) not a system block");
+    CHECK(A(realloc)(r, 0) == NULL, "realloc(system block, 0) did not return NULL");
+    r = A(realloc)(NULL, large);
+    CHECK(r && CTL(marl_tier_of)(r) == (int)fast, "realloc(NULL, large) not a fast block");
+    fill(r, large, 9);
+    r = A(realloc)(r, small);
+    CHECK(r && CTL(marl_tier_of)(r) == (int)sys, "realloc(fast block, small) did not move to the system");
+    expect_intact(r, small, 9, "realloc out of the tier");
+    r = A(realloc)(r, large);
+    CHECK(r && CTL(marl_tier_of)(r) == (int)fast, "realloc(system block, large) did not move to the fast tier");
+    expect_intact(r, small, 9, "realloc into the tier");
+    CHECK(A(realloc)(r, 0) == NULL, "realloc(fast block, 0) did not return NULL");
+    CHECK(stats_of(MARL_TIER_FAST).live_bytes == s0.live_bytes, "realloc(fast block, 0) did not free it");
+
+    /* posix_memalign and aligned_alloc refuse an alignment that is not a power of two (posix_memalign
+     * also one that is not a multiple of sizeof(void *)) on both sides of the threshold */
+    const size_t sizes[2] = {small, large};
+    for (int i = 0; i < 2; i++) {
+        void *q = (void *)1;
+        int rc = A(posix_memalign)(&q, 24, sizes[i]);
+        CHECK(rc == EINVAL && q == (void *)1, "posix_memalign(24, %zu) = %d", sizes[i], rc);
+        rc = A(posix_memalign)(&q, 4, sizes[i]);
+        CHECK(rc == EINVAL && q == (void *)1, "posix_memalign(4, %zu) = %d", sizes[i], rc);
+        errno = 0;
+        q = A(aligned_alloc)(24, sizes[i]);
+        CHECK(q == NULL && errno == EINVAL, "aligned_alloc(24, %zu) = %p errno %d", sizes[i], q, errno);
+        int tier = i ? (int)fast : (int)sys;
+        CHECK(A(posix_memalign)(&q, 256, sizes[i]) == 0, "posix_memalign(256, %zu) failed", sizes[i]);
+        A(free)(aligned_block(q, 256, tier, "posix_memalign(256)"));
+        A(free)(aligned_block(A(aligned_alloc)(512, sizes[i]), 512, tier, "aligned_alloc(512)"));
+        A(free)(aligned_block(A(memalign)(1024, sizes[i]), 1024, tier, "memalign(1024)"));
+        /* memalign rounds a bad alignment up to a power of two, as glibc does */
+        A(free)(aligned_block(A(memalign)(24, sizes[i]), 32, tier, "memalign(24)"));
+    }
+    CHECK(stats_of(MARL_TIER_FAST).live_bytes == s0.live_bytes, "fast blocks left behind");
+    CHECK(CTL(marl_check_heap)(MARL_TIER_FAST) == 0, "heap inconsistent at the end");
+    CTL(marl_set_tier)(MARL_TIER_DEFAULT);
+    printf("ok pass\n");
+}
+
 int main(int argc, char **argv) {
     api_init();
     alarm(60);
     if (argc > 1 && !strcmp(argv[1], "huge")) huge();
     else if (argc > 1 && !strcmp(argv[1], "tail")) tail();
+    else if (argc > 1 && !strcmp(argv[1], "pass")) pass();
     else {
-        fprintf(stderr, "usage: edges huge|tail\n");
+        fprintf(stderr, "usage: edges huge|tail|pass\n");
         return 2;
     }
     return 0;
