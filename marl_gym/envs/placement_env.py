@@ -45,7 +45,8 @@ class HeteroMemPlacementEnv(gym.Env):
     - ``tasks``: instead of ``workload``/``n_tasks``, a mix of co-located workloads ``{workload: count}``.
     - ``system``: preset name, dict, TOML/JSON path or `MemorySystem`; default ``optane-16g-128g``.
     - ``baseline``: what the speedup is measured against (``marl_gym.memory.MODES``); default ``memory_mode``.
-    - ``reward``: ``speedup``, ``log_speedup`` or ``egrl`` (`marl_gym.envs.rewards`); default ``speedup``.
+    - ``reward``: ``speedup``, ``log_speedup``, ``egrl`` or (serving graphs) ``tokens_per_s``
+      (`marl_gym.envs.rewards`); default ``speedup``.
     - ``backend``: ``model`` (analytic) or ``native`` (measured through the tiering allocator), or a `Backend`.
     - ``backend_kwargs``: passed to the backend's constructor.
     - ``noise``: relative standard deviation of a Gaussian measurement noise on every latency, drawn from the
