@@ -1,0 +1,74 @@
+"""Run every agent on a suite split at budgets 100, 300 and 1000 evaluations, 3 seeds, scored as a fraction of
+the cached optimum; write docs/leaderboard.md (with the command, wall time and machine load), a plot, and
+results JSON/CSV (marl_lab/leaderboard.py).
+
+    marl-gym leaderboard                                   # the default board (docs/leaderboard.md)
+    marl-gym leaderboard --split suite-v1/hard --budgets 100 300 --seeds 2 --doc /tmp/lb.md
+    marl-gym leaderboard --agent mine=mypkg.agents:make_agent   # your agent: make_agent(seed) -> agent
+
+Finished cells are kept in OUT/cells and skipped when the run is repeated (--fresh reruns them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+
+from marl_lab.cli import CLIError
+
+DEFAULT_SPLIT = "suite-v1/test"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from marl_lab.leaderboard import BUDGETS, DEFAULT_AGENTS
+
+    p.add_argument("--split", default=DEFAULT_SPLIT, help=f"suite split (default {DEFAULT_SPLIT})")
+    p.add_argument("--instances", nargs="+", default=None, help="only these instances of the split")
+    p.add_argument("--agents", default=",".join(DEFAULT_AGENTS), help="comma-separated agents")
+    p.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:FACTORY",
+        help="add your own agent: FACTORY(seed) returns an object with fit(env, budget) -> SearchResult",
+    )
+    p.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS), help="evaluation budgets")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="runs/leaderboard", help="results folder (cells, JSON, CSV)")
+    p.add_argument("--doc", default="docs/leaderboard.md", help="the markdown page (its plot goes to figures/)")
+    p.add_argument("--fresh", action="store_true", help="rerun cells already in OUT/cells")
+
+
+def _load_factory(spec: str):
+    name, _, target = spec.partition("=")
+    module, _, attr = target.partition(":")
+    if not name or not module or not attr:
+        raise CLIError(f"--agent takes NAME=MODULE:FACTORY, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise CLIError(f"--agent {spec}: cannot load {module}:{attr} ({exc})") from None
+    return name, factory
+
+
+def run(args: argparse.Namespace) -> int:
+    from marl_gym.suites import SuiteError
+    from marl_lab.leaderboard import LeaderboardError, machine_load, register_agent, run_leaderboard
+
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    for spec in args.agent:
+        name, factory = _load_factory(spec)
+        register_agent(name, factory)
+        agents.append(name)
+    if not agents:
+        raise CLIError("no agents given")
+    command = shlex.join(["marl-gym", *sys.argv[1:]]) if sys.argv[1:2] == ["leaderboard"] else "marl-gym leaderboard"
+    try:
+        board = run_leaderboard(args.split, agents, args.budgets, args.seeds, args.out, args.instances, not args.fresh)
+    except (LeaderboardError, SuiteError) as exc:
+        raise CLIError(str(exc)) from None
+    paths = board.write(args.out, args.doc, command, machine_load())
+    print(f"wrote {', '.join(str(p) for p in paths.values())} ({board.wall_time_s / 60:.1f} min)")
+    return 0
