@@ -97,6 +97,7 @@ class Cell:
     evaluations: int
     wall_time_s: float
     error: str = ""
+    resumed: bool = False
 
 
 def _settings(inst: Instance, budget: int, problem: Any) -> dict[str, Any]:
@@ -188,6 +189,7 @@ class Leaderboard:
     seeds: int
     cells: list[Cell]
     wall_time_s: float
+    load_at_start: str = ""
 
     def summary(self) -> list[dict[str, Any]]:
         """Per agent and budget: mean score over instances and seeds, the spread of the per-seed means over the
@@ -221,6 +223,8 @@ class Leaderboard:
 
     def markdown(self, command: str, load: str) -> str:
         instances = sorted({c.instance for c in self.cells})
+        resumed = sum(c.resumed for c in self.cells)
+        cell_min = sum(c.wall_time_s for c in self.cells) / 60
         lines = [
             "# Leaderboard",
             "",
@@ -228,7 +232,9 @@ class Leaderboard:
             "",
             f"Split `{self.split}` ({len(instances)} instances), budgets {', '.join(map(str, self.budgets))} "
             f"evaluations, {self.seeds} seed(s) (greedy and the rules are deterministic: one seed). Wall time "
-            f"{self.wall_time_s / 60:.1f} min; machine: {load}.",
+            f"{self.wall_time_s / 60:.1f} min ({len(self.cells) - resumed} runs made now, {resumed} resumed from "
+            f"earlier; the runs' own wall times sum to {cell_min:.1f} min); machine at the start: "
+            f"{self.load_at_start}; at the end: {load}.",
             "",
             "Score = fraction of the cached optimum (optimum latency / latency of the best placement found; "
             "1 = optimal). mean over instances and seeds; [min, max] of the per-seed means; worst = the worst "
@@ -329,7 +335,8 @@ class Leaderboard:
                     "budgets": list(self.budgets),
                     "seeds": self.seeds,
                     "wall_time_s": self.wall_time_s,
-                    "machine": load,
+                    "machine_at_start": self.load_at_start,
+                    "machine_at_end": load,
                     "summary": self.summary(),
                     "cells": [c.__dict__ for c in self.cells],
                 }
@@ -354,7 +361,7 @@ def machine_load() -> str:
         load1 = f"{os.getloadavg()[0]:.2f}"
     except OSError:
         load1 = "unknown"
-    return f"{os.cpu_count()} cores, load average {load1} at the end"
+    return f"{os.cpu_count()} cores, 1-minute load average {load1}"
 
 
 def run_leaderboard(
@@ -384,10 +391,12 @@ def run_leaderboard(
             n = 1 if getattr(factory(0), "deterministic", False) else int(seeds)
             plan += [(inst, agent, factory, s) for s in range(n)]
     cells = []
+    load_at_start = machine_load()
     start = time.perf_counter()
     for k, (inst, agent, factory, seed) in enumerate(plan, 1):
         path = None if out_dir is None else Path(out_dir) / "cells" / inst.name / f"{agent}-seed{seed}.json"
         cell, resumed = run_cell(inst, agent, factory, seed, budgets, path, resume)
+        cell.resumed = resumed
         cells.append(cell)
         if log:
             scores = " ".join(f"@{b} {cell.scores[b]:.4f}" for b in budgets)
@@ -396,4 +405,4 @@ def run_leaderboard(
                 f"[{k}/{len(plan)}] {inst.name} {agent} seed {seed}: {scores} ({what}; total "
                 f"{time.perf_counter() - start:.0f} s){' ERROR ' + cell.error if cell.error else ''}"
             )
-    return Leaderboard(split, list(factories), budgets, int(seeds), cells, time.perf_counter() - start)
+    return Leaderboard(split, list(factories), budgets, int(seeds), cells, time.perf_counter() - start, load_at_start)

@@ -37,6 +37,8 @@ SUITE = "suite-v1"
 HARD_GAP = 0.05
 """The issue's definition: an instance is hard when its best simple rule is at least 5% from the optimum."""
 SIMPLE_RULES = ("all_fast_if_fits", "greedy", "activations_fast_weights_slow")
+EXTRA_RULES = ("size_lifetime_fill",)
+"""Recorded beside the simple rules but not part of ``hard``'s definition (the issue names three rules)."""
 GREEDY_BUDGET = 300
 TEST_FAMILIES = ("wide_resnet", "gpt2")
 """Held-out families: none of their workloads (any size, mode, batch) appears in train."""
@@ -126,9 +128,10 @@ def grade(spec: Spec, time_limit_s: float) -> dict[str, Any]:
         raise RuntimeError(f"{spec.name}: the MILP's placement does not fit (status {sol.status})")
     placements = {**rule_placements(problem), "greedy": greedy}
     rules = {
-        r: _latency(problem, None if placements.get(r) is None else placements[r].to_action()) for r in SIMPLE_RULES
+        r: _latency(problem, None if placements.get(r) is None else placements[r].to_action())
+        for r in (*SIMPLE_RULES, *EXTRA_RULES)
     }
-    gaps = {r: 1.0 - opt_latency / lat for r, lat in rules.items() if lat is not None}
+    gaps = {r: 1.0 - opt_latency / rules[r] for r in SIMPLE_RULES if rules[r] is not None}
     best = min(gaps, key=gaps.get)
     result = Greedy().fit(env, budget=GREEDY_BUDGET)
     g_lat = _latency(problem, result.best_action)
@@ -187,6 +190,7 @@ def build(
         "build_wall_time_s": round(time.perf_counter() - start, 1),
         "hard_gap": HARD_GAP,
         "simple_rules": list(SIMPLE_RULES),
+        "extra_rules": list(EXTRA_RULES),
         "greedy_budget": GREEDY_BUDGET,
         "test_families": list(TEST_FAMILIES),
         "milp_time_limit_s": time_limit_s,
@@ -196,6 +200,12 @@ def build(
             "test": sum(r["split"] == "test" for r in records),
             "hard": sum(r["hard"] for r in records),
             "hard_at_300": sum(r["hard_at_300"] for r in records),
+            "hard_with_size_lifetime_fill_within_5pct": sum(
+                r["hard"]
+                and r["rule_latency_s"]["size_lifetime_fill"] is not None
+                and 1.0 - r["optimum"]["latency_s"] / r["rule_latency_s"]["size_lifetime_fill"] < HARD_GAP
+                for r in records
+            ),
         },
         "instances": records,
     }
