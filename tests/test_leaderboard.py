@@ -106,3 +106,16 @@ def test_cli_writes_markdown_plot_and_results(tmp_path, monkeypatch, capsys):
     assert main(["leaderboard", "--agents", "nobody", "--instances", CHEAP, "--split", SPLIT]) == 2
     assert "unknown agent" in capsys.readouterr().err
     assert main(["leaderboard", "--agent", "broken"]) == 2
+
+
+@pytest.mark.parametrize("agent", ["random", "local_search", "greedy"])
+def test_reading_a_long_run_at_a_smaller_budget_equals_a_run_given_that_budget(agent):
+    """What the leaderboard relies on for these agents: their search does not depend on the budget given."""
+    from marl_lab.leaderboard import agent_factory
+
+    inst = get_instance(f"{SPLIT}/{CHEAP}")
+    opt = inst.make().unwrapped.problem.reward.baseline_s / inst.optimum.latency_s
+    long = agent_factory(agent)(1).fit(inst.make(), budget=60)
+    short = agent_factory(agent)(1).fit(inst.make(), budget=20)
+    assert scores_at(long.history, (20,), opt) == scores_at(short.history, (20,), opt)
+    assert scores_at(long.history, (60,), opt)[0] >= scores_at(short.history, (20,), opt)[0]
