@@ -99,6 +99,10 @@ class Cell:
     error: str = ""
     resumed: bool = False
 
+    @property
+    def timed_out(self) -> bool:
+        return any(math.isnan(v) for v in self.scores.values())
+
 
 def _settings(inst: Instance, budget: int, problem: Any) -> dict[str, Any]:
     return {
@@ -109,6 +113,55 @@ def _settings(inst: Instance, budget: int, problem: Any) -> dict[str, Any]:
     }
 
 
+def _compute_cell(inst: Instance, agent: str, factory: AgentFactory, seed: int, budgets: Sequence[int]) -> Cell:
+    env = inst.make(reward="speedup")
+    optimum_speedup = env.unwrapped.problem.reward.baseline_s / inst.optimum.latency_s
+    start = time.perf_counter()
+    try:
+        result = factory(seed).fit(env, budget=int(max(budgets)))
+        scores = dict(zip(budgets, scores_at(result.history, budgets, optimum_speedup)))
+        return Cell(inst.name, inst.split, agent, seed, scores, int(result.evaluations), time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 - a failing agent is a row with score 0, not a lost leaderboard
+        scores = dict.fromkeys(budgets, 0.0)
+        error = f"{type(exc).__name__}: {exc}"
+        return Cell(inst.name, inst.split, agent, seed, scores, 0, time.perf_counter() - start, error)
+    finally:
+        env.close()
+
+
+def _compute_cell_limited(
+    inst: Instance, agent: str, factory: AgentFactory, seed: int, budgets: Sequence[int], time_limit_s: float
+) -> Cell:
+    """`_compute_cell` in a forked process, killed after `time_limit_s`: a run over the limit is recorded as
+    timed out (scores NaN: left out of the means and counted in the table), not waited for."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def child() -> None:
+        send.send(_compute_cell(inst, agent, factory, seed, budgets).__dict__)
+
+    start = time.perf_counter()
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if receive.poll(time_limit_s):
+            return Cell(**receive.recv())
+        error = f"timed out after {time_limit_s:g} s"
+    except EOFError:
+        error = f"the run's process died (exit code {proc.exitcode})"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receive.close()
+    return Cell(
+        inst.name, inst.split, agent, seed, dict.fromkeys(budgets, math.nan), 0, time.perf_counter() - start, error
+    )
+
+
 def run_cell(
     inst: Instance,
     agent: str,
@@ -117,67 +170,36 @@ def run_cell(
     budgets: Sequence[int],
     path: Path | None,
     resume: bool,
+    time_limit_s: float | None = None,
 ) -> tuple[Cell, bool]:
-    """One agent, one seed, one instance at the largest budget; (cell, resumed?)."""
+    """One agent, one seed, one instance at the largest budget (in a process killed after `time_limit_s`
+    when given); (cell, resumed?)."""
     env = inst.make(reward="speedup")
-    problem = env.unwrapped.problem
-    settings = _settings(inst, max(budgets), problem)
+    settings = {**_settings(inst, max(budgets), env.unwrapped.problem), "time_limit_s": time_limit_s}
+    env.close()
     if resume and path is not None and path.exists():
         try:
             data = json.loads(path.read_text())
             if data.get("kind") == CELL_KIND and data.get("settings") == settings:
-                env.close()
-                return Cell(
-                    inst.name,
-                    inst.split,
-                    agent,
-                    seed,
-                    {int(k): v for k, v in data["scores"].items()},
-                    data["evaluations"],
-                    data["wall_time_s"],
-                    data.get("error", ""),
-                ), True
+                scores = {int(k): float(v) for k, v in data["scores"].items()}
+                cell = Cell(inst.name, inst.split, agent, seed, scores, data["evaluations"], data["wall_time_s"])
+                cell.error = data.get("error", "")
+                return cell, True
         except (OSError, ValueError, KeyError):
             pass
-    optimum_speedup = problem.reward.baseline_s / inst.optimum.latency_s
-    start = time.perf_counter()
-    try:
-        result = factory(seed).fit(env, budget=int(max(budgets)))
-        cell = Cell(
-            inst.name,
-            inst.split,
-            agent,
-            seed,
-            dict(zip(budgets, scores_at(result.history, budgets, optimum_speedup))),
-            int(result.evaluations),
-            time.perf_counter() - start,
-        )
-    except Exception as exc:  # noqa: BLE001 - a failing agent is a row with score 0, not a lost leaderboard
-        cell = Cell(
-            inst.name,
-            inst.split,
-            agent,
-            seed,
-            dict.fromkeys(budgets, 0.0),
-            0,
-            time.perf_counter() - start,
-            f"{type(exc).__name__}: {exc}",
-        )
-    finally:
-        env.close()
+    if time_limit_s is None:
+        cell = _compute_cell(inst, agent, factory, seed, budgets)
+    else:
+        cell = _compute_cell_limited(inst, agent, factory, seed, budgets, time_limit_s)
     if path is not None:
-        write_versioned_json(
-            path,
-            CELL_KIND,
-            LEADERBOARD_SCHEMA_VERSION,
-            {
-                "settings": settings,
-                "scores": {str(k): v for k, v in cell.scores.items()},
-                "evaluations": cell.evaluations,
-                "wall_time_s": cell.wall_time_s,
-                "error": cell.error,
-            },
-        )
+        body = {
+            "settings": settings,
+            "scores": {str(k): v for k, v in cell.scores.items()},
+            "evaluations": cell.evaluations,
+            "wall_time_s": cell.wall_time_s,
+            "error": cell.error,
+        }
+        write_versioned_json(path, CELL_KIND, LEADERBOARD_SCHEMA_VERSION, body)
     return cell, False
 
 
@@ -190,13 +212,16 @@ class Leaderboard:
     cells: list[Cell]
     wall_time_s: float
     load_at_start: str = ""
+    time_limit_s: float | None = None
 
     def summary(self) -> list[dict[str, Any]]:
         """Per agent and budget: mean score over instances and seeds, the spread of the per-seed means over the
-        instances (min, max), and the worst instance (mean over seeds)."""
+        instances (min, max), and the worst instance (mean over seeds). Timed-out runs (NaN scores) are left
+        out and counted in ``timeouts``; failed runs score 0 and are counted in ``errors``."""
         rows = []
         for agent in self.agents:
-            mine = [c for c in self.cells if c.agent == agent]
+            everything = [c for c in self.cells if c.agent == agent]
+            mine = [c for c in everything if not c.timed_out]
             for b in self.budgets:
                 by_seed: dict[int, list[float]] = {}
                 by_inst: dict[str, list[float]] = {}
@@ -217,6 +242,7 @@ class Leaderboard:
                         else math.nan,
                         "seeds": len(by_seed),
                         "errors": sum(bool(c.error) for c in mine),
+                        "timeouts": len(everything) - len(mine),
                     }
                 )
         return rows
@@ -240,7 +266,13 @@ class Leaderboard:
             "1 = optimal). mean over instances and seeds; [min, max] of the per-seed means; worst = the worst "
             "instance (mean over seeds); <=1% = share of instances whose mean is within 1% of the optimum. Scores at "
             "100 and 300 evaluations are read from the best-so-far history of one run given the largest budget "
-            "(marl_lab/leaderboard.py says when that equals a run given the smaller budget).",
+            "(marl_lab/leaderboard.py says when that equals a run given the smaller budget)."
+            + (
+                f" Each run is killed after {self.time_limit_s:g} s of wall time; a timed-out run is left out of "
+                "the means and counted beside the agent's name."
+                if self.time_limit_s is not None
+                else ""
+            ),
             "",
             "| agent | " + " | ".join(f"{b} evals: mean [min, max] | worst | <=1%" for b in self.budgets) + " |",
             "|---|" + "---:|---:|---:|" * len(self.budgets),
@@ -255,8 +287,12 @@ class Leaderboard:
                     f"{r['mean']:.4f} [{r['seed_min']:.4f}, {r['seed_max']:.4f}] | {r['worst_instance']:.4f} | "
                     f"{100 * r['within_1pct']:.0f}%"
                 )
-            errors = summary[(agent, self.budgets[-1])]["errors"]
-            lines.append(f"| {agent}{f' ({errors} failed runs)' if errors else ''} | " + " | ".join(cells) + " |")
+            r = summary[(agent, self.budgets[-1])]
+            notes = [f"{r['errors']} failed runs"] * bool(r["errors"]) + [f"{r['timeouts']} timed out"] * bool(
+                r["timeouts"]
+            )
+            label = f"{agent} ({'; '.join(notes)})" if notes else agent
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         b = 300 if 300 in self.budgets else self.budgets[-1]
         lines += [
             "",
@@ -268,7 +304,7 @@ class Leaderboard:
         for inst in instances:
             vals = []
             for agent in order:
-                s = [c.scores[b] for c in self.cells if c.instance == inst and c.agent == agent]
+                s = [c.scores[b] for c in self.cells if c.instance == inst and c.agent == agent and not c.timed_out]
                 vals.append(f"{np.mean(s):.4f}" if s else "-")
             lines.append(f"| {inst} | " + " | ".join(vals) + " |")
         lines += ["", "![best-so-far score against evaluations](figures/leaderboard.png)", ""]
@@ -373,8 +409,14 @@ def run_leaderboard(
     instances: Sequence[str] | None = None,
     resume: bool = True,
     log: Callable[[str], None] | None = print,
+    time_limit_s: float | None = None,
 ) -> Leaderboard:
-    """Run every agent on every instance of `split` (or the `instances` named), see the module docstring."""
+    """Run every agent on every instance of `split` (or the `instances` named), see the module docstring.
+
+    `time_limit_s`: each run goes to a forked process killed after this many seconds (a timed-out run is
+    reported as such and left out of the means); None runs in this process without a limit."""
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise LeaderboardError(f"time_limit_s must be positive seconds or None, got {time_limit_s}")
     budgets = tuple(sorted({int(b) for b in budgets}))
     if not budgets or budgets[0] < 1:
         raise LeaderboardError(f"budgets must be positive evaluation counts, got {budgets}")
@@ -395,7 +437,7 @@ def run_leaderboard(
     start = time.perf_counter()
     for k, (inst, agent, factory, seed) in enumerate(plan, 1):
         path = None if out_dir is None else Path(out_dir) / "cells" / inst.name / f"{agent}-seed{seed}.json"
-        cell, resumed = run_cell(inst, agent, factory, seed, budgets, path, resume)
+        cell, resumed = run_cell(inst, agent, factory, seed, budgets, path, resume, time_limit_s)
         cell.resumed = resumed
         cells.append(cell)
         if log:

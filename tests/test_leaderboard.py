@@ -119,3 +119,28 @@ def test_reading_a_long_run_at_a_smaller_budget_equals_a_run_given_that_budget(a
     short = agent_factory(agent)(1).fit(inst.make(), budget=20)
     assert scores_at(long.history, (20,), opt) == scores_at(short.history, (20,), opt)
     assert scores_at(long.history, (60,), opt)[0] >= scores_at(short.history, (20,), opt)[0]
+
+
+class SleepyAgent(CachedOptimumAgent):
+    """Never finishes within the test's time limit."""
+
+    def fit(self, env, budget=None, **_):
+        import time
+
+        time.sleep(60)
+        raise AssertionError("the time limit did not stop the run")
+
+
+def test_a_run_over_the_time_limit_is_killed_and_reported(tmp_path):
+    register_agent("sleepy", SleepyAgent)
+    board = run_leaderboard(SPLIT, ["sleepy", "random"], (5,), 1, tmp_path, [CHEAP], log=None, time_limit_s=3)
+    by = {c.agent: c for c in board.cells}
+    assert by["sleepy"].timed_out and "timed out after 3 s" in by["sleepy"].error and by["sleepy"].wall_time_s < 30
+    # a run in a forked process scores what it scores in this process
+    direct = run_leaderboard(SPLIT, ["random"], (5,), 1, None, [CHEAP], log=None)
+    assert by["random"].scores == direct.cells[0].scores and not by["random"].timed_out
+    summary = {r["agent"]: r for r in board.summary()}
+    assert summary["sleepy"]["timeouts"] == 1 and np.isnan(summary["sleepy"]["mean"])
+    assert "sleepy (1 timed out)" in board.markdown("cmd", "load")
+    with pytest.raises(LeaderboardError, match="time_limit_s"):
+        run_leaderboard(SPLIT, ["random"], (5,), 1, None, [CHEAP], log=None, time_limit_s=0)

@@ -20,6 +20,10 @@ import sys
 from marl_lab.cli import CLIError
 
 DEFAULT_SPLIT = "suite-v1/test"
+DEFAULT_CELL_TIME_LIMIT_S = 200.0
+"""Wall-time limit of one run (agent x seed x instance): it bounds the default board by 12 EGRL runs x 200 s
+(EGRL on this branch can take many minutes on an instance where its population keeps proposing few new
+placements per generation) plus the fast agents, under an hour."""
 DEFAULT_INSTANCES = (
     "wide_resnet50_2.optane-16g-128g.fast70.t1",
     "wide_resnet50_2.optane-1dimm-16g-128g.fast70.t1",
@@ -55,6 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/leaderboard", help="results folder (cells, JSON, CSV)")
     p.add_argument("--doc", default="docs/leaderboard.md", help="the markdown page (its plot goes to figures/)")
     p.add_argument("--fresh", action="store_true", help="rerun cells already in OUT/cells")
+    p.add_argument(
+        "--cell-time-limit-s",
+        type=float,
+        default=DEFAULT_CELL_TIME_LIMIT_S,
+        help=f"kill a run after this many seconds, reported as timed out (default {DEFAULT_CELL_TIME_LIMIT_S:g}; 0 = none)",
+    )
 
 
 def _load_factory(spec: str):
@@ -87,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
     if instances == ["all"]:
         instances = None
     try:
-        board = run_leaderboard(args.split, agents, args.budgets, args.seeds, args.out, instances, not args.fresh)
+        limit = args.cell_time_limit_s if args.cell_time_limit_s > 0 else None
+        board = run_leaderboard(
+            args.split, agents, args.budgets, args.seeds, args.out, instances, not args.fresh, time_limit_s=limit
+        )
     except (LeaderboardError, SuiteError) as exc:
         raise CLIError(str(exc)) from None
     paths = board.write(args.out, args.doc, command, machine_load())
