@@ -62,6 +62,8 @@ register("compare", "marl_lab.commands.compare", "compare agents (EGRL, SB3, ran
 register(
     "calibrate", "marl_lab.commands.calibrate", "measure this host's memory tiers into a system file, or fit the model"
 )
+register("suite", "marl_lab.commands.suite", "build or list the benchmark suites (cached optima, rule gaps)")
+register("leaderboard", "marl_lab.commands.leaderboard", "run every agent on a suite split at fixed budgets")
 register("exec", "marl_lab.commands.exec", "run a command under the tiering allocator, configured for a placement")
 
 

@@ -98,6 +98,23 @@ def check_arguments(
     )
 
 
+def resolve_instance(
+    instance: Any, workload: Any, tasks: Any, system: Any, n_tasks: Any, batch_size: Any
+) -> tuple[Any, Any, Any, Any]:
+    """(workload, tasks, system, n_tasks) of a suite instance (`marl_gym.suites`), refusing arguments that would
+    contradict it (its cached optimum holds for its own workload, system and task count only)."""
+    from marl_gym.suites import get_instance
+
+    given = {"workload": workload, "tasks": tasks, "system": system, "n_tasks": n_tasks, "batch_size": batch_size}
+    clash = sorted(k for k, v in given.items() if v is not None)
+    if clash:
+        raise EnvArgumentError(
+            f"instance={instance!r} fixes the workload, system and task count; do not also give {clash}"
+        )
+    kwargs = get_instance(instance).env_kwargs
+    return kwargs.get("workload"), kwargs.get("tasks"), kwargs.get("system"), kwargs.get("n_tasks")
+
+
 def check_backend_kwargs(backend_class: type, kwargs: Mapping[str, Any]) -> None:
     """Refuse keyword arguments the backend's constructor does not take, listing those it does."""
     params = inspect.signature(backend_class.__init__).parameters

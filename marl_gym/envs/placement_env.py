@@ -19,6 +19,7 @@ from marl_gym.envs.arguments import (
     check_arguments,
     check_backend_kwargs,
     check_native_workload,
+    resolve_instance,
 )
 from marl_gym.envs.observation import NUM_NODE_FEATURES, SYSTEM_FEATURE_NAMES, node_features, system_features
 from marl_gym.envs.problem import PlacementProblem
@@ -44,8 +45,11 @@ class HeteroMemPlacementEnv(gym.Env):
     - ``n_tasks``: concurrent copies of the workload sharing bandwidth, cores and DRAM; default 1.
     - ``tasks``: instead of ``workload``/``n_tasks``, a mix of co-located workloads ``{workload: count}``.
     - ``system``: preset name, dict, TOML/JSON path or `MemorySystem`; default ``optane-16g-128g``.
+    - ``instance``: instead of workload/tasks/system/n_tasks, a benchmark instance ``<suite>/<split>/<name>``
+      (`marl_gym.suites`, e.g. ``suite-v1/test/...``).
     - ``baseline``: what the speedup is measured against (``marl_gym.memory.MODES``); default ``memory_mode``.
-    - ``reward``: ``speedup``, ``log_speedup`` or ``egrl`` (`marl_gym.envs.rewards`); default ``speedup``.
+    - ``reward``: ``speedup``, ``log_speedup``, ``egrl`` or (serving graphs) ``tokens_per_s``
+      (`marl_gym.envs.rewards`); default ``speedup``.
     - ``backend``: ``model`` (analytic) or ``native`` (measured through the tiering allocator), or a `Backend`.
     - ``backend_kwargs``: passed to the backend's constructor.
     - ``noise``: relative standard deviation of a Gaussian measurement noise on every latency, drawn from the
@@ -107,7 +111,7 @@ class HeteroMemPlacementEnv(gym.Env):
     def __init__(
         self,
         workload: str | os.PathLike[str] | WorkloadGraph | None = None,
-        system: Any = DEFAULT_SYSTEM,
+        system: Any = None,
         n_tasks: int | None = None,
         baseline: str = "memory_mode",
         reward: str = "speedup",
@@ -117,8 +121,12 @@ class HeteroMemPlacementEnv(gym.Env):
         batch_size: int | None = None,
         backend_kwargs: dict[str, Any] | None = None,
         tasks: TasksSpec | None = None,
+        instance: str | None = None,
     ) -> None:
         super().__init__()
+        if instance is not None:
+            workload, tasks, system, n_tasks = resolve_instance(instance, workload, tasks, system, n_tasks, batch_size)
+        system = DEFAULT_SYSTEM if system is None else system
         args = check_arguments(
             workload=workload,
             tasks=tasks,

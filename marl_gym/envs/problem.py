@@ -28,7 +28,7 @@ import numpy as np
 from marl_gym.backends.base import Backend, BatchEvaluation, Evaluation
 from marl_gym.backends.model import ModelBackend
 from marl_gym.envs.capacity import Capacity
-from marl_gym.envs.rewards import Reward
+from marl_gym.envs.rewards import Reward, reward_scale
 from marl_gym.memory.systems import MemorySystem
 from marl_gym.mix import Mix
 from marl_gym.placement import Placement
@@ -85,7 +85,8 @@ class PlacementProblem:
             # the all-slow placement cannot hold every task, yet its latency still anchors the reward's floor
             # (with an infinite one, log_speedup scored every overflowing placement -inf)
             all_slow_s = float(backend.evaluate(Placement.all_slow(graph.num_nodes)).latency_s)
-        reward_fn = Reward(reward, baseline, baselines[baseline], all_slow_s, footprint)
+        scale = reward_scale(reward, mix, baselines[baseline])
+        reward_fn = Reward(reward, baseline, baselines[baseline], all_slow_s, footprint, scale)
         budget = float(backend.fast_budget_bytes)
         sized = np.stack([graph.array("weight_bytes") * graph.weight_mask, graph.array("output_bytes")], axis=1)
         return cls(
