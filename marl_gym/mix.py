@@ -228,6 +228,7 @@ def union_graph(graphs: Iterable[WorkloadGraph], counts: Iterable[int] | None = 
                     produced_at=node.produced_at + offset,
                     last_use=node.last_use + offset,
                     part_of=None if node.part_of is None else prefix + node.part_of,
+                    shared_reads=tuple((prefix + owner, *rest) for owner, *rest in node.shared_reads),
                 )
             )
         edges.extend((s + offset, d + offset) for s, d in g.edges)

@@ -340,3 +340,20 @@ def test_milp_agent_solves_a_mix_and_sb3_wrapper_keeps_mix_keys():
     wrapped = SB3PlacementWrapper(make_env(tasks=TASKS, system=small_system()), obs_mode="dict")
     assert {"workload_id", "workload_tasks"} <= set(wrapped.observation_space.spaces)
     sb3_check_env(wrapped, warn=False)
+
+
+def test_a_mix_with_a_serving_graph_keeps_its_shared_reads_inside_their_workload():
+    """A decoder's KV-cache reads name their owner node; in the union graph the owner is renamed with the
+    workload's prefix too, so the mix builds (it raised 'not an earlier node' before) and every shared read
+    still names a node of its own workload."""
+    env = gym.make("HeteroMemPlacement-v0", tasks={"llama_1b_decode": 1, "resnet50": 1})
+    graph = env.unwrapped.problem.graph
+    index = {node.name: i for i, node in enumerate(graph.nodes)}
+    reads = [(i, owner) for i, node in enumerate(graph.nodes) for owner, _, _ in node.shared_reads]
+    assert reads, "the decoder's shared reads should be in the union graph"
+    for i, owner in reads:
+        assert index[owner] < i and owner.split("/")[0] == graph.nodes[i].name.split("/")[0] == "llama_1b_decode"
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.zeros((graph.num_nodes, 2), np.int8))
+    assert math.isfinite(reward)
+    env.close()
