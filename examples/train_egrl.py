@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="model", choices=("model", "native"), help="default %(default)s")
     p.add_argument("--baseline", default="memory_mode", help="reward baseline (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default runs/egrl-<instance or workload-n_tasks>-s<seed>)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default runs/egrl-<instance or workload-n_tasks>-s<seed>)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt if it exists")
     p.add_argument("--preset", default="fast", choices=("fast", "published"), help="EGRL config (default %(default)s)")
     p.add_argument(
